@@ -1,0 +1,1 @@
+"""cogames-parallel."""

@@ -1,0 +1,1 @@
+"""empo-distributed."""
