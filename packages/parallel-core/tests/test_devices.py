@@ -27,6 +27,8 @@ def test_parse_device_rejects_bad_specs(spec):
 
 
 def fake_cuda(monkeypatch, count):
+    """Pretend torch is installed and sees ``count`` CUDA devices."""
+    monkeypatch.setattr(devices, "_torch", lambda: object())
     monkeypatch.setattr(devices, "cuda_device_count", lambda: count)
 
 

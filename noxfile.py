@@ -1,0 +1,91 @@
+"""Test sessions: every package alone in its own environment, so a missing dependency fails.
+
+    uv run nox -l                                  # list sessions
+    uv run nox -s tests-cpu tests-cuda tests-mpi tests-e2e   # what CI runs (.ci/run)
+    uv run nox -s "tests-cpu(package='empo-distributed')"    # one package
+
+Each environment is filled from ``uv.lock`` by ``uv sync --frozen --package NAME``:
+exactly the versions a user gets, and nothing the package did not declare.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["tests-cpu", "tests-cuda", "tests-mpi", "tests-e2e"]
+
+PACKAGES = [
+    "parallel-core",
+    "empo-distributed",
+    "cogames-parallel",
+    "esper-multigpu",
+    "agent-async-train",
+]
+# pytest exits 5 when a marker selects no test (no CUDA tests in a package, say): not a failure.
+NO_TESTS_SELECTED = 5
+
+
+def sync(session: nox.Session, *args: str) -> None:
+    """Install from the lock into this session's virtualenv."""
+    session.run_install(
+        "uv",
+        "sync",
+        "--frozen",
+        "--no-default-groups",
+        *args,
+        env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
+    )
+
+
+def sync_package(session: nox.Session, package: str) -> None:
+    sync(session, "--package", package, "--group", "test")
+
+
+@nox.session(name="tests-cpu")
+@nox.parametrize("package", PACKAGES)
+def tests_cpu(session: nox.Session, package: str) -> None:
+    """The package's tests, minus those that need MPI ranks or a GPU."""
+    sync_package(session, package)
+    session.run(
+        "pytest", f"packages/{package}/tests", "-m", "not mpi and not cuda", *session.posargs,
+        success_codes=[0, NO_TESTS_SELECTED],
+    )
+
+
+@nox.session(name="tests-cuda")
+@nox.parametrize("package", PACKAGES)
+def tests_cuda(session: nox.Session, package: str) -> None:
+    """Tests marked ``cuda``; without a GPU they report as skipped and the session passes."""
+    sync_package(session, package)
+    session.run(
+        "pytest", f"packages/{package}/tests", "-m", "cuda", *session.posargs,
+        success_codes=[0, NO_TESTS_SELECTED],
+    )
+
+
+@nox.session(name="tests-mpi")
+@nox.parametrize("package", PACKAGES)
+def tests_mpi(session: nox.Session, package: str) -> None:
+    """Tests marked ``mpi``, run as two real MPI ranks (mpirun from the mpich wheel)."""
+    sync_package(session, package)
+    session.run(
+        "mpirun", "-n", "2", "python", "-m", "pytest", f"packages/{package}/tests",
+        "-m", "mpi", "-p", "no:cacheprovider", "-q", *session.posargs,
+        success_codes=[0, NO_TESTS_SELECTED],
+    )
+
+
+@nox.session(name="tests-e2e")
+def tests_e2e(session: nox.Session) -> None:
+    """Cross-package and end-to-end tests (CLIs as a user runs them, mpirun jobs, Dockerfile)."""
+    sync(session, "--all-packages", "--group", "dev")
+    session.run("pytest", "tests", *session.posargs, success_codes=[0, NO_TESTS_SELECTED])
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the whole repository."""
+    session.install("ruff")
+    session.run("ruff", "check", "packages", "tests", "tools", "noxfile.py")
