@@ -12,8 +12,6 @@ from .io import atomic_write
 from .mpi import DistributedContext, LocalContext, get_context, partition
 from .pools import SerialExecutor, WorkerError, make_executor, parallel_map
 
-
-
 __all__ = [
     "DistributedContext",
     "LocalContext",
