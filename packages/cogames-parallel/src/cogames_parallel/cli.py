@@ -1,11 +1,301 @@
-"""Command-line entry point for `cogames` (filled in by the package's own issue)."""
+"""``cogames``: evaluate mixes of policies on cooperative multi-agent missions.
 
+A thin shell: parse flags, build the plan, run it on the chosen runner, print.
+"""
+
+from __future__ import annotations
+
+import argparse
 import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+EVAL_EXAMPLES = """\
+examples:
+  cogames eval -m harvest.open -p greedy -p random --episodes 4
+  cogames eval -m 'harvest.*' -v small -p greedy:3 -p random:1 --jobs 2 --format json
+  cogames eval -m delivery.open -p class=busy,kw.work=20000 -c 4 --jobs 2 --parallel-policy
+  cogames eval -m my_mission.yaml -p class=mlp,data=mlp.pt -p greedy
+  mpirun -n 4 cogames eval -m 'assembly.*' -p greedy -e 40 --backend mpi --format json
+"""
+
+DEFAULT_MISSIONS = ["harvest.open"]
+DEFAULT_POLICIES = ["greedy", "random"]
+
+
+class UsageError(Exception):
+    """Bad input: one line on stderr, exit code 2."""
+
+
+def _eval_parser(sub) -> argparse.ArgumentParser:
+    for name in ("eval", "run"):
+        p = sub.add_parser(
+            name,
+            help="evaluate policies on missions" + (" (alias of eval)" if name == "run" else ""),
+            description="Evaluate a mix of policies on missions, many episodes each. "
+            "Data goes to stdout (--format), status and progress to stderr.",
+            epilog=EVAL_EXAMPLES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("-m", "--mission", action="append", metavar="MISSION",
+                       help="mission name, shell wildcard ('harvest.*'), .py/.yaml file or module:factory "
+                       f"(repeatable; default {DEFAULT_MISSIONS[0]})")
+        p.add_argument("-p", "--policy", action="append", metavar="SPEC",
+                       help="class=NAME_OR_PATH[,data=FILE][,proportion=N][,kw.KEY=VALUE], NAME or NAME:N "
+                       f"(repeatable; default {' '.join(DEFAULT_POLICIES)})")
+        p.add_argument("-c", "--cogs", type=int, help="number of agents (overrides the mission's)")
+        p.add_argument("-v", "--variant", action="append", default=[], help="mission variant (repeatable)")
+        p.add_argument("-e", "--episodes", type=int, default=10, help="episodes per mission (default 10)")
+        p.add_argument("-s", "--steps", type=int, help="max steps per episode (overrides the mission's)")
+        p.add_argument("--seed", type=int, default=42, help="root seed of every episode/agent stream (42)")
+        p.add_argument("--map-seed", type=int, help="fixed map layout for every episode")
+        p.add_argument("--action-timeout-ms", type=float, default=250.0,
+                       help="late actions become no-ops and are counted (default 250; 0 disables)")
+        p.add_argument("-j", "--jobs", type=int, default=0,
+                       help="total worker processes (0 = serial; capped at the cores available)")
+        p.add_argument("--parallel-policy", action="store_true",
+                       help="compute each step's agents on persistent per-agent worker processes")
+        p.add_argument("--agent-workers", type=int,
+                       help="with --parallel-policy: agent workers per episode (default: one per agent, "
+                       "within the --jobs budget)")
+        p.add_argument("--backend", choices=("local", "mpi"), default="local",
+                       help="mpi: spread (mission, episode) tasks over the ranks of mpirun")
+        p.add_argument("--format", choices=("yaml", "json"), help="print the data as YAML/JSON on stdout")
+        p.add_argument("-o", "--output", type=Path, help="also write the data (--format, default json) to this file")
+        p.add_argument("--save-replay-dir", type=Path,
+                       help="write one JSON replay (actions, rewards) per episode to this directory")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or status lines")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cogames",
+        description="Parallel multi-agent policy evaluation on cooperative missions. "
+        "With no command, runs a small default evaluation (greedy vs random on harvest.open).",
+        epilog=EVAL_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command")
+    _eval_parser(sub)
+    m = sub.add_parser("missions", help="list missions and variants")
+    m.add_argument("-m", "--mission", action="append", help="also load these (files, module:factory)")
+    sub.add_parser("policies", help="list registered policy short names")
+    im = sub.add_parser(
+        "imitate",
+        help="train an MLP policy by cloning a scripted one (writes a file for -p class=mlp,data=FILE)",
+        epilog="example:\n  cogames imitate -m harvest.open -o mlp.pt && "
+        "cogames eval -m harvest.open -p class=mlp,data=mlp.pt -p random",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    im.add_argument("-m", "--mission", action="append", required=True)
+    im.add_argument("-v", "--variant", action="append", default=[])
+    im.add_argument("-c", "--cogs", type=int)
+    im.add_argument("-p", "--teacher", default="greedy", help="policy to clone (default greedy)")
+    im.add_argument("-e", "--episodes", type=int, default=8)
+    im.add_argument("--hidden", type=int, default=64)
+    im.add_argument("--epochs", type=int, default=30)
+    im.add_argument("--seed", type=int, default=0)
+    im.add_argument("-o", "--output", type=Path, required=True)
+    return parser
+
+
+def _err(msg: str) -> None:
+    print(f"cogames: error: {msg}", file=sys.stderr)
+
+
+def cmd_missions(args) -> int:
+    from cogames_parallel.missions import BUILTIN_MISSIONS, COMMON_VARIANTS, resolve_missions
+
+    missions = list(BUILTIN_MISSIONS.values()) + (resolve_missions(args.mission) if args.mission else [])
+    t = Table(title="Missions")
+    for col in ("mission", "agents", "max steps", "source", "description"):
+        t.add_column(col)
+    for m in missions:
+        t.add_row(m.name, str(m.num_agents), str(m.max_steps), m.source, m.description)
+    console = Console()
+    console.print(t)
+    v = Table(title="Variants of the built-in missions (-v NAME, repeatable, applied in order)")
+    v.add_column("variant")
+    v.add_column("changes")
+    for name, change in COMMON_VARIANTS.items():
+        desc = ", ".join(f"{k}={val}" for k, val in change.items()) if isinstance(change, dict) else {
+            "scarce": "resource_density / 3", "abundant": "resource_density x 2"}.get(name, "")
+        v.add_row(name, desc)
+    console.print(v)
+    for m in missions:
+        if m.source != "builtin" and m.variants:
+            console.print(f"{m.name} variants: {', '.join(m.variants)}")
+    return 0
+
+
+def cmd_policies(args) -> int:
+    from cogames_parallel.policies import registered_policies
+    from cogames_parallel.policies.spec import resolve_policy_class
+
+    t = Table(title="Registered policies (-p NAME, or -p class=module:Class for your own)")
+    t.add_column("name")
+    t.add_column("class")
+    t.add_column("description")
+    for name, path in registered_policies().items():
+        doc = ""
+        if not path.startswith("cogames_parallel.policies.mlp"):  # do not import torch to list
+            doc = (resolve_policy_class(name).__doc__ or "").strip().split("\n")[0]
+        else:
+            doc = "torch MLP loaded from data=FILE (make one with `cogames imitate`)"
+        t.add_row(name, path, doc)
+    Console().print(t)
+    return 0
+
+
+def cmd_imitate(args) -> int:
+    import numpy as np
+
+    from cogames_parallel.agent_workers import AgentGroup
+    from cogames_parallel.evaluate import make_plan
+    from cogames_parallel.missions.loading import build_mission
+    from cogames_parallel.policies.base import PolicyEnvInfo
+    from cogames_parallel.policies.mlp import behaviour_clone, save_mlp
+
+    plan = make_plan(args.mission, [args.teacher], variants=args.variant, cogs=args.cogs,
+                     episodes=args.episodes, seed=args.seed, action_timeout_ms=0)
+    xs, ys = [], []
+    for task in plan.tasks:  # serial on purpose: data collection is cheap next to training
+        env = build_mission(task.mission).make_env()
+        obs, _ = env.reset(seed=task.env_seed)
+        names = list(env.possible_agents)
+        info = PolicyEnvInfo(task.mission.label(), env.observation_space(names[0]),
+                             env.action_space(names[0]), len(names))
+        group = AgentGroup()
+        group.begin(task, info, range(len(names)))
+        while env.agents:
+            slots = list(range(len(names)))
+            acts, _ = group.act(slots, [obs[n] for n in names])
+            xs.append(np.stack([obs[n] for n in names]))
+            ys.append(np.asarray(acts))
+            obs, *_ = env.step(dict(zip(names, acts)))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    dims = {len(o) for o in x}
+    n_actions = int(info.num_actions)
+    net, acc = behaviour_clone(x, y, n_actions, hidden=args.hidden, epochs=args.epochs, seed=args.seed)
+    save_mlp(args.output, net, x.shape[1], args.hidden, n_actions)
+    del dims
+    print(f"cogames: cloned {args.teacher} from {len(x)} samples (train accuracy {acc:.3f}) -> {args.output}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from parallel_core.io import atomic_write
+    from parallel_core.progress import progress_bar
+
+    from cogames_parallel.evaluate import make_plan, plan_tasks_for_run, prepare_runner, warn, worker_layout
+    from cogames_parallel.report import print_tables, render
+    from cogames_parallel.summary import summarize
+
+    ctx = None
+    is_root = True
+    if args.backend == "mpi":
+        from parallel_core.mpi import get_context
+
+        ctx = get_context()
+        is_root = ctx.is_root
+        if not ctx.is_distributed and not args.quiet:
+            warn("--backend mpi outside mpirun: running everything on this one rank")
+    for name in ("episodes", "jobs"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.agent_workers is not None and args.agent_workers < 1:
+        raise UsageError(f"--agent-workers must be >= 1, got {args.agent_workers}")
+    plan = make_plan(
+        args.mission or DEFAULT_MISSIONS,
+        args.policy or DEFAULT_POLICIES,
+        variants=args.variant,
+        cogs=args.cogs,
+        steps=args.steps,
+        episodes=args.episodes,
+        seed=args.seed,
+        map_seed=args.map_seed,
+        action_timeout_ms=args.action_timeout_ms,
+    )
+    max_agents = max(m.num_agents for _, m in plan.missions)
+    n_local = len(plan.tasks) if ctx is None else len(ctx.scatter_work(plan.tasks))
+    layout = worker_layout(args.jobs, n_local, max_agents, args.parallel_policy, args.agent_workers)
+    status = is_root and not args.quiet
+    for note in layout.notes:
+        if status:
+            warn(note)
+    if status:
+        ranks = f" on {ctx.size} MPI ranks," if ctx is not None and ctx.is_distributed else ""
+        print(
+            f"cogames: {len(plan.missions)} mission(s) x {args.episodes} episodes = {len(plan.tasks)} "
+            f"episodes;{ranks} {layout.describe()}",
+            file=sys.stderr,
+        )
+    if args.save_replay_dir is not None:
+        args.save_replay_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    tasks = plan_tasks_for_run(plan, args.save_replay_dir)
+    # workers start before the progress bar's thread exists, so they can be forked
+    with prepare_runner(plan, layout, args.backend, ctx) as runner:
+        with progress_bar(n_local, "episodes", quiet=not status) as bar:
+            results = runner.run(tasks, on_result=lambda r: bar.advance(1))
+    wall = time.perf_counter() - t0
+    code = 0
+    if is_root:
+        data = summarize(plan.missions, plan.policies, plan.tasks, results, plan.config)
+        steps = sum(ep.get("steps", 0) for ep in data["episodes"])
+        if args.format:
+            sys.stdout.write(render(data, args.format))
+        else:
+            print_tables(data, Console())
+        if args.output is not None:
+            with atomic_write(args.output, mode="w") as f:
+                f.write(render(data, args.format or "json"))
+        if data["failed"]:
+            first = data["failed"][0]
+            print(
+                f"cogames: error: {len(data['failed'])} of {len(plan.tasks)} episodes failed; first: "
+                f"{first['mission']} episode {first['episode']}: {first['error']}",
+                file=sys.stderr,
+            )
+            code = 1
+        elif status:
+            print(f"cogames: {len(plan.tasks)} episodes, {steps} steps in {wall:.2f} s "
+                  f"({steps / max(wall, 1e-9):.0f} env steps/s)", file=sys.stderr)
+    if ctx is not None:
+        code = ctx.bcast(code, root=0)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("cogames: not implemented yet (see the cogames-parallel issue)", file=sys.stderr)
-    return 2
+    from cogames_parallel.missions.base import MissionError
+    from cogames_parallel.policies.base import PolicyError
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["eval", *argv]  # bare `cogames [flags]` is an eval
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "missions":
+            return cmd_missions(args)
+        if args.command == "policies":
+            return cmd_policies(args)
+        if args.command == "imitate":
+            return cmd_imitate(args)
+        return cmd_eval(args)
+    except (UsageError, MissionError, PolicyError) as exc:
+        _err(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        print("cogames: interrupted; worker processes stopped", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,5 @@
+import sys
+
+from cogames_parallel.cli import main
+
+sys.exit(main())

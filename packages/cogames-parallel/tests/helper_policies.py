@@ -1,0 +1,93 @@
+"""Misbehaving policies for the failure tests (loaded as path/to/helper_policies.py:Class)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from cogames_parallel.policies.base import AgentPolicy, MultiAgentPolicy
+
+
+class _Counting(AgentPolicy):
+    def __init__(self, fn) -> None:
+        self.fn = fn
+        self.t = 0
+
+    def reset(self, seed=None) -> None:
+        self.t = 0
+
+    def step(self, obs) -> int:
+        self.t += 1
+        return self.fn(self.t)
+
+
+class CrashPolicy(MultiAgentPolicy):
+    """Raises ValueError at step ``at`` (for every agent it controls)."""
+
+    def __init__(self, env_info, at: int = 3) -> None:
+        super().__init__(env_info)
+        self.at = at
+
+    def agent_policy(self, agent_id):
+        def fn(t):
+            if t == self.at:
+                raise ValueError(f"boom at step {t}")
+            return 0
+
+        return _Counting(fn)
+
+
+class _Dying(AgentPolicy):
+    def __init__(self, at: int, mod: int) -> None:
+        self.at, self.mod, self.t, self.doomed = at, mod, 0, False
+
+    def reset(self, seed=None) -> None:
+        self.t = 0
+        self.doomed = seed % self.mod == 0
+
+    def step(self, obs) -> int:
+        self.t += 1
+        if self.doomed and self.t == self.at:
+            os._exit(7)
+        return 0
+
+
+class DiePolicy(MultiAgentPolicy):
+    """Kills its own process at step ``at`` if the agent's seed % ``mod`` == 0 (run it in a worker)."""
+
+    def __init__(self, env_info, at: int = 2, mod: int = 1) -> None:
+        super().__init__(env_info)
+        self.at, self.mod = at, mod
+
+    def agent_policy(self, agent_id):
+        return _Dying(self.at, self.mod)
+
+
+class SlowPolicy(MultiAgentPolicy):
+    """Sleeps ``ms`` milliseconds on every ``every``-th step, then plays action 1."""
+
+    def __init__(self, env_info, ms: float = 50, every: int = 1) -> None:
+        super().__init__(env_info)
+        self.ms, self.every = ms, every
+
+    def agent_policy(self, agent_id):
+        def fn(t):
+            if t % self.every == 0:
+                time.sleep(self.ms / 1000)
+            return 1
+
+        return _Counting(fn)
+
+
+class MainOnlyPolicy(MultiAgentPolicy):
+    """Holds a lock (cannot be pickled) and says it must stay in the main process."""
+
+    worker_safe = False
+
+    def __init__(self, env_info) -> None:
+        super().__init__(env_info)
+        self.lock = threading.Lock()
+
+    def agent_policy(self, agent_id):
+        return _Counting(lambda t: (t + agent_id) % 5)

@@ -1,0 +1,434 @@
+"""The DAG of reachable states, built by breadth-first waves, stored as CSR arrays.
+
+One algorithm, three ways to run a wave (chosen by arguments, not by branches inside
+the expansion):
+
+* serial: this process expands the whole wave;
+* local processes: the wave is cut into chunks, each worker expands a chunk and returns
+  compact successor data (unique successor tuples of the chunk + integer references
+  into them); the parent deduplicates against the global index;
+* MPI: every rank expands its contiguous share of the wave (with its own local
+  workers), the ranks ``allgather`` their compact results (new full state tuples are
+  unavoidable here: indices do not exist yet), and every rank merges them in rank
+  order with the same deterministic rule, so all ranks end with identical ``states``,
+  ``state_to_idx`` and transition arrays. Ownership is "contiguous slice of the wave",
+  never a (salted) hash.
+
+Temporary ids follow discovery order, which depends on the number of ranks and
+workers; the final order does not: states are sorted topologically by Kahn's algorithm
+taking the smallest state tuple first (for step-layered worlds this is
+``sorted(states)``), so every mode produces the same arrays.
+
+Transitions end up in flat arrays: for state ``i`` and joint action ``k`` (agent 0 the
+least significant digit) the outcomes are ``probs[o]``, ``succ[o]`` for
+``o in range(sk_offsets[i*K + k], sk_offsets[i*K + k + 1])``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .world_model import WorldError, joint_actions, num_actions, root_state
+
+PROB_TOL = 1e-9  # how far the outcome probabilities of a joint action may sum away from 1
+
+
+@dataclass
+class Dag:
+    """Reachable states in topological order (``states[0]`` is the root) and CSR transitions."""
+
+    states: list
+    state_to_idx: dict
+    num_agents: int
+    num_actions: int
+    terminal: np.ndarray  # bool (N,)
+    sk_offsets: np.ndarray  # int64 (N*K + 1,)
+    probs: np.ndarray  # float64 (M,)
+    succ: np.ndarray  # int64 (M,)
+    durations: np.ndarray | None = None  # float64 (M,), None when every duration is 1
+    step_layered: bool = False
+    waves: int = 0
+    timings: dict = field(default_factory=dict)
+    _state_array: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def num_joint_actions(self) -> int:
+        return self.num_actions**self.num_agents
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def state_array(self) -> np.ndarray | None:
+        """States as an int64 ``(N, L)`` array when they are equal-length integer tuples, else None."""
+        if self._state_array is None and self.states:
+            first = self.states[0]
+            if isinstance(first, tuple) and all(isinstance(x, (int, np.integer)) for x in first):
+                try:
+                    arr = np.array(self.states, dtype=np.int64)
+                except (ValueError, TypeError, OverflowError):
+                    return None
+                if arr.ndim == 2:
+                    self._state_array = arr
+        return self._state_array
+
+    def outcomes(self, i: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and successor indices of joint action ``k`` in state ``i``."""
+        K = self.num_joint_actions
+        a, b = self.sk_offsets[i * K + k], self.sk_offsets[i * K + k + 1]
+        return self.probs[a:b], self.succ[a:b]
+
+    def successors(self, i: int) -> list[int]:
+        """Sorted distinct successor indices of state ``i``."""
+        K = self.num_joint_actions
+        a, b = self.sk_offsets[i * K], self.sk_offsets[(i + 1) * K]
+        return sorted(set(self.succ[a:b].tolist()))
+
+
+@dataclass
+class Expansion:
+    """Compact successor data of a list of states (one chunk, one rank, or one wave)."""
+
+    terminal: np.ndarray  # uint8 (n,)
+    counts: np.ndarray  # int32 (n*K,): outcomes per (state, joint action)
+    probs: np.ndarray  # float64
+    ref: np.ndarray  # int64: index into succ_states
+    durations: np.ndarray | None  # float64, or None when all are 1
+    succ_states: list  # unique successor tuples, first-seen order
+    error: str | None = None
+
+
+def expand_states(world_model, states: list, joint: list[list[int]]) -> Expansion:
+    """Call ``transition_probabilities`` for every state and joint action; check the results.
+
+    Errors (bad probabilities, exceptions of the world model) come back in ``error``
+    instead of being raised, so MPI ranks can agree on failing together.
+    """
+    K = len(joint)
+    terminal = np.zeros(len(states), dtype=np.uint8)
+    counts = np.zeros(len(states) * K, dtype=np.int32)
+    probs: list[float] = []
+    ref: list[int] = []
+    durs: list[float] = []
+    any_duration = False
+    local: dict = {}
+    succ_states: list = []
+    tp = world_model.transition_probabilities
+    try:
+        for i, state in enumerate(states):
+            for k, actions in enumerate(joint):
+                outs = tp(state, actions)
+                if outs is None:
+                    if k:
+                        return _failed(
+                            f"state {state!r}: transition_probabilities returned None for joint "
+                            f"action {actions} but not for the first one; terminal states must "
+                            "return None for every joint action"
+                        )
+                    terminal[i] = 1
+                    break
+                total = 0.0
+                for out in outs:
+                    p, s2 = out[0], out[1]
+                    if len(out) > 2:
+                        d = float(out[2])
+                        if not d > 0:
+                            return _failed(
+                                f"state {state!r}, actions {actions}: duration {d} must be > 0"
+                            )
+                        any_duration = any_duration or d != 1.0
+                    else:
+                        d = 1.0
+                    if not 0.0 <= p <= 1.0:
+                        return _failed(
+                            f"state {state!r}, actions {actions}: probability {p} is outside [0, 1]"
+                        )
+                    j = local.get(s2)
+                    if j is None:
+                        j = local[s2] = len(succ_states)
+                        succ_states.append(s2)
+                    probs.append(float(p))
+                    ref.append(j)
+                    durs.append(d)
+                    total += p
+                if not outs or abs(total - 1.0) > PROB_TOL:
+                    return _failed(
+                        f"state {state!r}, actions {actions}: transition probabilities sum to "
+                        f"{total!r}, not 1; fix the world model's transition_probabilities"
+                    )
+                counts[i * K + k] = len(outs)
+    except Exception as exc:  # the world model's own bug: report it with the state
+        return _failed(f"transition_probabilities failed: {type(exc).__name__}: {exc}")
+    return Expansion(
+        terminal,
+        counts,
+        np.asarray(probs, dtype=np.float64),
+        np.asarray(ref, dtype=np.int64),
+        np.asarray(durs, dtype=np.float64) if any_duration else None,
+        succ_states,
+    )
+
+
+def _failed(message: str) -> Expansion:
+    empty = np.zeros(0)
+    return Expansion(empty, empty, empty, empty, None, [], message)
+
+
+# --- local worker processes -------------------------------------------------------------
+_WORKER: dict = {}
+
+
+def _init_expand_worker(world_model, joint) -> None:
+    _WORKER["wm"] = world_model
+    _WORKER["joint"] = joint
+
+
+def _expand_chunk(states: list) -> Expansion:
+    return expand_states(_WORKER["wm"], states, _WORKER["joint"])
+
+
+class WaveExpander:
+    """Expands a list of states in this process or across a pool of local workers."""
+
+    MIN_CHUNK = 64  # below this a chunk costs more in pickling than it saves
+
+    def __init__(self, world_model, joint, workers: int = 1):
+        self.world_model = world_model
+        self.joint = joint
+        self.workers = max(1, int(workers))
+        self.pool = None
+
+    def __enter__(self):
+        if self.workers > 1:
+            from parallel_core.pools import make_executor
+
+            self.pool = make_executor(
+                self.workers,
+                initializer=_init_expand_worker,
+                initargs=(self.world_model, self.joint),
+            )
+            self.pool.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.__exit__(*exc)
+            self.pool = None
+        return False
+
+    def expand(self, states: list) -> list[Expansion]:
+        """Expansions of consecutive chunks of ``states`` (one chunk when run in-process)."""
+        n = len(states)
+        if self.pool is None or n < 2 * self.MIN_CHUNK:
+            return [expand_states(self.world_model, states, self.joint)]
+        n_chunks = min(self.workers * 4, max(1, n // self.MIN_CHUNK))
+        bounds = np.linspace(0, n, n_chunks + 1).astype(int)
+        futures = [
+            self.pool.submit(_expand_chunk, states[a:b])
+            for a, b in zip(bounds[:-1], bounds[1:])
+            if b > a
+        ]
+        # The parent deduplicates the chunks' successors against the global index directly.
+        return [f.result() for f in futures]
+
+
+# --- the wave loop ------------------------------------------------------------------------
+def build_dag(
+    world_model,
+    *,
+    workers: int = 1,
+    ctx=None,
+    progress: Callable[[int, int], None] | None = None,
+    max_states: int | None = None,
+) -> Dag:
+    """Explore every state reachable from ``reset()`` and return the :class:`Dag`.
+
+    ``workers`` local processes expand each wave (per rank); ``ctx`` is a
+    ``parallel_core.mpi`` context (default: ``get_context()``). ``progress(wave,
+    n_states)`` is called after each wave. Raises :class:`WorldError` (identically on every
+    rank) on bad probabilities, a cycle, or more than ``max_states`` states.
+    """
+    from parallel_core.mpi import get_context
+
+    ctx = ctx if ctx is not None else get_context()
+    t0 = time.perf_counter()
+    n_agents = len(world_model.agents)
+    nA = num_actions(world_model)
+    joint = joint_actions(n_agents, nA)
+    K = len(joint)
+    root = root_state(world_model)
+    try:
+        hash(root)
+    except TypeError:
+        raise WorldError(f"states must be hashable tuples, got {type(root).__name__}") from None
+
+    states = [root]
+    state_to_idx = {root: 0}
+    parts: list[tuple] = []
+    start, stop, wave = 0, 1, 0
+    with WaveExpander(world_model, joint, workers) as expander:
+        while start < stop:
+            lo, hi = ctx.work_range(stop - start)
+            mine = expander.expand(states[start + lo : start + hi])
+            # Ranks in rank order, chunks in wave order: the merge below is identical everywhere.
+            gathered = (
+                [g for part in ctx.allgather(mine) for g in part] if ctx.is_distributed else mine
+            )
+            errors = [g.error for g in gathered if g.error]
+            if errors:
+                raise WorldError(errors[0])
+            for g in gathered:
+                remap = np.empty(len(g.succ_states), dtype=np.int64)
+                for j, s2 in enumerate(g.succ_states):
+                    idx = state_to_idx.get(s2)
+                    if idx is None:
+                        idx = state_to_idx[s2] = len(states)
+                        states.append(s2)
+                    remap[j] = idx
+                parts.append((g.terminal, g.counts, g.probs, remap[g.ref], g.durations))
+            wave += 1
+            if max_states is not None and len(states) > max_states:
+                raise WorldError(
+                    f"more than {max_states} reachable states after {wave} waves; "
+                    "lower --max-steps or raise --max-states"
+                )
+            if progress is not None:
+                progress(wave, len(states))
+            start, stop = stop, len(states)
+    t_bfs = time.perf_counter() - t0
+
+    terminal = np.concatenate([p[0] for p in parts]).astype(bool)
+    counts = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    probs = np.concatenate([p[2] for p in parts])
+    succ = np.concatenate([p[3] for p in parts])
+    with_d = any(p[4] is not None for p in parts)
+    durations = (
+        np.concatenate([p[4] if p[4] is not None else np.ones(len(p[2])) for p in parts])
+        if with_d
+        else None
+    )
+    N = len(states)
+    per_state = counts.reshape(N, K).sum(axis=1)
+    src = np.repeat(np.arange(N, dtype=np.int64), per_state)
+
+    # Canonical order (identical in every mode).
+    step_layered = _is_step_layered(states, src, succ)
+    perm = _topological_order(states, src, succ, step_layered)
+    inv = np.empty(N, dtype=np.int64)
+    inv[perm] = np.arange(N, dtype=np.int64)
+
+    old_start = np.concatenate(([0], np.cumsum(per_state)[:-1]))
+    lens = per_state[perm]
+    new_start = np.concatenate(([0], np.cumsum(lens)[:-1]))
+    take = np.repeat(old_start[perm] - new_start, lens) + np.arange(int(lens.sum()), dtype=np.int64)
+    counts_new = counts.reshape(N, K)[perm].reshape(-1)
+    sk_offsets = np.zeros(N * K + 1, dtype=np.int64)
+    np.cumsum(counts_new, out=sk_offsets[1:])
+    states_sorted = [states[i] for i in perm]
+    dag = Dag(
+        states=states_sorted,
+        state_to_idx={s: i for i, s in enumerate(states_sorted)},
+        num_agents=n_agents,
+        num_actions=nA,
+        terminal=terminal[perm],
+        sk_offsets=sk_offsets,
+        probs=probs[take],
+        succ=inv[succ[take]],
+        durations=durations[take] if durations is not None else None,
+        step_layered=step_layered,
+        waves=wave,
+    )
+    dag.timings = {"bfs_s": t_bfs, "order_s": time.perf_counter() - t0 - t_bfs}
+    return dag
+
+
+def _is_step_layered(states: list, src: np.ndarray, succ: np.ndarray) -> bool:
+    """True when every state is a tuple starting with an int step and every edge increases it."""
+    try:
+        steps = np.fromiter((s[0] for s in states), dtype=np.int64, count=len(states))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False
+    if not all(type(s) is tuple and isinstance(s[0], (int, np.integer)) for s in states[:1000]):
+        return False
+    return bool(np.all(steps[succ] > steps[src]))
+
+
+def _topological_order(
+    states: list, src: np.ndarray, succ: np.ndarray, step_layered: bool
+) -> np.ndarray:
+    """Kahn's algorithm, smallest state tuple first; ``sorted(states)`` for step-layered worlds."""
+    N = len(states)
+    try:
+        if step_layered:
+            # Every predecessor has a smaller step, so Kahn-smallest-first is plain sorting.
+            return np.array(sorted(range(N), key=states.__getitem__), dtype=np.int64)
+        edges = np.unique(src * N + succ)
+        e_src, e_dst = edges // N, edges % N
+        indeg = np.bincount(e_dst, minlength=N)
+        out_start = np.searchsorted(e_src, np.arange(N + 1))
+        dst_list = e_dst.tolist()
+        indeg_list = indeg.tolist()
+        heap = [(states[i], i) for i in range(N) if indeg_list[i] == 0]
+        heapq.heapify(heap)
+        order = []
+        while heap:
+            _, i = heapq.heappop(heap)
+            order.append(i)
+            for j in dst_list[out_start[i] : out_start[i + 1]]:
+                indeg_list[j] -= 1
+                if indeg_list[j] == 0:
+                    heapq.heappush(heap, (states[j], j))
+    except TypeError as exc:
+        raise WorldError(
+            f"states must be mutually comparable tuples to be ordered ({exc})"
+        ) from None
+    if len(order) < N:
+        stuck = next(i for i in range(N) if indeg_list[i] > 0)
+        raise WorldError(
+            f"the world is cyclic: {N - len(order)} of {N} states lie on or behind a cycle "
+            f"(e.g. state {states[stuck]!r}); EMPO needs a finite-horizon world (add a step counter)"
+        )
+    return np.array(order, dtype=np.int64)
+
+
+def get_dag(world_model, return_probabilities: bool = False, *, workers: int = 1, ctx=None):
+    """EMPO-compatible: ``(states, state_to_idx, successors[, transitions])`` as Python lists.
+
+    ``successors[i]`` lists the distinct successor indices of state ``i``;
+    ``transitions[i]`` lists ``(action_profile, probs, successor_indices)`` for every joint
+    action of a non-terminal state (empty for terminal states).
+    """
+    dag = build_dag(world_model, workers=workers, ctx=ctx)
+    successors = [dag.successors(i) for i in range(len(dag))]
+    if not return_probabilities:
+        return dag.states, dag.state_to_idx, successors
+    joint = joint_actions(dag.num_agents, dag.num_actions)
+    transitions = []
+    for i in range(len(dag)):
+        if dag.terminal[i]:
+            transitions.append([])
+            continue
+        row = []
+        for k, actions in enumerate(joint):
+            p, s = dag.outcomes(i, k)
+            row.append((tuple(actions), p.tolist(), s.tolist()))
+        transitions.append(row)
+    return dag.states, dag.state_to_idx, successors, transitions
+
+
+def count_work(dag: Dag) -> dict:
+    """Sizes that summaries and benchmarks report."""
+    return {
+        "states": len(dag),
+        "terminal": int(dag.terminal.sum()),
+        "joint_actions": dag.num_joint_actions,
+        "outcomes": int(len(dag.probs)),
+        "waves": dag.waves,
+        "max_outcomes": int(np.diff(dag.sk_offsets).max()) if len(dag.probs) else 0,
+        "log10_states": round(math.log10(max(1, len(dag))), 2),
+    }

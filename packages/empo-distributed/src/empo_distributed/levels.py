@@ -1,0 +1,47 @@
+"""Dependency levels for backward induction: sets of states that need only later levels.
+
+* ``step``: when states start with a step count and every transition increases it,
+  the states of one step form a level (processed from the last step back). Because
+  states are sorted, each level is a contiguous index range.
+* ``height``: the general peel-off: terminal states are level 0, and a state sits one
+  level above its highest successor. Works for any DAG.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .dag import Dag
+
+
+def dependency_levels(dag: Dag, mode: str = "auto") -> list[np.ndarray]:
+    """State-index arrays in processing order: each level depends only on earlier ones."""
+    if mode not in ("auto", "step", "height"):
+        raise ValueError(f"levels mode must be 'auto', 'step' or 'height', got {mode!r}")
+    if mode == "step" and not dag.step_layered:
+        raise ValueError(
+            "levels 'step' needs states that start with a step count increasing on every "
+            "transition; use 'auto' or 'height'"
+        )
+    if mode in ("auto", "step") and dag.step_layered:
+        steps = np.fromiter((s[0] for s in dag.states), dtype=np.int64, count=len(dag))
+        bounds = np.flatnonzero(np.diff(steps)) + 1  # sorted states: steps are non-decreasing
+        starts = np.concatenate(([0], bounds))
+        stops = np.concatenate((bounds, [len(dag)]))
+        return [np.arange(a, b, dtype=np.int64) for a, b in zip(starts[::-1], stops[::-1])]
+    return _height_levels(dag)
+
+
+def _height_levels(dag: Dag) -> list[np.ndarray]:
+    N, K = len(dag), dag.num_joint_actions
+    height = np.zeros(N, dtype=np.int64)
+    state_off = dag.sk_offsets[::K]  # first outcome of each state (N+1 entries)
+    succ = dag.succ
+    # Reverse topological order: every successor's height is known when a state is visited.
+    for i in range(N - 1, -1, -1):
+        a, b = state_off[i], state_off[i + 1]
+        if b > a:
+            height[i] = height[succ[a:b]].max() + 1
+    order = np.argsort(height, kind="stable")
+    bounds = np.flatnonzero(np.diff(height[order])) + 1
+    return np.split(order, bounds)

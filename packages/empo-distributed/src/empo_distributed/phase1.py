@@ -1,0 +1,384 @@
+"""Phase 1: the goal-conditioned Boltzmann human policy prior by backward induction.
+
+For every non-terminal state s (later levels first), human h and goal g:
+
+* g achieved in s: the policy is "stay" (action 0) with probability 1 and V(s, g) = 0;
+* otherwise, for each action a of h,
+  ``Q(s,a,g) = sum_{a_o} u(a_o) * min_{a_R} sum_j p_j * y_j`` (``max`` when optimistic),
+  ``y_j = 1`` if g is achieved in the successor s'_j, else ``delta_j * V(s'_j, g)`` with
+  ``delta_j = exp(-rho * duration_j)`` (no factor when rho = 0);
+* ``pi(.|s,g) = softmax(beta_h * Q)`` (uniform over exact ties for ``beta_h = inf``) and
+  ``V(s,g) = sum_a pi(a) Q(s,a,g)``.
+
+:class:`LevelKernel` evaluates these equations for a batch of states with numpy over
+(states x joint actions x goals); every reduction runs in a fixed order per state, so the
+result of a state does not depend on which batch, worker or rank computed it (serial,
+local-parallel and MPI runs are bit-identical). :func:`backward_induction` runs the
+levels: each rank takes its slice of a level by state index, its local workers share
+the arrays through :mod:`.shm`, and the new value rows are exchanged with ``Allgatherv``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .dag import Dag
+from .goals import GoalSet
+
+# Cap on the float64 scratch array (states x joint actions x goals) of one kernel call.
+SCRATCH_ELEMENTS = 4_000_000
+
+
+@dataclass(frozen=True)
+class Phase1Params:
+    """Theory parameters of Phase 1 (see module docstring)."""
+
+    beta_h: float = 10.0
+    rho_h: float = 0.0
+    optimistic: bool = False
+    dtype: str = "float64"
+
+    @staticmethod
+    def make(
+        beta_h=10.0, gamma_h=None, rho_h=None, optimistic=False, dtype="float64"
+    ) -> Phase1Params:
+        """Validate and convert ``gamma_h`` (per-step discount) to ``rho_h = -ln(gamma_h)``."""
+        beta_h = float(beta_h)
+        if math.isnan(beta_h) or beta_h < 0:
+            raise ValueError(f"beta_h must be >= 0 (or inf), got {beta_h}")
+        if gamma_h is not None and rho_h is not None:
+            raise ValueError("give gamma_h or rho_h, not both (rho_h = -ln(gamma_h))")
+        if gamma_h is not None:
+            gamma_h = float(gamma_h)
+            if not 0.0 < gamma_h <= 1.0:
+                raise ValueError(f"gamma_h must be in (0, 1], got {gamma_h}")
+            rho = -math.log(gamma_h)
+        else:
+            rho = float(rho_h) if rho_h is not None else 0.0
+            if not rho >= 0 or math.isinf(rho):
+                raise ValueError(f"rho_h must be a finite number >= 0, got {rho_h}")
+        if dtype not in ("float64", "float32"):
+            raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+        return Phase1Params(beta_h, rho, bool(optimistic), dtype)
+
+
+@dataclass(frozen=True)
+class KernelMeta:
+    """The small, picklable description a kernel needs besides the arrays."""
+
+    num_agents: int
+    num_actions: int
+    humans: tuple[int, ...]  # humans with a prior, in column-block order
+    robots: tuple[int, ...]
+    columns: tuple[tuple[int, int], ...]  # [start, stop) goal columns of each human
+    params: Phase1Params
+
+
+def make_uniform_others(num_actions: int, n_others: int) -> float:
+    """The default believed-others policy: every joint action of the other humans equally likely."""
+    return float(num_actions) ** -n_others
+
+
+class LevelKernel:
+    """Computes V and policy rows of a batch of states, reading and writing ``arrays``.
+
+    ``arrays`` holds ``sk_offsets``, ``probs``, ``succ``, optional ``delta`` (per outcome),
+    ``achieved`` (N x goals, bool), ``V`` (N x goals) and ``P`` (N x goals x actions);
+    they may be plain arrays (serial) or shared memory maps (workers).
+    """
+
+    def __init__(self, arrays: dict, meta: KernelMeta, believed_others_policy=None, states=None):
+        self.a = arrays
+        self.meta = meta
+        self.believed = believed_others_policy
+        self.states = states
+        n, nA = meta.num_agents, meta.num_actions
+        self.K = nA**n
+        p = meta.params
+        self.scalar_delta = None
+        if "delta" not in arrays and p.rho_h != 0.0:
+            self.scalar_delta = math.exp(-p.rho_h)  # every duration is 1
+        G = arrays["V"].shape[1]
+        self.batch = max(1, SCRATCH_ELEMENTS // max(1, self.K * G))
+
+    def compute(self, idx: np.ndarray) -> None:
+        """Fill ``V[idx]`` and ``P[idx]`` (``idx``: non-terminal states whose successors are done)."""
+        for s in range(0, len(idx), self.batch):
+            self._compute(np.asarray(idx[s : s + self.batch], dtype=np.int64))
+
+    def _expected(self, idx: np.ndarray) -> np.ndarray:
+        """``E[s, k, g] = sum_j p_j y_j`` for every state, joint action and goal column."""
+        a, K = self.a, self.K
+        V, ach, probs, succ = a["V"], a["achieved"], a["probs"], a["succ"]
+        delta = a.get("delta")
+        sk = (idx[:, None] * K + np.arange(K, dtype=np.int64)).ravel()
+        start = a["sk_offsets"][sk]
+        length = a["sk_offsets"][sk + 1] - start
+        E = np.zeros((len(sk), V.shape[1]))
+        # Outcome j of every (state, joint action) at once; the sum over j runs in
+        # outcome order exactly like a scalar loop, whatever the batch.
+        for j in range(int(length.max()) if len(sk) else 0):
+            rows = np.flatnonzero(length > j)
+            o = start[rows] + j
+            s2 = succ[o]
+            y = V[s2].astype(np.float64)
+            if delta is not None:
+                y *= delta[o][:, None]
+            elif self.scalar_delta is not None:
+                y *= self.scalar_delta
+            y[ach[s2]] = 1.0
+            E[rows] += probs[o][:, None] * y
+        return E.reshape(len(idx), K, -1)
+
+    def _compute(self, idx: np.ndarray) -> None:
+        meta, p = self.meta, self.meta.params
+        n_agents, nA = meta.num_agents, meta.num_actions
+        E = self._expected(idx)
+        n = len(idx)
+        # Joint index k = sum a_i nA^i: in C order the LAST axis is agent 0.
+        E = E.reshape((n,) + (nA,) * n_agents + (E.shape[-1],))
+        axis_of = {i: 1 + (n_agents - 1 - i) for i in range(n_agents)}
+        robot_axes = tuple(axis_of[r] for r in meta.robots)
+        if robot_axes:
+            M_all = E.max(axis=robot_axes) if p.optimistic else E.min(axis=robot_axes)
+        else:
+            M_all = E
+        # Remaining agent axes, in the order they now appear.
+        remaining = [i for i in sorted(range(n_agents), reverse=True) if i not in meta.robots]
+        ach_rows = self.a["achieved"][idx]
+        for h, (c0, c1) in zip(meta.humans, meta.columns):
+            others = [i for i in range(n_agents) if i != h and i not in meta.robots]
+            order = [0, 1 + remaining.index(h)] + [1 + remaining.index(o) for o in others]
+            M = M_all[..., c0:c1].transpose(order + [M_all.ndim - 1])
+            n_o = nA ** len(others)
+            M = M.reshape(n, nA, n_o, c1 - c0)  # others in itertools.product order
+            Q = np.zeros((n, nA, c1 - c0))
+            if self.believed is None:
+                u = make_uniform_others(nA, len(others))
+                for o in range(n_o):
+                    Q += u * M[:, :, o, :]
+            else:
+                U = self._believed_weights(idx, h, others)
+                for o in range(n_o):
+                    Q += U[:, :, o, None] * M[:, :, o, :]
+            pi, V = boltzmann(Q, p.beta_h)
+            done = ach_rows[:, c0:c1]  # (n, G_h): goal already achieved here -> "stay", V = 0
+            if done.any():
+                stay = np.zeros(nA)
+                stay[0] = 1.0
+                pi = np.where(done[:, None, :], stay[None, :, None], pi)
+                V = np.where(done, 0.0, V)
+            self.a["V"][idx, c0:c1] = V
+            self.a["P"][idx, c0:c1, :] = np.moveaxis(pi, 1, 2)
+
+    def _believed_weights(self, idx: np.ndarray, h: int, others: list[int]) -> np.ndarray:
+        """``U[s, a, o]``: the believed probability of the others' joint action o."""
+        nA = self.meta.num_actions
+        U = np.zeros((len(idx), nA, nA ** len(others)))
+        for r, i in enumerate(idx.tolist()):
+            state = self.states[i]
+            for a in range(nA):
+                for prob, profile in self.believed(state, h, a):
+                    o = 0
+                    for x in others:
+                        o = o * nA + int(profile[x])
+                    U[r, a, o] += prob
+        return U
+
+
+def boltzmann(Q: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
+    """``softmax(beta * Q)`` over axis 1 (stable) and ``V = sum_a pi Q``, sums in action order."""
+    nA = Q.shape[1]
+    Qmax = Q.max(axis=1, keepdims=True)
+    if math.isinf(beta):
+        w = (Q == Qmax).astype(np.float64)  # uniform over exact argmax ties
+    else:
+        w = np.exp(beta * (Q - Qmax))
+    total = w[:, 0].copy()
+    for a in range(1, nA):
+        total += w[:, a]
+    pi = w / total[:, None]
+    V = pi[:, 0] * Q[:, 0]
+    for a in range(1, nA):
+        V += pi[:, a] * Q[:, a]
+    return pi, V
+
+
+# --- local workers ------------------------------------------------------------------------
+_KERNEL: dict = {}
+
+
+def _init_kernel_worker(spec: dict, meta: KernelMeta, believed, states) -> None:
+    from .shm import attach
+
+    _KERNEL["k"] = LevelKernel(attach(spec), meta, believed, states)
+
+
+def _kernel_task(idx: np.ndarray) -> int:
+    _KERNEL["k"].compute(idx)
+    return len(idx)
+
+
+class _LocalRunner:
+    """Runs a kernel over a batch of states in this process or across local workers.
+
+    The pool and the shared copies of the arrays are made lazily, at the first batch big
+    enough to pay for them (``MIN_PARALLEL_WORK`` state x joint-action x goal elements):
+    below that, starting workers and copying the DAG costs more than the batch itself.
+    """
+
+    MIN_CHUNK = 16
+    MIN_PARALLEL_WORK = 1_000_000
+
+    def __init__(self, arrays: dict, meta: KernelMeta, workers: int, believed, states):
+        self.workers = workers
+        self.meta = meta
+        self.believed = believed
+        self.states = states
+        self.shared = None
+        self.pool = None
+        self.arrays = arrays
+        self.kernel = LevelKernel(arrays, meta, believed, states)
+        self.parallel_batches = 0
+        self.work_per_state = meta.num_actions**meta.num_agents * arrays["V"].shape[1]
+
+    def _start_pool(self) -> None:
+        from parallel_core.pools import make_executor
+
+        from .shm import SharedArrays
+
+        self.shared = SharedArrays()
+        for name, arr in self.arrays.items():
+            self.shared.share(name, arr)  # V and P carry the rows computed so far
+        self.arrays = self.shared.arrays
+        self.kernel = LevelKernel(self.arrays, self.meta, self.believed, self.states)
+        self.pool = make_executor(
+            self.workers,
+            initializer=_init_kernel_worker,
+            initargs=(
+                self.shared.spec(),
+                self.meta,
+                self.believed,
+                self.states if self.believed else None,
+            ),
+        )
+
+    def run(self, idx: np.ndarray) -> None:
+        big = (
+            len(idx) * self.work_per_state >= self.MIN_PARALLEL_WORK
+            and len(idx) >= 2 * self.MIN_CHUNK
+        )
+        if self.workers <= 1 or not big:
+            self.kernel.compute(idx)
+            return
+        if self.pool is None:
+            self._start_pool()
+        self.parallel_batches += 1
+        n_chunks = max(1, min(self.workers * 2, len(idx) // max(1, self.MIN_CHUNK)))
+        futures = [self.pool.submit(_kernel_task, c) for c in np.array_split(idx, n_chunks)]
+        for f in futures:
+            f.result()
+
+    def close(self, failed: bool = False) -> None:
+        if self.pool is not None:
+            if failed:
+                self.pool.__exit__(RuntimeError, None, None)
+            else:
+                self.pool.shutdown(wait=True)
+        if self.shared is not None:
+            self.shared.close()
+
+
+def backward_induction(
+    dag: Dag,
+    goal_sets: Sequence[GoalSet],
+    params: Phase1Params,
+    levels: list[np.ndarray],
+    achieved: np.ndarray,
+    *,
+    robots: Sequence[int] = (),
+    workers: int = 1,
+    ctx=None,
+    believed_others_policy=None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Run Phase 1 over ``levels``; return ``(V, P, timings)`` with every row filled on every rank.
+
+    ``V``: ``(N, goals)``, ``P``: ``(N, goals, actions)`` (NaN for terminal states), goal
+    columns grouped by human in ``goal_sets`` order.
+    """
+    from parallel_core.mpi import get_context
+
+    ctx = ctx if ctx is not None else get_context()
+    N, nA = len(dag), dag.num_actions
+    G = sum(len(gs) for gs in goal_sets)
+    dtype = np.dtype(params.dtype)
+    columns, c = [], 0
+    for gs in goal_sets:
+        columns.append((c, c + len(gs)))
+        c += len(gs)
+    meta = KernelMeta(
+        dag.num_agents,
+        nA,
+        tuple(gs.human for gs in goal_sets),
+        tuple(robots),
+        tuple(columns),
+        params,
+    )
+    arrays = {
+        "sk_offsets": dag.sk_offsets,
+        "probs": dag.probs,
+        "succ": dag.succ,
+        "achieved": achieved,
+        "V": np.zeros((N, G), dtype=dtype),
+        "P": np.full((N, G, nA), np.nan, dtype=dtype),
+    }
+    if dag.durations is not None and params.rho_h != 0.0:
+        arrays["delta"] = np.exp(-params.rho_h * dag.durations)
+    t0 = time.perf_counter()
+    t_exchange = 0.0
+    runner = _LocalRunner(arrays, meta, workers, believed_others_policy, dag.states)
+    failed = True
+    try:
+        mine = []
+        for li, level in enumerate(levels):
+            todo = level[~dag.terminal[level]]
+            lo, hi = ctx.work_range(len(todo))
+            my_idx = todo[lo:hi]
+            runner.run(my_idx)
+            mine.append(my_idx)
+            V, P = runner.arrays["V"], runner.arrays["P"]  # shared copies once workers start
+            if ctx.is_distributed:
+                te = time.perf_counter()
+                all_idx = ctx.allgatherv(my_idx)
+                V[all_idx] = ctx.allgatherv(np.ascontiguousarray(V[my_idx]))
+                t_exchange += time.perf_counter() - te
+            if progress is not None:
+                progress(li + 1, len(levels))
+        V, P = runner.arrays["V"], runner.arrays["P"]
+        if ctx.is_distributed:  # policies are not needed by later levels: one exchange at the end
+            te = time.perf_counter()
+            my_all = np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
+            all_idx = ctx.allgatherv(my_all)
+            rows = ctx.allgatherv(np.ascontiguousarray(P[my_all]).reshape(len(my_all), -1))
+            P[all_idx] = rows.reshape(len(all_idx), G, nA)
+            t_exchange += time.perf_counter() - te
+        V_out, P_out = np.array(V), np.array(P)  # plain arrays that outlive the shared files
+        failed = False
+    finally:
+        runner.close(failed)
+    total = time.perf_counter() - t0
+    return (
+        V_out,
+        P_out,
+        {
+            "phase1_s": total,
+            "exchange_s": t_exchange,
+            "parallel_batches": runner.parallel_batches,
+        },
+    )

@@ -1,0 +1,162 @@
+"""The human policy prior: result object, save to ``.npz``, ``load_prior``.
+
+File layout (``numpy.savez``, no pickles unless states are not integer tuples):
+
+* ``states``: ``(N, L)`` int64 (or an object array of tuples), topological order;
+* ``terminal``: ``(N,)`` bool;
+* ``policy``: ``(N, goals, actions)`` float (NaN rows for terminal states);
+* ``values``: ``(N, goals)`` float;
+* ``goal_ids``, ``goal_humans``, ``goal_weights``: one entry per goal column;
+* ``meta``: a JSON string (world, parameters, goal labels, run summary).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+class HumanPolicyPrior:
+    """Answers ``prior(state, h, goal)`` -> action probabilities; ``prior(state, h)`` -> marginal.
+
+    ``goal`` is a goal object (matched by its ``goal_id``, else by equality) or an integer
+    goal id. The marginal weighs each goal of human ``h`` by its generator weight. For a
+    terminal state there is no policy: ``None`` is returned.
+    """
+
+    def __init__(
+        self,
+        states: list,
+        terminal: np.ndarray,
+        policy: np.ndarray,
+        values: np.ndarray,
+        goal_ids: np.ndarray,
+        goal_humans: np.ndarray,
+        goal_weights: np.ndarray,
+        meta: dict | None = None,
+        goals: list | None = None,
+    ):
+        self.states = states
+        self.state_to_idx = {s: i for i, s in enumerate(states)}
+        self.terminal = np.asarray(terminal, dtype=bool)
+        self.policy = policy
+        self.values = values
+        self.goal_ids = np.asarray(goal_ids, dtype=np.int64)
+        self.goal_humans = np.asarray(goal_humans, dtype=np.int64)
+        self.goal_weights = np.asarray(goal_weights, dtype=np.float64)
+        self.meta = meta or {}
+        self.goals = goals  # goal objects in column order (in-memory results only)
+        self.human_agent_indices = sorted(set(self.goal_humans.tolist()))
+        self.dag = None
+        self.timings: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def _row(self, state) -> int:
+        try:
+            return self.state_to_idx[
+                tuple(state) if isinstance(state, (list, np.ndarray)) else state
+            ]
+        except KeyError:
+            raise KeyError(
+                f"state {state!r} is not in the prior (not reachable from the root)"
+            ) from None
+
+    def goal_column(self, human_agent_index: int, goal) -> int:
+        """Column of ``goal`` (object or goal id) for human ``human_agent_index``."""
+        goal_id = goal if isinstance(goal, (int, np.integer)) else getattr(goal, "goal_id", None)
+        cols = np.flatnonzero(self.goal_humans == human_agent_index)
+        if goal_id is None and self.goals is not None:
+            for c in cols:
+                if self.goals[c] == goal:
+                    return int(c)
+        hit = cols[self.goal_ids[cols] == goal_id] if goal_id is not None else cols[:0]
+        if not hit.size:
+            raise KeyError(f"goal {goal!r} is not a goal of human {human_agent_index}")
+        return int(hit[0])
+
+    def __call__(self, state, human_agent_index: int, possible_goal=None) -> np.ndarray | None:
+        i = self._row(state)
+        if self.terminal[i]:
+            return None
+        if possible_goal is not None:
+            return np.asarray(
+                self.policy[i, self.goal_column(human_agent_index, possible_goal)], dtype=np.float64
+            )
+        cols = np.flatnonzero(self.goal_humans == human_agent_index)
+        if not cols.size:
+            raise KeyError(
+                f"agent {human_agent_index} has no prior (humans: {self.human_agent_indices})"
+            )
+        w = self.goal_weights[cols]
+        return (w[:, None] * self.policy[i, cols].astype(np.float64)).sum(axis=0) / w.sum()
+
+    def value(self, state, human_agent_index: int, goal) -> float:
+        """``V_h(state, goal)``."""
+        return float(self.values[self._row(state), self.goal_column(human_agent_index, goal)])
+
+    def goal_labels(self) -> list[str]:
+        return list(self.meta.get("goal_labels", []))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the prior atomically (temp file + rename) as ``.npz``."""
+        from parallel_core.io import atomic_write
+
+        arr = _states_array(self.states)
+        meta = dict(self.meta)
+        meta["format_version"] = FORMAT_VERSION
+        with atomic_write(path, "wb") as f:
+            np.savez(
+                f,
+                states=arr,
+                terminal=self.terminal,
+                policy=self.policy,
+                values=self.values,
+                goal_ids=self.goal_ids,
+                goal_humans=self.goal_humans,
+                goal_weights=self.goal_weights,
+                meta=np.array(json.dumps(meta)),
+            )
+
+
+def _states_array(states: list) -> np.ndarray:
+    try:
+        arr = np.array(states, dtype=np.int64)
+        if arr.ndim == 2 and all(type(s) is tuple for s in states[:1]):
+            return arr
+    except (ValueError, TypeError, OverflowError):
+        pass
+    out = np.empty(len(states), dtype=object)
+    out[:] = states
+    return out
+
+
+def load_prior(path: str | os.PathLike) -> HumanPolicyPrior:
+    """Read a prior written by :meth:`HumanPolicyPrior.save` (or ``empo-prior --output``)."""
+    with np.load(path, allow_pickle=False) as z:
+        try:
+            states_arr = z["states"]
+        except ValueError:  # object array of non-integer states: stored with pickle
+            states_arr = None
+        fields = {k: z[k] for k in z.files if k != "states"}
+    if states_arr is None:
+        with np.load(path, allow_pickle=True) as z:
+            states = [tuple(s) if isinstance(s, list) else s for s in z["states"].tolist()]
+    else:
+        states = [tuple(row) for row in states_arr.tolist()]
+    meta = json.loads(str(fields["meta"]))
+    return HumanPolicyPrior(
+        states,
+        fields["terminal"],
+        fields["policy"],
+        fields["values"],
+        fields["goal_ids"],
+        fields["goal_humans"],
+        fields["goal_weights"],
+        meta,
+    )

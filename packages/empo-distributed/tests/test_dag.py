@@ -1,0 +1,117 @@
+"""The DAG: EMPO-compatible lists, CSR arrays, canonical order, errors."""
+
+import numpy as np
+import pytest
+from empo_test_worlds import BadProbWorld, ChainWorld, CyclicWorld, NoClockWorld, coin
+
+from empo_distributed import WorldError, build_dag, get_dag, joint_actions, load_world
+from empo_distributed.levels import dependency_levels
+
+
+def test_joint_action_index_agent0_least_significant():
+    joint = joint_actions(2, 3)
+    assert joint[1] == [1, 0] and joint[3] == [0, 1] and joint[5] == [2, 1]
+    assert all(k == a0 + 3 * a1 for k, (a0, a1) in enumerate(joint))
+
+
+def test_get_dag_compat_lists():
+    world = ChainWorld(max_steps=2, rule=coin)
+    states, state_to_idx, successors, transitions = get_dag(world, return_probabilities=True)
+    assert states == [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2)]
+    assert states == sorted(states) and state_to_idx[(1, 1)] == 2
+    assert successors[0] == [1, 2]
+    # joint action (1,) from the root: forward succeeds with 0.25
+    assert transitions[0][1] == ((1,), [0.25, 0.75], [2, 1])
+    assert transitions[0][0] == ((0,), [1.0], [1])
+    assert transitions[3] == []  # terminal
+
+
+def test_gridworld_dag_is_sorted_and_consistent():
+    world = load_world("contest")
+    dag = build_dag(world)
+    assert dag.step_layered and dag.states[0] == world.reset()
+    assert dag.states == sorted(dag.states)
+    K = dag.num_joint_actions
+    per_sk = np.add.reduceat(dag.probs, dag.sk_offsets[:-1][np.diff(dag.sk_offsets) > 0])
+    np.testing.assert_allclose(per_sk, 1.0, atol=1e-12)
+    for i in np.flatnonzero(~dag.terminal)[:20]:  # CSR agrees with the world model
+        for k, actions in enumerate(joint_actions(dag.num_agents, dag.num_actions)):
+            p, s = dag.outcomes(i, k)
+            want = world.transition_probabilities(dag.states[i], actions)
+            assert [(float(a), dag.states[b]) for a, b in zip(p, s)] == want
+    assert np.all(np.diff(dag.sk_offsets).reshape(len(dag), K)[dag.terminal] == 0)
+
+
+def test_contention_splits_probability():
+    world = load_world("contest")
+    root = world.reset()
+    # human moves right, robot moves left: both want the middle cell
+    outs = world.transition_probabilities(root, [4, 3])
+    assert [p for p, _ in outs] == [0.5, 0.5]
+    assert len({s for _, s in outs}) == 2
+
+
+def test_kahn_order_without_step_counter():
+    world = NoClockWorld(n_actions=2)
+    dag = build_dag(world)
+    assert not dag.step_layered
+    assert dag.states == [("n", 0), ("n", 1), ("n", 2), ("n", 3), ("n", 4)]
+    src = np.repeat(np.arange(len(dag)), np.diff(dag.sk_offsets[:: dag.num_joint_actions]))
+    assert np.all(dag.succ > src)  # every edge points forward
+    levels = dependency_levels(dag)  # height peel-off: terminal first
+    assert [lv.tolist() for lv in levels] == [[4], [3], [2], [1], [0]]
+
+
+def test_height_levels_on_step_world_respect_dependencies():
+    dag = build_dag(load_world("tiny"))
+    order = np.concatenate(dependency_levels(dag, "height"))
+    pos = np.empty(len(dag), dtype=int)
+    pos[order] = np.arange(len(dag))
+    src = np.repeat(np.arange(len(dag)), np.diff(dag.sk_offsets[:: dag.num_joint_actions]))
+    assert np.all(pos[dag.succ] < pos[src])
+
+
+def test_cyclic_world_is_rejected():
+    with pytest.raises(WorldError, match="cyclic"):
+        build_dag(CyclicWorld())
+
+
+def test_bad_probabilities_are_rejected():
+    with pytest.raises(WorldError, match="sum to 0.8"):
+        build_dag(BadProbWorld(max_steps=2))
+
+
+def test_max_states_guard():
+    with pytest.raises(WorldError, match="more than 50 reachable states"):
+        build_dag(load_world("small"), max_states=50)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("#####\n#H.X#\n#####\n", "unexpected character"),
+        ("#####\n#H..#\n####\n", "different lengths"),
+        ("#####\n#...#\n#####\n", "no human"),
+        ("max_steps = x\n###\n#H#\n###\n", "max_steps must be an integer"),
+        ("colour = red\n###\n#H#\n###\n", "unknown option"),
+    ],
+)
+def test_bad_map_files(tmp_path, text, message):
+    path = tmp_path / "bad.map"
+    path.write_text(text)
+    with pytest.raises(WorldError, match=message):
+        load_world(str(path))
+
+
+def test_map_file_and_unknown_world(tmp_path):
+    path = tmp_path / "ok.map"
+    path.write_text("; a comment\nmax_steps = 2\n#####\n#HG.#\n#..R#\n#####\n")
+    world = load_world(str(path))
+    assert (
+        world.max_steps == 2
+        and world.human_agent_indices == [0]
+        and world.robot_agent_indices == [1]
+    )
+    assert len(build_dag(world)) > 3
+    with pytest.raises(WorldError, match="unknown world"):
+        load_world("no-such-world")

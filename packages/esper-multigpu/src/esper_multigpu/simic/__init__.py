@@ -1,0 +1,1 @@
+"""Simic: observations, actions, the recurrent actor-critic, PPO, rewards and the vectorised env loop."""

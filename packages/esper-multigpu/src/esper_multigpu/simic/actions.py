@@ -1,0 +1,59 @@
+"""The factored action space and its masks.
+
+An action is four categorical choices: ``op`` (WAIT, GERMINATE, CULL, FOSSILIZE), ``slot``,
+``blueprint`` and ``blend``. ``slot`` matters for every op except WAIT; ``blueprint`` and
+``blend`` only for GERMINATE. Masks remove what is physically impossible *now*:
+germinating into an occupied or disabled slot, culling an empty slot, fossilising a seed
+that is not through its probation gate (G4). The slot mask depends on the op, so it is
+given per op (``slot_by_op``) and picked after the op has been sampled.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kasmina.blueprints import BLUEPRINT_NAMES
+from ..kasmina.host import SLOT_NAMES
+from ..kasmina.slot import BLEND_SCHEDULES, SeedSlot
+from ..tolaria.env import Action
+
+OPS: tuple[str, ...] = ("WAIT", "GERMINATE", "CULL", "FOSSILIZE")
+HEAD_SIZES = {"op": len(OPS), "slot": len(SLOT_NAMES), "blueprint": len(BLUEPRINT_NAMES), "blend": len(BLEND_SCHEDULES)}
+
+
+def action_masks(slots: dict[str, SeedSlot], enabled: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Boolean masks: ``op`` (4,), ``slot_by_op`` (4, 3), ``blueprint`` (6,), ``blend`` (2,)."""
+    slot_by_op = np.zeros((len(OPS), len(SLOT_NAMES)), dtype=bool)
+    for k, name in enumerate(SLOT_NAMES):
+        slot = slots[name]
+        if name not in enabled:
+            continue
+        slot_by_op[1, k] = slot.is_empty
+        slot_by_op[2, k] = slot.is_live
+        slot_by_op[3, k] = slot.can_fossilize()
+    op = np.array([True, *slot_by_op[1:].any(axis=1)])
+    slot_by_op[0, :] = True  # WAIT ignores the slot head; any value is fine and carries no weight
+    return {
+        "op": op,
+        "slot_by_op": slot_by_op,
+        "blueprint": np.ones(len(BLUEPRINT_NAMES), dtype=bool),
+        "blend": np.ones(len(BLEND_SCHEDULES), dtype=bool),
+    }
+
+
+def decode_action(op: int, slot: int, blueprint: int, blend: int) -> Action:
+    name = OPS[op]
+    if name == "WAIT":
+        return Action("WAIT")
+    if name == "GERMINATE":
+        return Action(name, SLOT_NAMES[slot], BLUEPRINT_NAMES[blueprint], BLEND_SCHEDULES[blend])
+    return Action(name, SLOT_NAMES[slot])
+
+
+def encode_action(action: Action) -> tuple[int, int, int, int]:
+    return (
+        OPS.index(action.op),
+        SLOT_NAMES.index(action.slot) if action.slot else 0,
+        BLUEPRINT_NAMES.index(action.blueprint) if action.blueprint else 0,
+        BLEND_SCHEDULES.index(action.blend) if action.blend else 0,
+    )

@@ -1,0 +1,1 @@
+"""Tamiyo: training signals and the heuristic (baseline) controller."""
