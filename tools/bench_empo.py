@@ -46,8 +46,14 @@ def child(world_name: str, steps: int | None, workers: int) -> None:
         ctx=ctx,
     )
     total = time.perf_counter() - t0
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     rss = {
         "rank": ctx.rank,
+        # CPU seconds (this rank + its local workers): parallel efficiency even on a busy machine
+        "cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "largest_worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }

@@ -115,3 +115,17 @@ def test_map_file_and_unknown_world(tmp_path):
     assert len(build_dag(world)) > 3
     with pytest.raises(WorldError, match="unknown world"):
         load_world("no-such-world")
+
+
+def test_save_load_with_non_integer_states(tmp_path):
+    from empo_test_worlds import Goals
+
+    from empo_distributed import compute_human_policy_prior, load_prior
+
+    world = NoClockWorld(n_actions=2)
+    prior = compute_human_policy_prior(world, [0], Goals([3]), beta_h=float("inf"))
+    prior.save(tmp_path / "p.npz")
+    back = load_prior(tmp_path / "p.npz")
+    assert back.states == [("n", 0), ("n", 1), ("n", 2), ("n", 3), ("n", 4)]
+    assert back.value(("n", 0), 0, 0) == prior.value(("n", 0), 0, 0) == 1.0
+    assert back(("n", 4), 0) is None  # terminal

@@ -133,9 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         argv = ["run"]  # no arguments: the small default job
     parser = build_parser()
-    ns = parser.parse_args(argv)
-    if ns.command is None:
-        ns = parser.parse_args(["run", *argv])
+    if argv[0] not in ("run", "evaluate", "games", "-h", "--help"):
+        argv = ["run", *argv]  # `agent-train gemgrid --epochs 5` means `agent-train run ...`
+    # Overrides may follow options (`run gemgrid --epochs 5 dqn.lr=1e-3`), which plain
+    # parse_args rejects for a nargs="*" positional: collect the leftover positionals here.
+    ns, extra = parser.parse_known_args(argv)
+    stray = [x for x in extra if x.startswith("-") or ns.command != "run"]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if ns.command == "run":
+        ns.args = [*ns.args, *extra]
     try:
         if ns.command == "games":
             for name in GAMES:

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import math
+import signal
 import sys
 import time
 
@@ -202,6 +203,8 @@ def _err(ctx, message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(args_list)
+    if argv is None and hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `empo-prior | head` ends quietly
 
     from .worlds import list_worlds
 

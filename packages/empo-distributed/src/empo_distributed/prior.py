@@ -132,7 +132,8 @@ def _states_array(states: list) -> np.ndarray:
     except (ValueError, TypeError, OverflowError):
         pass
     out = np.empty(len(states), dtype=object)
-    out[:] = states
+    for i, s in enumerate(states):  # element-wise: numpy would unpack equal-length tuples
+        out[i] = s
     return out
 
 

@@ -1,0 +1,118 @@
+import json
+import os
+
+import pytest
+
+from agent_async_train.cli import main
+
+TINY = [
+    "game.size=7", "game.gems=4", "game.walls=2", "game.view_radius=2", "game.max_turns=20",
+    "dqn.hidden=[16]", "dqn.batch_size=16", "dqn.buffer_size=300", "dqn.learning_starts=40",
+    "run.episodes_per_epoch=2", "run.eval_episodes=2",
+]
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_writes_logs_checkpoint_and_resumes(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code, out, err = run_cli(
+        capsys, "run", "gemgrid", "--agents", "3", "--epochs", "2", "--out", str(out_dir),
+        "--async-learning", "--parallel-actions", "--quiet", *TINY,
+    )
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["agents"] == 3 and summary["epochs"] == 2 and summary["env_steps"] == 80
+    assert summary["parallel"]["async_learning"] and summary["parallel"]["parallel_actions"]
+    for name in ("checkpoint.pt", "metrics.csv", "summary.json", "config.json"):
+        assert (out_dir / name).is_file(), name
+    assert any((out_dir / "tensorboard").iterdir())
+    rows = (out_dir / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and "time_lock_wait_s" in rows[0] and "policy_lag_mean" in rows[0]
+
+    code, out, err = run_cli(capsys, "run", "--resume", str(out_dir / "checkpoint.pt"), "--epochs", "3", "--quiet")
+    assert code == 0, err
+    assert json.loads(out)["epochs"] == 3
+    assert len((out_dir / "metrics.csv").read_text().splitlines()) == 4
+
+    code, out, err = run_cli(capsys, "evaluate", str(out_dir / "checkpoint.pt"), "--episodes", "3")
+    assert code == 0, err
+    ev = json.loads(out)
+    assert ev["epoch"] == 3 and ev["episodes"] == 3 and len(ev["greedy_per_agent"]) == 3
+    assert "greedy" in err and "random" in err
+
+
+def test_config_files_and_progress_output(tmp_path, capsys):
+    yaml_cfg = tmp_path / "c.yaml"
+    yaml_cfg.write_text("game:\n  agents: 2\nrun:\n  epochs: 1\n  tensorboard: false\n")
+    code, out, err = run_cli(capsys, "run", "--config", str(yaml_cfg), "--out", str(tmp_path / "a"), *TINY)
+    assert code == 0, err
+    assert json.loads(out)["agents"] == 2
+    assert "epoch   1" in err and "final greedy score" in err
+    toml_cfg = tmp_path / "c.toml"
+    toml_cfg.write_text("[game]\nagents = 2\n[run]\nepochs = 1\ntensorboard = false\n")
+    code, out, err = run_cli(capsys, "run", "--config", str(toml_cfg), "--out", str(tmp_path / "b"), "--quiet", *TINY)
+    assert code == 0 and err == ""
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "chess"], "unknown game 'chess'"),
+        (["run", "dqn.lrr=0.1"], "unknown config key 'dqn.lrr'"),
+        (["run", "dqn.lr=fast"], "dqn.lr must be a number"),
+        (["run", "lr=0.1"], "bad config key 'lr'"),
+        (["run", "parallel.replay_ratio=0"], "parallel.replay_ratio must be > 0"),
+        (["run", "--config", "/nonexistent.yaml"], "does not exist"),
+        (["evaluate", "/nonexistent.pt"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and out == ""
+    assert not (tmp_path / "runs").exists()  # nothing was created
+
+
+def test_corrupt_checkpoint_and_occupied_run_dir_leave_files_intact(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, "run", "--epochs", "1", "--agents", "2", "--out", str(out_dir), "--quiet", "--no-tensorboard", *TINY)
+    assert code == 0, err
+    ckpt = out_dir / "checkpoint.pt"
+    before = {p.name: p.read_bytes() for p in out_dir.iterdir() if p.is_file()}
+
+    # a fresh run into a directory that already holds one
+    code, _, err = run_cli(capsys, "run", "--epochs", "1", "--out", str(out_dir), "--quiet", *TINY)
+    assert code == 2 and "already holds a run" in err
+
+    # changing the algorithm on resume is refused
+    code, _, err = run_cli(capsys, "run", "--resume", str(ckpt), "--epochs", "2", "dqn.lr=0.5")
+    assert code == 2 and "cannot change dqn.lr" in err
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir() if p.is_file()} == before
+
+    bad = tmp_path / "bad" / "checkpoint.pt"
+    bad.parent.mkdir()
+    data = ckpt.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    for argv in (["run", "--resume", str(bad), "--epochs", "3"], ["evaluate", str(bad)]):
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 2 and "corrupt" in err and out == "", err
+    assert sorted(os.listdir(bad.parent)) == ["checkpoint.pt"]
+    assert bad.read_bytes() == data[: len(data) // 2]
+
+
+def test_help_shows_examples(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    assert "agent-train run gemgrid --agents 4" in capsys.readouterr().out
+
+
+def test_games_lists_builtins(capsys):
+    assert main(["games"]) == 0
+    assert capsys.readouterr().out.split() == ["gemgrid", "gemgrid-pettingzoo"]

@@ -1,0 +1,87 @@
+"""Strict config files, flag precedence, and the CLI's errors and outputs."""
+
+import json
+
+import pytest
+
+from esper_multigpu.cli import main
+from esper_multigpu.config import ConfigError, build_config, read_config_file
+
+
+def test_config_file_is_strict(tmp_path):
+    good = tmp_path / "c.yaml"
+    good.write_text("n_envs: 3\nmax_epochs: 7\nppo:\n  lr: 0.001\nenv:\n  width: 8\n")
+    cfg = build_config("ppo", read_config_file(good), {"max_epochs": 5})
+    assert (cfg.n_envs, cfg.max_epochs, cfg.ppo.lr, cfg.env.width) == (3, 5, 0.001, 8)
+    assert cfg.env_config().max_epochs == 5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("n_envs: 3\nnenvs: 4\n")
+    with pytest.raises(ConfigError, match="unknown key 'nenvs'"):
+        read_config_file(bad)
+    nested = tmp_path / "nested.json"
+    nested.write_text(json.dumps({"ppo": {"learning_rate": 1}}))
+    with pytest.raises(ConfigError, match="ppo: unknown key 'learning_rate'"):
+        read_config_file(nested)
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_config_file(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="slots must be"):
+        build_config("ppo", {}, {"slots": ["top"]})
+
+
+def test_heuristic_defaults_to_one_env():
+    cfg = build_config("heuristic", {}, {})
+    assert (cfg.n_envs, cfg.episodes, cfg.max_epochs) == (1, 1, 25)
+    assert build_config("ppo", {}, {}).n_envs == 4
+
+
+TINY = ["--task", "synthetic", "--max-epochs", "3", "--width", "8", "--quiet", "--no-telemetry"]
+
+
+def test_cli_runs_and_prints_json(capsys):
+    assert main(["train", "heuristic", "--devices", "cpu", *TINY]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["mode"] == "heuristic" and out["episodes"] == 1 and out["assignment"] == {"cpu": 1}
+
+
+def test_cli_ppo_with_config_save_and_telemetry(tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("n_envs: 2\nepisodes: 2\n")
+    args = ["train", "ppo", "--config", str(cfg), "--devices", "cpu", "cpu", "--task", "synthetic",
+            "--max-epochs", "3", "--width", "8", "--quiet", "--telemetry-dir", str(tmp_path / "tel"),
+            "--save", str(tmp_path / "ck.pt")]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["assignment"] == {"cpu#0": 1, "cpu#1": 1} and (tmp_path / "ck.pt").exists()
+    assert main(["telemetry", "validate", str(tmp_path / "tel" / "ppo.jsonl")]) == 0
+    assert json.loads(capsys.readouterr().out)["valid"] is True
+
+
+def test_cli_usage_errors_exit_2(tmp_path, capsys):
+    assert main(["train", "ppo", "--devices", "cuda:0", "cuda:1", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "requested cuda:0" in err and "visible devices: cpu" in err and err.count("\n") == 1
+    assert main(["train", "ppo", "--task", "cifar10", "--data-dir", str(tmp_path), "--devices", "cpu", "--quiet"]) == 2
+    assert "CIFAR-10 not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("typo: 1\n")
+    assert main(["train", "heuristic", "--config", str(bad), *TINY]) == 2
+    assert "unknown key 'typo'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "ppo", "--amp", "fp8"])
+    assert exc.value.code == 2
+
+
+def test_help_shows_examples(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "ppo", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "esper train ppo --devices cuda:0 cuda:1" in out and "--amp" in out
+
+
+def test_bad_telemetry_file_is_reported(tmp_path, capsys):
+    p = tmp_path / "t.jsonl"
+    p.write_text('{"schema": "esper.telemetry/1", "type": "epoch"}\nnot json\n')
+    assert main(["telemetry", "validate", str(p)]) == 1
+    err = capsys.readouterr().err
+    assert "line 1: epoch: missing field 'train_loss'" in err and "line 2: not JSON" in err

@@ -1,0 +1,111 @@
+"""GAE against a hand computation, the PPO update, KL early stop, the observation normaliser, rewards."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from esper_multigpu.simic.buffer import RolloutBuffer, compute_gae
+from esper_multigpu.simic.features import OBS_DIM
+from esper_multigpu.simic.normalizer import RunningMeanStd
+from esper_multigpu.simic.ppo import PPOAgent, PPOConfig
+from esper_multigpu.simic.rewards import RewardConfig, compute_reward
+
+
+def test_gae_by_hand_with_truncation_bootstrap():
+    g, lam = 0.9, 0.8
+    r = np.array([[1.0], [0.0], [2.0]])
+    v = np.array([[0.5], [1.0], [1.5]])
+    v_last = np.array([3.0])  # V(s_3): the episode was truncated, so it is bootstrapped
+    d2 = 2.0 + g * 3.0 - 1.5  # 3.2
+    d1 = 0.0 + g * 1.5 - 1.0  # 0.35
+    d0 = 1.0 + g * 1.0 - 0.5  # 1.4
+    a2 = d2
+    a1 = d1 + g * lam * a2
+    a0 = d0 + g * lam * a1
+    adv, ret = compute_gae(r, v, v_last, np.zeros((3, 1), bool), g, lam)
+    np.testing.assert_allclose(adv[:, 0], [a0, a1, a2], rtol=1e-6)
+    np.testing.assert_allclose(ret[:, 0], [a0 + 0.5, a1 + 1.0, a2 + 1.5], rtol=1e-6)
+    # a real termination after step 1 cuts both the bootstrap and the trace
+    term = np.array([[False], [True], [False]])
+    adv_t, _ = compute_gae(r, v, v_last, term, g, lam)
+    assert adv_t[1, 0] == pytest.approx(0.0 - 1.0)
+    assert adv_t[0, 0] == pytest.approx(d0 + g * lam * (0.0 - 1.0))
+
+
+def fake_rollout(agent, T=5, N=3, seed=0):
+    rng = np.random.default_rng(seed)
+    buf = RolloutBuffer(T, N, OBS_DIM)
+    agent.begin_batch(N, seed)
+    raw = []
+    for t in range(T):
+        obs = rng.normal(size=(N, OBS_DIM)).astype(np.float32)
+        masks = {"op": np.ones((N, 4), bool), "slot_by_op": np.ones((N, 4, 3), bool),
+                 "blueprint": np.ones((N, 6), bool), "blend": np.ones((N, 2), bool)}
+        norm, actions, slot_mask, logp, values = agent.act(obs, masks)
+        buf.add(norm, actions, {"op": masks["op"], "slot": slot_mask, "blueprint": masks["blueprint"],
+                                "blend": masks["blend"]}, logp, values)
+        buf.set_rewards(t, (actions[:, 0] == 1).astype(np.float32))  # reward GERMINATE
+        raw.append(obs)
+    final = rng.normal(size=(N, OBS_DIM)).astype(np.float32)
+    buf.last_values[:] = agent.value(final)
+    return buf, np.concatenate(raw + [final])
+
+
+def test_update_recomputes_the_sampling_distribution_and_learns():
+    agent = PPOAgent(OBS_DIM, "cpu", PPOConfig(update_epochs=1, minibatch_envs=3), seed=0)
+    buf, raw = fake_rollout(agent)
+    # first minibatch of the first epoch: ratio == 1 exactly, so approx KL is 0
+    stats = agent.update(buf, raw, seed=1)
+    assert stats["approx_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert stats["clip_frac"] == 0.0 and not stats["kl_early_stop"]
+    assert all(math.isfinite(v) for v in stats.values() if isinstance(v, float))
+    # repeated updates on a batch that rewards GERMINATE make GERMINATE more likely
+    agent2 = PPOAgent(OBS_DIM, "cpu", PPOConfig(update_epochs=8, minibatch_envs=4, target_kl=10.0, lr=3e-3, gamma=0.0), seed=0)
+    buf, raw = fake_rollout(agent2, T=8, N=4, seed=3)
+
+    def p_germinate():
+        with torch.no_grad():
+            logits, _, _ = agent2.net(torch.from_numpy(buf.obs), agent2.net.initial_state(4, "cpu"))
+            return torch.softmax(logits["op"], -1)[..., 1].mean().item()
+
+    before = p_germinate()
+    for i in range(4):
+        agent2.update(buf, raw, seed=i)
+    assert before == pytest.approx(0.25, abs=0.02)
+    assert p_germinate() > before + 0.2
+
+
+def test_kl_early_stop():
+    agent = PPOAgent(OBS_DIM, "cpu", PPOConfig(update_epochs=10, minibatch_envs=1, target_kl=1e-9, lr=1e-2), seed=0)
+    buf, raw = fake_rollout(agent)
+    stats = agent.update(buf, raw, seed=0)
+    assert stats["kl_early_stop"] and stats["update_epochs_run"] == 1
+
+
+def test_running_mean_std_matches_numpy():
+    rng = np.random.default_rng(0)
+    data = rng.normal(3.0, 2.0, size=(300, 5))
+    rms = RunningMeanStd(5, epsilon=0.0)
+    rms.count = 0.0
+    for chunk in np.array_split(data, 7):
+        if rms.count == 0:
+            rms.mean, rms.var, rms.count = chunk.mean(0), chunk.var(0), len(chunk)
+        else:
+            rms.update(chunk)
+    np.testing.assert_allclose(rms.mean, data.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(rms.var, data.var(0), rtol=1e-10)
+    z = rms.normalize(data)
+    assert abs(z.mean()) < 1e-6 and np.abs(z).max() <= rms.clip
+
+
+def test_reward_components():
+    cfg = RewardConfig(acc_weight=10, contrib_weight=5, rent=0.1, fossilize_bonus=2)
+    r, parts = compute_reward(0.5, 0.6, {"mid": 0.02}, seed_params=100, host_params=100,
+                              fossilized_contribution=0.03, config=cfg)
+    assert parts["accuracy"] == pytest.approx(1.0)
+    assert parts["contribution"] == pytest.approx(0.1)
+    assert parts["rent"] == pytest.approx(-0.1 * math.log(2))
+    assert parts["fossilize"] == pytest.approx(0.06)
+    assert r == pytest.approx(sum(parts.values()))

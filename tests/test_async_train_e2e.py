@@ -1,0 +1,79 @@
+"""End-to-end: the `agent-train` console script as a user runs it (subprocesses, real files)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent / "agent-train"
+
+
+def agent_train(*args: str, cwd: Path, timeout: float = 170) -> subprocess.CompletedProcess:
+    cmd = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "agent_async_train.cli"]
+    return subprocess.run([*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_train_async_then_evaluate_scores_above_random(tmp_path):
+    # The issue's acceptance run: 4 agents, a small number of epochs, well under two minutes.
+    res = agent_train(
+        "run", "gemgrid", "--agents", "4", "--epochs", "8", "--async-learning", "--parallel-actions",
+        "--out", "run", cwd=tmp_path, timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["greedy_score"] > summary["random_score"] + 2.0, summary
+    assert "training" in res.stderr and "final greedy score" in res.stderr  # progress + summary on stderr
+    run_dir = tmp_path / "run"
+    assert (run_dir / "metrics.csv").read_text().count("\n") == 9
+    assert any((run_dir / "tensorboard").iterdir())
+
+    ev = agent_train("evaluate", str(run_dir / "checkpoint.pt"), "--episodes", "10", "--quiet", cwd=tmp_path)
+    assert ev.returncode == 0, ev.stderr
+    result = json.loads(ev.stdout)
+    assert result["epoch"] == 8 and result["greedy_score"] > result["random_score"] + 2.0
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path):
+    tiny = ["game.max_turns=20", "run.episodes_per_epoch=2", "dqn.learning_starts=20", "--no-tensorboard", "--quiet"]
+    first = agent_train("run", "--epochs", "1", "--out", "r", *tiny, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    second = agent_train("run", "--resume", "r/checkpoint.pt", "--epochs", "2", "--quiet", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["env_steps"] == 80
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "tetris"], "unknown game"),
+        (["run", "parallel.async=true"], "unknown config key"),
+        (["evaluate", "missing.pt"], "does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
+    res = agent_train(*args, cwd=tmp_path, timeout=60)
+    assert res.returncode == 2
+    assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_checkpoint_is_refused_and_kept(tmp_path):
+    ckpt = tmp_path / "checkpoint.pt"
+    ckpt.write_bytes(b"not a checkpoint at all")
+    res = agent_train("run", "--resume", str(ckpt), "--epochs", "5", cwd=tmp_path, timeout=60)
+    assert res.returncode == 2 and "corrupt" in res.stderr
+    assert ckpt.read_bytes() == b"not a checkpoint at all"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+@pytest.mark.slow
+def test_no_arguments_runs_the_default_job(tmp_path):
+    res = agent_train(cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["agents"] == 4 and summary["greedy_score"] > summary["random_score"]
+    assert Path(tmp_path / summary["run_dir"], "checkpoint.pt").is_file()
