@@ -105,7 +105,13 @@ def test_simulation_mode_runs_k_real_ranks():
         assert line["local_workers"] >= 1
 
 
+def mpich_shm_files() -> set:
+    shm = "/dev/shm"
+    return {f for f in os.listdir(shm) if f.startswith("mpich_shm_")} if os.path.isdir(shm) else set()
+
+
 def test_simulated_rank_failure_fails_the_whole_job():
+    before = mpich_shm_files()
     result = run_python(
         """
         import sys
@@ -121,6 +127,9 @@ def test_simulated_rank_failure_fails_the_whole_job():
         """,
         timeout=60,
     )
+    # MPI_Abort skips MPICH's own clean-up of its shared-memory segment
+    for name in mpich_shm_files() - before:
+        os.unlink(os.path.join("/dev/shm", name))
     assert result.returncode != 0
     assert "rank one broke" in result.stderr
 
