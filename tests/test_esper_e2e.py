@@ -15,8 +15,14 @@ from esper_multigpu.telemetry import validate_file  # noqa: E402
 
 def esper(*args, cwd, timeout=300):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "esper_multigpu", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "esper_multigpu", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def lifecycle(path):
@@ -24,8 +30,21 @@ def lifecycle(path):
 
 
 def test_ppo_one_episode_on_cpu_with_three_slots(tmp_path):
-    proc = esper("train", "ppo", "--devices", "cpu", "--episodes", "1", "--max-epochs", "10",
-                 "--slots", "early", "mid", "late", cwd=tmp_path)
+    proc = esper(
+        "train",
+        "ppo",
+        "--devices",
+        "cpu",
+        "--episodes",
+        "1",
+        "--max-epochs",
+        "10",
+        "--slots",
+        "early",
+        "mid",
+        "late",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["mode"] == "ppo" and out["episodes"] == 1 and out["assignment"] == {"cpu": 1}
@@ -73,5 +92,10 @@ def test_no_arguments_runs_the_default_job(tmp_path):
     proc = esper(cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["mode"] == "ppo" and out["episodes"] == 4 and out["n_envs"] == 4
+    assert (
+        out["mode"] == "ppo"
+        and out["episodes"] == 2
+        and out["n_envs"] == 2
+        and out["max_epochs"] == 12
+    )
     assert validate_file(tmp_path / "esper-telemetry" / "ppo.jsonl")[1] == []

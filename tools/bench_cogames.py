@@ -55,7 +55,9 @@ def run_cli(args: list[str]) -> dict:
         err.seek(0)
         stdout, stderr = out.read(), err.read().decode()
     if proc.returncode != 0:
-        raise SystemExit(f"bench: cogames eval {' '.join(args)} failed ({proc.returncode}):\n{stderr}")
+        raise SystemExit(
+            f"bench: cogames eval {' '.join(args)} failed ({proc.returncode}):\n{stderr}"
+        )
     m = STATUS.search(stderr)
     if not m:
         raise SystemExit(f"bench: no status line in stderr:\n{stderr}")
@@ -73,7 +75,9 @@ def run_cli(args: list[str]) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--agents", type=int, default=4, help="agents per episode (busy needs 4+)")
     ap.add_argument("--episodes", type=int, default=8)
@@ -93,8 +97,20 @@ def main() -> int:
         "agents": ["--jobs", str(j), "--parallel-policy"],
         "both": ["--jobs", str(2 * j), "--parallel-policy", "--agent-workers", "2"],
     }
-    common = ["-m", args.mission, "-c", str(args.agents), "-s", str(args.steps),
-              "--action-timeout-ms", "0", "--format", "json", "--seed", "7"]
+    common = [
+        "-m",
+        args.mission,
+        "-c",
+        str(args.agents),
+        "-s",
+        str(args.steps),
+        "--action-timeout-ms",
+        "0",
+        "--format",
+        "json",
+        "--seed",
+        "7",
+    ]
     workloads = {
         "busy": ["-p", f"class=busy,kw.work={args.work}", "-e", str(args.episodes)],
         "random": ["-p", "random", "-e", str(args.episodes * 4)],
@@ -103,13 +119,25 @@ def main() -> int:
     from rich.table import Table
 
     results: dict = {
-        "machine": {"cores": len(os.sched_getaffinity(0)), "python": sys.version.split()[0],
-                    "load_avg_1m": os.getloadavg()[0]},
+        "machine": {
+            "cores": len(os.sched_getaffinity(0)),
+            "python": sys.version.split()[0],
+            "load_avg_1m": os.getloadavg()[0],
+        },
         "params": vars(args) | {"output": str(args.output)},
         "workloads": {},
     }
     table = Table(title=f"cogames eval benchmark ({results['machine']['cores']} cores)")
-    for col in ("workload", "mode", "layout", "wall s", "steps/s", "speedup", "peak MB", "same output"):
+    for col in (
+        "workload",
+        "mode",
+        "layout",
+        "wall s",
+        "steps/s",
+        "speedup",
+        "peak MB",
+        "same output",
+    ):
         table.add_column(col, justify="left" if col in ("workload", "mode", "layout") else "right")
     for wname, wargs in workloads.items():
         rows = {}
@@ -119,14 +147,24 @@ def main() -> int:
             best["wall_s_all"] = [r["wall_s"] for r in runs]
             best["steps_per_s"] = best["steps"] / best["wall_s"]
             rows[mname] = best
-            print(f"bench: {wname:6s} {mname:8s} {best['wall_s']:.2f} s ({best['layout']})", file=sys.stderr)
+            print(
+                f"bench: {wname:6s} {mname:8s} {best['wall_s']:.2f} s ({best['layout']})",
+                file=sys.stderr,
+            )
         base = rows["serial"]["wall_s"]
         for mname, r in rows.items():
             r["speedup"] = base / r["wall_s"]
             r["identical_to_serial"] = r["digest"] == rows["serial"]["digest"]
-            table.add_row(wname, mname, r["layout"], f"{r['wall_s']:.2f}", f"{r['steps_per_s']:.0f}",
-                          f"{r['speedup']:.2f}x", f"{r['peak_rss_mb']:.0f}",
-                          "yes" if r["identical_to_serial"] else "NO")
+            table.add_row(
+                wname,
+                mname,
+                r["layout"],
+                f"{r['wall_s']:.2f}",
+                f"{r['steps_per_s']:.0f}",
+                f"{r['speedup']:.2f}x",
+                f"{r['peak_rss_mb']:.0f}",
+                "yes" if r["identical_to_serial"] else "NO",
+            )
         results["workloads"][wname] = rows
     Console(file=sys.stderr).print(table)
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -134,8 +172,12 @@ def main() -> int:
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     os.replace(tmp, args.output)
     print(f"bench: wrote {args.output}", file=sys.stderr)
-    bad = [f"{w}/{m}" for w, rows in results["workloads"].items() for m, r in rows.items()
-           if not r["identical_to_serial"]]
+    bad = [
+        f"{w}/{m}"
+        for w, rows in results["workloads"].items()
+        for m, r in rows.items()
+        if not r["identical_to_serial"]
+    ]
     if bad:
         print(f"bench: error: output differs from serial in {', '.join(bad)}", file=sys.stderr)
         return 1

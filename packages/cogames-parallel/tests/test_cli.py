@@ -12,13 +12,29 @@ def run(capsys, *argv):
 
 
 def test_eval_json_and_yaml_carry_the_same_data(capsys):
-    args = ["eval", "-m", "harvest.open", "-v", "small", "-p", "random", "-p", "greedy", "-e", "2", "-s", "15", "-q"]
+    args = [
+        "eval",
+        "-m",
+        "harvest.open",
+        "-v",
+        "small",
+        "-p",
+        "random",
+        "-p",
+        "greedy",
+        "-e",
+        "2",
+        "-s",
+        "15",
+        "-q",
+    ]
     code, out, err = run(capsys, *args, "--format", "json")
     assert code == 0 and err == ""
     data = json.loads(out)
     assert [e["episode"] for e in data["episodes"]] == [0, 1]
-    assert data["assignments"] == [{"mission": "harvest.open+small", "agents": 4,
-                                     "per_policy": {"random": 2, "greedy": 2}}]
+    assert data["assignments"] == [
+        {"mission": "harvest.open+small", "agents": 4, "per_policy": {"random": 2, "greedy": 2}}
+    ]
     import yaml
 
     code, out, _ = run(capsys, *args, "--format", "yaml")
@@ -26,10 +42,16 @@ def test_eval_json_and_yaml_carry_the_same_data(capsys):
 
 
 def test_tables_status_and_run_alias(capsys):
-    code, out, err = run(capsys, "run", "-m", "delivery.open", "-p", "greedy", "-e", "1", "-s", "10")
+    code, out, err = run(
+        capsys, "run", "-m", "delivery.open", "-p", "greedy", "-e", "1", "-s", "10"
+    )
     assert code == 0
-    for title in ("Policy assignments", "Average game stats", "Average per-policy stats",
-                  "Reward per agent, per episode and policy"):
+    for title in (
+        "Policy assignments",
+        "Average game stats",
+        "Average per-policy stats",
+        "Reward per agent, per episode and policy",
+    ):
         assert title in out
     assert "1 episodes, 10 steps in" in err
 
@@ -44,7 +66,10 @@ def test_no_arguments_runs_the_default_job(capsys, monkeypatch):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["eval", "-m", "nope"], "cogames: error: no mission matches 'nope'; run `cogames missions`"),
+        (
+            ["eval", "-m", "nope"],
+            "cogames: error: no mission matches 'nope'; run `cogames missions`",
+        ),
         (["eval", "-p", "class=x,bad=1"], "unknown key 'bad'"),
         (["eval", "-p", "nosuch"], "unknown policy 'nosuch'"),
         (["eval", "-e", "-1"], "--episodes must be >= 0"),
@@ -66,11 +91,26 @@ def test_unknown_flag_exits_2(capsys):
 
 
 def test_failed_episodes_exit_1_and_are_named(capsys, helpers):
-    code, out, err = run(capsys, "eval", "-m", "harvest.open", "-p", f"class={helpers}:CrashPolicy,kw.at=2",
-                         "-e", "2", "-s", "5", "-q", "--format", "json")
+    code, out, err = run(
+        capsys,
+        "eval",
+        "-m",
+        "harvest.open",
+        "-p",
+        f"class={helpers}:CrashPolicy,kw.at=2",
+        "-e",
+        "2",
+        "-s",
+        "5",
+        "-q",
+        "--format",
+        "json",
+    )
     assert code == 1
     assert [f["episode"] for f in json.loads(out)["failed"]] == [0, 1]
-    assert err.startswith("cogames: error: 2 of 2 episodes failed; first: harvest.open episode 0: policy CrashPolicy")
+    assert err.startswith(
+        "cogames: error: 2 of 2 episodes failed; first: harvest.open episode 0: policy CrashPolicy"
+    )
 
 
 def test_listing_commands(capsys):
@@ -82,8 +122,25 @@ def test_listing_commands(capsys):
 
 def test_output_file_and_replays(capsys, tmp_path):
     out_file = tmp_path / "res.json"
-    code, out, _ = run(capsys, "eval", "-m", "harvest.open", "-p", "greedy", "-e", "2", "-s", "6", "-q",
-                       "--format", "json", "-o", str(out_file), "--save-replay-dir", str(tmp_path / "rep"))
+    code, out, _ = run(
+        capsys,
+        "eval",
+        "-m",
+        "harvest.open",
+        "-p",
+        "greedy",
+        "-e",
+        "2",
+        "-s",
+        "6",
+        "-q",
+        "--format",
+        "json",
+        "-o",
+        str(out_file),
+        "--save-replay-dir",
+        str(tmp_path / "rep"),
+    )
     assert code == 0 and out_file.read_text() == out
     replays = sorted((tmp_path / "rep").iterdir())
     assert [p.name for p in replays] == ["harvest.open.ep0000.json", "harvest.open.ep0001.json"]

@@ -22,9 +22,17 @@ def serial_json():
     "jobs, parallel_policy, agent_workers",
     [(2, False, None), (2, True, None), (2, True, 1), (0, True, None)],
 )
-def test_json_is_identical_for_every_parallel_setting(serial_json, jobs, parallel_policy, agent_workers):
-    data = evaluate(MISSIONS, POLICIES, jobs=jobs, parallel_policy=parallel_policy,
-                    agent_workers=agent_workers, **KW)
+def test_json_is_identical_for_every_parallel_setting(
+    serial_json, jobs, parallel_policy, agent_workers
+):
+    data = evaluate(
+        MISSIONS,
+        POLICIES,
+        jobs=jobs,
+        parallel_policy=parallel_policy,
+        agent_workers=agent_workers,
+        **KW,
+    )
     assert to_json(data) == serial_json
 
 
@@ -72,7 +80,13 @@ def test_episode_count_and_mission_order_do_not_change_earlier_episodes():
 
 
 def test_greedy_is_clearly_better_than_random():
-    data = evaluate(["harvest.open", "delivery.open", "assembly.pairs"], ["random", "greedy"],
-                    episodes=3, steps=80, seed=1, action_timeout_ms=0)
+    data = evaluate(
+        ["harvest.open", "delivery.open", "assembly.pairs"],
+        ["random", "greedy"],
+        episodes=3,
+        steps=80,
+        seed=1,
+        action_timeout_ms=0,
+    )
     for mission, ps in data["policy_stats"].items():
         assert ps["greedy"]["mean_reward"] > 2 * ps["random"]["mean_reward"] + 0.5, mission

@@ -12,8 +12,13 @@ KW = dict(variants=["small"], steps=20, episodes=3, seed=2, action_timeout_ms=0)
 
 @pytest.mark.parametrize("jobs, pp", [(0, False), (2, False), (2, True)])
 def test_crashing_policy_fails_its_episodes_by_name(helpers, jobs, pp):
-    data = evaluate(["harvest.open"], ["random", f"class={helpers}:CrashPolicy,kw.at=3"],
-                    jobs=jobs, parallel_policy=pp, **KW)
+    data = evaluate(
+        ["harvest.open"],
+        ["random", f"class={helpers}:CrashPolicy,kw.at=3"],
+        jobs=jobs,
+        parallel_policy=pp,
+        **KW,
+    )
     assert [f["episode"] for f in data["failed"]] == [0, 1, 2]
     for f in data["failed"]:
         assert "policy CrashPolicy raised on agent" in f["error"]
@@ -31,24 +36,39 @@ def test_dying_episode_worker_fails_only_its_episode(helpers):
     assert 0 < len(doomed) < 8  # the seed gives a mix of dying and healthy episodes
     data = evaluate(["harvest.open"], [spec], jobs=2, **kw)
     assert [f["episode"] for f in data["failed"]] == doomed
-    assert all(f["error"] == "worker process exited with code 7 during this episode" for f in data["failed"])
+    assert all(
+        f["error"] == "worker process exited with code 7 during this episode"
+        for f in data["failed"]
+    )
     healthy = [ep for ep in data["episodes"] if ep["episode"] not in doomed]
     assert healthy and all(ep["status"] == "ok" and ep["steps"] == 20 for ep in healthy)
 
 
 def test_dying_agent_worker_is_reported(helpers):
-    data = evaluate(["harvest.open"], ["random", f"class={helpers}:DiePolicy,kw.at=2"],
-                    jobs=2, parallel_policy=True, **KW)
+    data = evaluate(
+        ["harvest.open"],
+        ["random", f"class={helpers}:DiePolicy,kw.at=2"],
+        jobs=2,
+        parallel_policy=True,
+        **KW,
+    )
     assert len(data["failed"]) == 3
-    assert all("agent worker" in f["error"] and "exited with code 7" in f["error"] for f in data["failed"])
+    assert all(
+        "agent worker" in f["error"] and "exited with code 7" in f["error"] for f in data["failed"]
+    )
 
 
 @pytest.mark.parametrize("jobs, pp", [(0, False), (2, True)])
 def test_timeouts_become_noops_and_are_counted(helpers, jobs, pp):
     # sleeps 60 ms on every 5th step; timeout 30 ms -> 4 timeouts per agent in 20 steps
     slow = f"class={helpers}:SlowPolicy,kw.ms=60,kw.every=5"
-    data = evaluate(["harvest.open"], [slow], jobs=jobs, parallel_policy=pp,
-                    **{**KW, "action_timeout_ms": 30, "episodes": 1})
+    data = evaluate(
+        ["harvest.open"],
+        [slow],
+        jobs=jobs,
+        parallel_policy=pp,
+        **{**KW, "action_timeout_ms": 30, "episodes": 1},
+    )
     ps = data["policy_stats"]["harvest.open+small"]["SlowPolicy"]
     assert ps["timeouts"] >= 4 * 4  # 4 agents; a loaded machine may add more, never fewer
     assert data["failed"] == []

@@ -19,11 +19,17 @@ def names(ms):
 
 
 def test_wildcards_resolve_in_registry_order_and_deduplicate():
-    assert names(resolve_missions(["harvest.*"])) == ["harvest.open", "harvest.orchard", "harvest.maze"]
+    assert names(resolve_missions(["harvest.*"])) == [
+        "harvest.open",
+        "harvest.orchard",
+        "harvest.maze",
+    ]
     assert names(resolve_missions(["*.open"])) == ["harvest.open", "delivery.open"]
     assert names(resolve_missions(["assembly"])) == ["assembly.pairs", "assembly.trio"]
     assert names(resolve_missions(["delivery.open", "delivery.*", "harvest.op?n"])) == [
-        "delivery.open", "delivery.far", "harvest.open",
+        "delivery.open",
+        "delivery.far",
+        "harvest.open",
     ]
 
 
@@ -35,7 +41,12 @@ def test_unknown_mission_says_what_to_do():
 def test_variants_cogs_and_steps():
     base = BUILTIN_MISSIONS["harvest.open"]
     m = base.with_variants(("small", "pair", "short"))
-    assert (m.num_agents, m.max_steps, m.params["width"], m.applied) == (2, 50, 8, ("small", "pair", "short"))
+    assert (m.num_agents, m.max_steps, m.params["width"], m.applied) == (
+        2,
+        50,
+        8,
+        ("small", "pair", "short"),
+    )
     scarce = base.with_variants(("scarce",))
     assert scarce.params["resource_density"] == pytest.approx(base.params["resource_density"] / 3)
     m = base.with_variants(("crowded",), cogs=3, steps=7)
@@ -84,7 +95,8 @@ def test_observation_layout_round_trips():
 
 def test_user_mission_from_py_file(tmp_path):
     f = tmp_path / "my_mission.py"
-    f.write_text(textwrap.dedent('''
+    f.write_text(
+        textwrap.dedent('''
         """A small harvest variant defined by a user."""
         from cogames_parallel.missions.gridworld import CoopGridEnv
         NAME = "mine.tiny"
@@ -92,7 +104,8 @@ def test_user_mission_from_py_file(tmp_path):
         VARIANTS = {"duo": {"num_agents": 2}}
         def make_env(**params):
             return CoopGridEnv(**params)
-    '''))
+    ''')
+    )
     (m,) = resolve_missions([str(f)])
     assert (m.name, m.num_agents, m.max_steps, m.source) == ("mine.tiny", 3, 12, str(f))
     ref = MissionRef(str(f), "mine.tiny", ("duo",))
@@ -101,8 +114,10 @@ def test_user_mission_from_py_file(tmp_path):
 
 def test_user_mission_from_yaml_and_module_path(tmp_path):
     f = tmp_path / "m.yaml"
-    f.write_text("name: yard\nsite: delivery\nparams: {width: 9, height: 9, num_agents: 2, max_steps: 15}\n"
-                 "variants: {long: {max_steps: 40}}\n")
+    f.write_text(
+        "name: yard\nsite: delivery\nparams: {width: 9, height: 9, num_agents: 2, max_steps: 15}\n"
+        "variants: {long: {max_steps: 40}}\n"
+    )
     (m,) = resolve_missions([str(f)])
     assert (m.name, m.num_agents, m.max_steps) == ("yard", 2, 15)
     assert build_mission(MissionRef(str(f), "yard", ("long",))).max_steps == 40

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from cogames_parallel.policies import PolicyError, PolicySpec, allocate_agents, label_policies, parse_policy_spec
+from cogames_parallel.policies import (
+    PolicyError,
+    PolicySpec,
+    allocate_agents,
+    label_policies,
+    parse_policy_spec,
+)
 from cogames_parallel.policies.spec import validate_spec
 
 
@@ -48,7 +54,9 @@ def test_parse_policy_spec_errors(text, message):
 
 
 def test_labels_are_unique():
-    specs = label_policies([parse_policy_spec(s) for s in ["busy", "class=busy,kw.work=5", "random", "a.b:Cls"]])
+    specs = label_policies(
+        [parse_policy_spec(s) for s in ["busy", "class=busy,kw.work=5", "random", "a.b:Cls"]]
+    )
     assert [s.name for s in specs] == ["busy", "busy#2", "random", "Cls"]
 
 

@@ -9,8 +9,17 @@ def tiny(mode: str = "ppo", **kw) -> TrainConfig:
     """A config small enough for unit tests: synthetic task, narrow host, few epochs."""
     env = dict(width=8, batch_size=64)
     env.update(kw.pop("env", {}))
-    base = dict(task="synthetic", devices=["cpu"], n_envs=2, episodes=2, max_epochs=4, telemetry_dir=None,
-                quiet=True, cpu_threads=1, env=env)
+    base = dict(
+        task="synthetic",
+        devices=["cpu"],
+        n_envs=2,
+        episodes=2,
+        max_epochs=4,
+        telemetry_dir=None,
+        quiet=True,
+        cpu_threads=1,
+        env=env,
+    )
     base.update(kw)
     return build_config(mode, {}, base)
 

@@ -62,27 +62,47 @@ def test_masked_categorical():
 
 def test_factored_log_prob_ignores_irrelevant_heads():
     torch.manual_seed(0)
-    logits = {"op": torch.randn(2, 4), "slot": torch.randn(2, 3), "blueprint": torch.randn(2, 6), "blend": torch.randn(2, 2)}
-    masks = {"op": torch.ones(2, 4, dtype=torch.bool), "slot": torch.ones(2, 3, dtype=torch.bool),
-             "blueprint": torch.ones(2, 6, dtype=torch.bool), "blend": torch.ones(2, 2, dtype=torch.bool)}
+    logits = {
+        "op": torch.randn(2, 4),
+        "slot": torch.randn(2, 3),
+        "blueprint": torch.randn(2, 6),
+        "blend": torch.randn(2, 2),
+    }
+    masks = {
+        "op": torch.ones(2, 4, dtype=torch.bool),
+        "slot": torch.ones(2, 3, dtype=torch.bool),
+        "blueprint": torch.ones(2, 6, dtype=torch.bool),
+        "blend": torch.ones(2, 2, dtype=torch.bool),
+    }
     actions = torch.tensor([[0, 2, 5, 1], [1, 2, 5, 1]])  # WAIT, GERMINATE
     logp, ent = factored_log_prob_entropy(logits, masks, actions)
     lsm = {k: torch.log_softmax(v, -1) for k, v in logits.items()}
     assert logp[0].item() == pytest.approx(lsm["op"][0, 0].item())
     expect = lsm["op"][1, 1] + lsm["slot"][1, 2] + lsm["blueprint"][1, 5] + lsm["blend"][1, 1]
     assert logp[1].item() == pytest.approx(expect.item())
-    assert ent[0].item() == pytest.approx(MaskedCategorical(logits["op"][:1], masks["op"][:1]).entropy().item())
+    assert ent[0].item() == pytest.approx(
+        MaskedCategorical(logits["op"][:1], masks["op"][:1]).entropy().item()
+    )
 
 
 def test_sampling_respects_conditional_slot_masks():
     n = 64
-    logits = {"op": torch.zeros(n, 4), "slot": torch.zeros(n, 3), "blueprint": torch.zeros(n, 6), "blend": torch.zeros(n, 2)}
+    logits = {
+        "op": torch.zeros(n, 4),
+        "slot": torch.zeros(n, 3),
+        "blueprint": torch.zeros(n, 6),
+        "blend": torch.zeros(n, 2),
+    }
     slot_by_op = torch.zeros(n, 4, 3, dtype=torch.bool)
     slot_by_op[:, 0] = True
     slot_by_op[:, 1, 2] = True  # germinate only into late
     slot_by_op[:, 2, 0] = True  # cull only early
-    masks = {"op": torch.tensor([True, True, True, False]).expand(n, 4), "slot_by_op": slot_by_op,
-             "blueprint": torch.ones(n, 6, dtype=torch.bool), "blend": torch.ones(n, 2, dtype=torch.bool)}
+    masks = {
+        "op": torch.tensor([True, True, True, False]).expand(n, 4),
+        "slot_by_op": slot_by_op,
+        "blueprint": torch.ones(n, 6, dtype=torch.bool),
+        "blend": torch.ones(n, 2, dtype=torch.bool),
+    }
     acts, used = sample_actions(logits, masks, torch.Generator().manual_seed(1))
     assert (acts[:, 0] != 3).all()
     assert (acts[acts[:, 0] == 1, 1] == 2).all() and (acts[acts[:, 0] == 2, 1] == 0).all()
@@ -90,10 +110,16 @@ def test_sampling_respects_conditional_slot_masks():
 
 
 def test_encode_decode_roundtrip():
-    for a in (Action("WAIT"), Action("GERMINATE", "mid", "attention", "sigmoid"), Action("CULL", "late"),
-              Action("FOSSILIZE", "early")):
+    for a in (
+        Action("WAIT"),
+        Action("GERMINATE", "mid", "attention", "sigmoid"),
+        Action("CULL", "late"),
+        Action("FOSSILIZE", "early"),
+    ):
         b = decode_action(*encode_action(a))
         assert (b.op, b.slot) == (a.op, a.slot)
         if a.op == "GERMINATE":
             assert (b.blueprint, b.blend) == (a.blueprint, a.blend)
-    assert np.array_equal(action_masks(dict(model().slots), ("early",))["slot_by_op"][1], [True, False, False])
+    assert np.array_equal(
+        action_masks(dict(model().slots), ("early",))["slot_by_op"][1], [True, False, False]
+    )

@@ -46,9 +46,26 @@ def test_cli_runs_and_prints_json(capsys):
 def test_cli_ppo_with_config_save_and_telemetry(tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("n_envs: 2\nepisodes: 2\n")
-    args = ["train", "ppo", "--config", str(cfg), "--devices", "cpu", "cpu", "--task", "synthetic",
-            "--max-epochs", "3", "--width", "8", "--quiet", "--telemetry-dir", str(tmp_path / "tel"),
-            "--save", str(tmp_path / "ck.pt")]
+    args = [
+        "train",
+        "ppo",
+        "--config",
+        str(cfg),
+        "--devices",
+        "cpu",
+        "cpu",
+        "--task",
+        "synthetic",
+        "--max-epochs",
+        "3",
+        "--width",
+        "8",
+        "--quiet",
+        "--telemetry-dir",
+        str(tmp_path / "tel"),
+        "--save",
+        str(tmp_path / "ck.pt"),
+    ]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["assignment"] == {"cpu#0": 1, "cpu#1": 1} and (tmp_path / "ck.pt").exists()
@@ -60,7 +77,22 @@ def test_cli_usage_errors_exit_2(tmp_path, capsys):
     assert main(["train", "ppo", "--devices", "cuda:0", "cuda:1", *TINY]) == 2
     err = capsys.readouterr().err
     assert "requested cuda:0" in err and "visible devices: cpu" in err and err.count("\n") == 1
-    assert main(["train", "ppo", "--task", "cifar10", "--data-dir", str(tmp_path), "--devices", "cpu", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "ppo",
+                "--task",
+                "cifar10",
+                "--data-dir",
+                str(tmp_path),
+                "--devices",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "CIFAR-10 not found" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("typo: 1\n")

@@ -2,7 +2,6 @@
 
 import copy
 
-import pytest
 import torch
 
 from esper_multigpu.kasmina.slot import SeedStage
@@ -12,8 +11,13 @@ from esper_multigpu.tolaria.tasks import load_synthetic_task
 
 def blending_env():
     task = load_synthetic_task(0)
-    env = MorphoEnv(0, "cpu", (task.x_train, task.y_train, task.x_val, task.y_val), task.n_classes,
-                    config=EnvConfig(max_epochs=8, width=8))
+    env = MorphoEnv(
+        0,
+        "cpu",
+        (task.x_train, task.y_train, task.x_val, task.y_val),
+        task.n_classes,
+        config=EnvConfig(max_epochs=8, width=8),
+    )
     env.reset(123)
     env.train_epoch()
     env.end_epoch()

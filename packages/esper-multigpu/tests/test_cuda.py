@@ -19,8 +19,15 @@ needs_two = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2+ C
 def test_tiny_ppo_on_cuda0(tiny_config, amp):
     from esper_multigpu.train import run_training
 
-    cfg = tiny_config(devices=["cuda:0"], amp=amp, n_envs=2, episodes=2, max_epochs=5, task="digits",
-                      env={"width": 16, "batch_size": 64})
+    cfg = tiny_config(
+        devices=["cuda:0"],
+        amp=amp,
+        n_envs=2,
+        episodes=2,
+        max_epochs=5,
+        task="digits",
+        env={"width": 16, "batch_size": 64},
+    )
     lines = []
     summary, trainer = run_training(cfg, log=lines.append)
     print("\n".join(lines))
@@ -31,20 +38,43 @@ def test_tiny_ppo_on_cuda0(tiny_config, amp):
         assert env.params_finite()
         assert (env.scaler is not None) == (amp == "fp16")
         assert math.isfinite(env.signals.train_loss) and math.isfinite(env.signals.val_loss)
-    assert all(p.device.type == "cuda" and torch.isfinite(p).all() for p in trainer.agent.net.parameters())
+    assert all(
+        p.device.type == "cuda" and torch.isfinite(p).all() for p in trainer.agent.net.parameters()
+    )
     assert all(math.isfinite(b["mean_return"]) for b in summary["batches"])
     assert summary["batches"][-1]["mean_final_val_acc"] > 0.5
 
 
 @needs_two
 def test_cli_maps_envs_to_two_gpus(tmp_path):
-    cmd = [sys.executable, "-m", "esper_multigpu", "train", "ppo", "--devices", "cuda:0", "cuda:1", "--n-envs", "4",
-           "--episodes", "4", "--max-epochs", "3", "--quiet", "--telemetry-dir", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "esper_multigpu",
+        "train",
+        "ppo",
+        "--devices",
+        "cuda:0",
+        "cuda:1",
+        "--n-envs",
+        "4",
+        "--episodes",
+        "4",
+        "--max-epochs",
+        "3",
+        "--quiet",
+        "--telemetry-dir",
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     print(proc.stderr)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["assignment"] == {"cuda:0": 2, "cuda:1": 2}
     assert "4 env(s) -> devices: cuda:0: 2, cuda:1: 2" in proc.stderr
-    devices = {json.loads(line)["device"] for line in open(tmp_path / "ppo.jsonl") if '"type":"epoch"' in line}
+    devices = {
+        json.loads(line)["device"]
+        for line in open(tmp_path / "ppo.jsonl")
+        if '"type":"epoch"' in line
+    }
     assert devices == {"cuda:0", "cuda:1"}

@@ -52,8 +52,12 @@ def test_each_slot_slice_belongs_to_its_slot():
     assert e["slot.early.stage_is_blending"] == 1 and e["slot.early.blueprint_is_conv_light"] == 1
     assert e["slot.early.grad_norm"] == np.float32(1.0)  # log10(1 + 9)
     assert e["slot.early.grad_health"] == np.float32(0.75) and e["slot.early.exploding"] == 1
-    assert e["slot.early.alpha"] == np.float32(0.5) and e["slot.early.epochs_in_stage"] == np.float32(0.3)
-    assert e["slot.early.accuracy"] == np.float32(0.6) and e["slot.early.contribution"] == np.float32(0.04)
+    assert e["slot.early.alpha"] == np.float32(0.5) and e[
+        "slot.early.epochs_in_stage"
+    ] == np.float32(0.3)
+    assert e["slot.early.accuracy"] == np.float32(0.6) and e[
+        "slot.early.contribution"
+    ] == np.float32(0.04)
     assert e["slot.early.stage"] == np.float32(3 / 6)
     # mid: enabled but empty -> enabled flag + DORMANT one-hot, telemetry zero-padded
     mid = obs[slot_slice("mid")]
@@ -77,5 +81,11 @@ def test_base_features_and_histories():
     base = dict(zip(BASE_FEATURES, obs[: len(BASE_FEATURES)]))
     assert base["epoch_frac"] == np.float32(0.2) and base["val_acc"] == np.float32(0.55)
     assert base["val_acc_delta"] == np.float32(0.55 - 0.45)
-    assert [base[f"acc_hist_{i}"] for i in range(5)] == [0, 0, 0, np.float32(0.45), np.float32(0.55)]
+    assert [base[f"acc_hist_{i}"] for i in range(5)] == [
+        0,
+        0,
+        0,
+        np.float32(0.45),
+        np.float32(0.55),
+    ]
     assert obs.dtype == np.float32 and obs.shape == (OBS_DIM,)

@@ -10,8 +10,14 @@ from esper_multigpu.tolaria.tasks import load_synthetic_task
 
 def env(slots=("early", "mid", "late")):
     task = load_synthetic_task(0)
-    e = MorphoEnv(0, "cpu", (task.x_train, task.y_train, task.x_val, task.y_val), task.n_classes, slots=slots,
-                  config=EnvConfig(max_epochs=10, width=8))
+    e = MorphoEnv(
+        0,
+        "cpu",
+        (task.x_train, task.y_train, task.x_val, task.y_val),
+        task.n_classes,
+        slots=slots,
+        config=EnvConfig(max_epochs=10, width=8),
+    )
     e.reset(5)
     return e
 
@@ -44,7 +50,9 @@ def test_targets_resolve_to_the_right_slot():
     e.epoch = 5
     set_stage(e, "early", SeedStage.BLENDING, contribution=-0.2)  # harmful while blending -> cull
     set_stage(e, "mid", SeedStage.PROBATIONARY, contribution=0.05)  # helps -> fossilise
-    set_stage(e, "late", SeedStage.PROBATIONARY, contribution=0.0, epochs=3)  # probation over, no help -> cull
+    set_stage(
+        e, "late", SeedStage.PROBATIONARY, contribution=0.0, epochs=3
+    )  # probation over, no help -> cull
     acts = [(a.op, a.slot) for a in h.decide(0, e)]
     assert acts == [("CULL", "early"), ("FOSSILIZE", "mid"), ("CULL", "late")]
     for a in h.decide(0, e):

@@ -17,7 +17,9 @@ def model(**kw):
 
 
 def germinate(m, slot="mid", bp="conv_light", blend="linear"):
-    return m.germinate(slot, bp, blend, epoch=1, generator=torch.Generator().manual_seed(1), lr=1e-3)
+    return m.germinate(
+        slot, bp, blend, epoch=1, generator=torch.Generator().manual_seed(1), lr=1e-3
+    )
 
 
 def healthy(slot):
@@ -89,7 +91,9 @@ def test_gate_errors():
 
 def test_blend_schedules():
     for s in ("linear", "sigmoid"):
-        assert blend_alpha(s, 0.0) == pytest.approx(0.0) and blend_alpha(s, 1.0) == pytest.approx(1.0)
+        assert blend_alpha(s, 0.0) == pytest.approx(0.0) and blend_alpha(s, 1.0) == pytest.approx(
+            1.0
+        )
         vals = [blend_alpha(s, p / 10) for p in range(11)]
         assert all(b > a for a, b in zip(vals, vals[1:]))
     assert blend_alpha("sigmoid", 0.5) == pytest.approx(0.5)

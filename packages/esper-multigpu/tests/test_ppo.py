@@ -41,11 +41,25 @@ def fake_rollout(agent, T=5, N=3, seed=0):
     raw = []
     for t in range(T):
         obs = rng.normal(size=(N, OBS_DIM)).astype(np.float32)
-        masks = {"op": np.ones((N, 4), bool), "slot_by_op": np.ones((N, 4, 3), bool),
-                 "blueprint": np.ones((N, 6), bool), "blend": np.ones((N, 2), bool)}
+        masks = {
+            "op": np.ones((N, 4), bool),
+            "slot_by_op": np.ones((N, 4, 3), bool),
+            "blueprint": np.ones((N, 6), bool),
+            "blend": np.ones((N, 2), bool),
+        }
         norm, actions, slot_mask, logp, values = agent.act(obs, masks)
-        buf.add(norm, actions, {"op": masks["op"], "slot": slot_mask, "blueprint": masks["blueprint"],
-                                "blend": masks["blend"]}, logp, values)
+        buf.add(
+            norm,
+            actions,
+            {
+                "op": masks["op"],
+                "slot": slot_mask,
+                "blueprint": masks["blueprint"],
+                "blend": masks["blend"],
+            },
+            logp,
+            values,
+        )
         buf.set_rewards(t, (actions[:, 0] == 1).astype(np.float32))  # reward GERMINATE
         raw.append(obs)
     final = rng.normal(size=(N, OBS_DIM)).astype(np.float32)
@@ -62,7 +76,12 @@ def test_update_recomputes_the_sampling_distribution_and_learns():
     assert stats["clip_frac"] == 0.0 and not stats["kl_early_stop"]
     assert all(math.isfinite(v) for v in stats.values() if isinstance(v, float))
     # repeated updates on a batch that rewards GERMINATE make GERMINATE more likely
-    agent2 = PPOAgent(OBS_DIM, "cpu", PPOConfig(update_epochs=8, minibatch_envs=4, target_kl=10.0, lr=3e-3, gamma=0.0), seed=0)
+    agent2 = PPOAgent(
+        OBS_DIM,
+        "cpu",
+        PPOConfig(update_epochs=8, minibatch_envs=4, target_kl=10.0, lr=3e-3, gamma=0.0),
+        seed=0,
+    )
     buf, raw = fake_rollout(agent2, T=8, N=4, seed=3)
 
     def p_germinate():
@@ -78,7 +97,12 @@ def test_update_recomputes_the_sampling_distribution_and_learns():
 
 
 def test_kl_early_stop():
-    agent = PPOAgent(OBS_DIM, "cpu", PPOConfig(update_epochs=10, minibatch_envs=1, target_kl=1e-9, lr=1e-2), seed=0)
+    agent = PPOAgent(
+        OBS_DIM,
+        "cpu",
+        PPOConfig(update_epochs=10, minibatch_envs=1, target_kl=1e-9, lr=1e-2),
+        seed=0,
+    )
     buf, raw = fake_rollout(agent)
     stats = agent.update(buf, raw, seed=0)
     assert stats["kl_early_stop"] and stats["update_epochs_run"] == 1
@@ -102,8 +126,15 @@ def test_running_mean_std_matches_numpy():
 
 def test_reward_components():
     cfg = RewardConfig(acc_weight=10, contrib_weight=5, rent=0.1, fossilize_bonus=2)
-    r, parts = compute_reward(0.5, 0.6, {"mid": 0.02}, seed_params=100, host_params=100,
-                              fossilized_contribution=0.03, config=cfg)
+    r, parts = compute_reward(
+        0.5,
+        0.6,
+        {"mid": 0.02},
+        seed_params=100,
+        host_params=100,
+        fossilized_contribution=0.03,
+        config=cfg,
+    )
     assert parts["accuracy"] == pytest.approx(1.0)
     assert parts["contribution"] == pytest.approx(0.1)
     assert parts["rent"] == pytest.approx(-0.1 * math.log(2))

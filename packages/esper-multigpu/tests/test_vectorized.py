@@ -39,7 +39,9 @@ def test_two_cpu_devices_equal_one(tiny_config, tmp_path):
     out = {}
     for name, devices in (("one", ["cpu"]), ("two", ["cpu", "cpu"])):
         lines = []
-        cfg = tiny_config(devices=devices, n_envs=3, episodes=3, max_epochs=4, telemetry_dir=str(tmp_path / name))
+        cfg = tiny_config(
+            devices=devices, n_envs=3, episodes=3, max_epochs=4, telemetry_dir=str(tmp_path / name)
+        )
         summary, trainer = run_training(cfg, log=lines.append)
         out[name] = (summary, trainer, lines)
     one, two = out["one"], out["two"]
@@ -49,7 +51,11 @@ def test_two_cpu_devices_equal_one(tiny_config, tmp_path):
     assert len(two[1].groups) == 2
     assert all(torch.equal(a, b) for a, b in zip(policy_params(one[1]), policy_params(two[1])))
     r1, r2 = records(tmp_path / "one" / "ppo.jsonl"), records(tmp_path / "two" / "ppo.jsonl")
-    strip = lambda r: {k: v for k, v in r.items() if k not in ("wall_s", "env_epochs_per_s", "devices", "assignment")}  # noqa: E731
+    volatile = ("wall_s", "env_epochs_per_s", "devices", "assignment")
+
+    def strip(r):
+        return {k: v for k, v in r.items() if k not in volatile}
+
     assert [strip(r) for r in r1] == [strip(r) for r in r2]
 
 
@@ -67,14 +73,18 @@ def test_amp_on_cpu_is_a_warned_noop(tiny_config):
     results = {}
     for amp in ("off", "bf16", "fp16"):
         lines = []
-        summary, trainer = run_training(tiny_config(amp=amp, episodes=1, n_envs=1), log=lines.append)
+        summary, trainer = run_training(
+            tiny_config(amp=amp, episodes=1, n_envs=1), log=lines.append
+        )
         env = trainer.envs[0]
         assert env.amp == "off" and env.scaler is None and env.amp_dtype is None
         results[amp] = (summary["batches"], policy_params(trainer), lines)
     assert not any("warning" in s for s in results["off"][2])
     for amp in ("bf16", "fp16"):
         assert any(f"--amp {amp} is CUDA-only" in s and "no-op" in s for s in results[amp][2])
-        assert [b["mean_return"] for b in results[amp][0]] == [b["mean_return"] for b in results["off"][0]]
+        assert [b["mean_return"] for b in results[amp][0]] == [
+            b["mean_return"] for b in results["off"][0]
+        ]
         assert all(torch.equal(a, b) for a, b in zip(results[amp][1], results["off"][1]))
 
 
@@ -85,20 +95,30 @@ def test_checkpoint_save_resume_equals_uninterrupted(tiny_config, tmp_path):
     part, _ = run_training(tiny_config(n_envs=2, episodes=2, save=str(ckpt)), log=lambda s: None)
     assert ckpt.exists() and len(part["batches"]) == 1
     lines = []
-    resumed, resumed_trainer = run_training(tiny_config(n_envs=2, episodes=4, resume=str(ckpt), save=str(ckpt)),
-                                            log=lines.append)
+    resumed, resumed_trainer = run_training(
+        tiny_config(n_envs=2, episodes=4, resume=str(ckpt), save=str(ckpt)), log=lines.append
+    )
     assert any("resumed from" in s and "batch 1" in s for s in lines)
     assert resumed["episodes"] == 4 and len(resumed["batches"]) == 2
-    assert all(torch.equal(a, b) for a, b in zip(policy_params(full_trainer), policy_params(resumed_trainer)))
-    assert [b["mean_return"] for b in resumed["batches"]] == [b["mean_return"] for b in full["batches"]]
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(policy_params(full_trainer), policy_params(resumed_trainer))
+    )
+    assert [b["mean_return"] for b in resumed["batches"]] == [
+        b["mean_return"] for b in full["batches"]
+    ]
     with pytest.raises(CheckpointError, match="slots"):
-        run_training(tiny_config(n_envs=2, episodes=4, resume=str(ckpt), slots=["early"]), log=lambda s: None)
+        run_training(
+            tiny_config(n_envs=2, episodes=4, resume=str(ckpt), slots=["early"]), log=lambda s: None
+        )
     with pytest.raises(CheckpointError, match="does not exist"):
         run_training(tiny_config(resume=str(tmp_path / "missing.pt")), log=lambda s: None)
 
 
 def test_telemetry_file_validates_and_covers_every_slot(tiny_config, tmp_path):
-    cfg = tiny_config(mode="heuristic", n_envs=2, episodes=2, max_epochs=8, telemetry_dir=str(tmp_path))
+    cfg = tiny_config(
+        mode="heuristic", n_envs=2, episodes=2, max_epochs=8, telemetry_dir=str(tmp_path)
+    )
     summary, _ = run_training(cfg, log=lambda s: None)
     path = tmp_path / "heuristic.jsonl"
     n, errors = validate_file(path)

@@ -53,6 +53,9 @@ class LoopActor:
 
     def __init__(self, agents: list[DQNAgent]):
         self.agents = agents
+        # functional_call swaps tensors into the module it is given, so snapshots run through
+        # parameter-free (meta) copies: never through the live nets a learner thread trains.
+        self._templates = [copy.deepcopy(a.online).to("meta") for a in agents]
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray, snapshot: PolicySnapshot | None) -> torch.Tensor:
@@ -60,10 +63,9 @@ class LoopActor:
         return torch.stack([self._q(i, x[i], snapshot) for i in range(len(self.agents))])
 
     def _q(self, i: int, x: torch.Tensor, snapshot: PolicySnapshot | None) -> torch.Tensor:
-        net = self.agents[i].online
-        if snapshot is None:  # live parameters (synchronous mode)
-            return net(x)
-        return functional_call(net, snapshot.per_agent[i], (x,))
+        if snapshot is None:  # live parameters (synchronous mode only)
+            return self.agents[i].online(x)
+        return functional_call(self._templates[i], snapshot.per_agent[i], (x,))
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, epsilon: float, snapshot: PolicySnapshot | None) -> np.ndarray:

@@ -20,6 +20,8 @@ import threading
 import time
 from collections.abc import Iterator
 
+import torch
+
 from .acting import PolicySnapshot, make_snapshot
 from .schedule import UpdateSchedule
 from .training import SerialTrainer
@@ -48,6 +50,10 @@ class BackgroundLearner:
         self._stop = threading.Event()
         self._abort = False
         self._error: BaseException | None = None
+        # torch's intra-op thread count is per OS thread (an OpenMP setting): a new thread
+        # starts at the core count, which oversubscribes the cores and made training ~50x
+        # slower in measurements. The learner adopts the creating thread's setting.
+        self._torch_threads = torch.get_num_threads()
         self._thread = threading.Thread(target=self._run, name="background-learner", daemon=True)
 
     # -- collector side -------------------------------------------------------------------
@@ -118,6 +124,7 @@ class BackgroundLearner:
         return self.schedule.allowed(self._steps) > self.rounds
 
     def _run(self) -> None:
+        torch.set_num_threads(self._torch_threads)
         try:
             while True:
                 with self._cond:

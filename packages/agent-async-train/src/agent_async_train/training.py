@@ -48,7 +48,13 @@ class ThreadedTrainer(SerialTrainer):
 
     def __init__(self, agents: list[DQNAgent], workers: int):
         super().__init__(agents)
-        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="train")
+        # Each pool thread adopts our torch thread count (it is per OS thread; see learner_thread).
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, workers),
+            thread_name_prefix="train",
+            initializer=torch.set_num_threads,
+            initargs=(torch.get_num_threads(),),
+        )
 
     def round(self) -> list[float]:
         return list(self._pool.map(DQNAgent.train_step, self.agents))

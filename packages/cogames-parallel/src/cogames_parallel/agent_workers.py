@@ -60,7 +60,9 @@ class AgentGroup:
                 agent = policy.agent_policy(slot)
                 agent.reset(task.agent_seeds[slot])
             except Exception as exc:
-                raise PolicyFailure(f"policy {spec.name} failed to start (agent {slot}): {one_line(exc)}") from exc
+                raise PolicyFailure(
+                    f"policy {spec.name} failed to start (agent {slot}): {one_line(exc)}"
+                ) from exc
             self.entries[slot] = (policy, agent, spec.name)
 
     def act(self, slots: Sequence[int], obs: Sequence[Any]) -> tuple[list[int], list[bool]]:
@@ -84,7 +86,8 @@ class AgentGroup:
             try:
                 if len(ks) > 1 or callable(getattr(policy, "step_batch", None)):
                     out = policy.step_batch(
-                        [self.entries[slots[k]][1] for k in ks], np.stack([np.asarray(obs[k]) for k in ks])
+                        [self.entries[slots[k]][1] for k in ks],
+                        np.stack([np.asarray(obs[k]) for k in ks]),
                     )
                     got = [int(a) for a in out]
                 else:
@@ -164,7 +167,9 @@ class AgentWorkerPool:
             stop_process(self.procs[i], None, grace=0.1)
         ctx = mp_context()
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_agent_worker_main, args=(child,), daemon=True, name=f"cogames-agent-{i}")
+        proc = ctx.Process(
+            target=_agent_worker_main, args=(child,), daemon=True, name=f"cogames-agent-{i}"
+        )
         proc.start()
         child.close()
         self.procs[i], self.conns[i] = proc, parent
@@ -224,7 +229,10 @@ class WorkerAgents:
         sentinels = {self.pool.procs[i].sentinel: i for i in workers}
         while waiting:
             timeout = None if deadline is None else max(0.0, deadline - time.perf_counter())
-            ready = wait(list(waiting) + [s for s, i in sentinels.items() if self.pool.conns[i] in waiting], timeout)
+            ready = wait(
+                list(waiting) + [s for s, i in sentinels.items() if self.pool.conns[i] in waiting],
+                timeout,
+            )
             if not ready:
                 break  # deadline passed: the rest timed out
             for obj in ready:
@@ -291,4 +299,6 @@ class WorkerAgents:
 
 
 def _stackable(obs: list[Any]) -> bool:
-    return all(isinstance(o, np.ndarray) for o in obs) and len({(o.shape, o.dtype) for o in obs}) == 1
+    return (
+        all(isinstance(o, np.ndarray) for o in obs) and len({(o.shape, o.dtype) for o in obs}) == 1
+    )

@@ -40,33 +40,80 @@ def _eval_parser(sub) -> argparse.ArgumentParser:
             epilog=EVAL_EXAMPLES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        p.add_argument("-m", "--mission", action="append", metavar="MISSION",
-                       help="mission name, shell wildcard ('harvest.*'), .py/.yaml file or module:factory "
-                       f"(repeatable; default {DEFAULT_MISSIONS[0]})")
-        p.add_argument("-p", "--policy", action="append", metavar="SPEC",
-                       help="class=NAME_OR_PATH[,data=FILE][,proportion=N][,kw.KEY=VALUE], NAME or NAME:N "
-                       f"(repeatable; default {' '.join(DEFAULT_POLICIES)})")
+        p.add_argument(
+            "-m",
+            "--mission",
+            action="append",
+            metavar="MISSION",
+            help="mission name, shell wildcard ('harvest.*'), .py/.yaml file or module:factory "
+            f"(repeatable; default {DEFAULT_MISSIONS[0]})",
+        )
+        p.add_argument(
+            "-p",
+            "--policy",
+            action="append",
+            metavar="SPEC",
+            help="class=NAME_OR_PATH[,data=FILE][,proportion=N][,kw.KEY=VALUE], NAME or NAME:N "
+            f"(repeatable; default {' '.join(DEFAULT_POLICIES)})",
+        )
         p.add_argument("-c", "--cogs", type=int, help="number of agents (overrides the mission's)")
-        p.add_argument("-v", "--variant", action="append", default=[], help="mission variant (repeatable)")
-        p.add_argument("-e", "--episodes", type=int, default=10, help="episodes per mission (default 10)")
-        p.add_argument("-s", "--steps", type=int, help="max steps per episode (overrides the mission's)")
-        p.add_argument("--seed", type=int, default=42, help="root seed of every episode/agent stream (42)")
+        p.add_argument(
+            "-v", "--variant", action="append", default=[], help="mission variant (repeatable)"
+        )
+        p.add_argument(
+            "-e", "--episodes", type=int, default=10, help="episodes per mission (default 10)"
+        )
+        p.add_argument(
+            "-s", "--steps", type=int, help="max steps per episode (overrides the mission's)"
+        )
+        p.add_argument(
+            "--seed", type=int, default=42, help="root seed of every episode/agent stream (42)"
+        )
         p.add_argument("--map-seed", type=int, help="fixed map layout for every episode")
-        p.add_argument("--action-timeout-ms", type=float, default=250.0,
-                       help="late actions become no-ops and are counted (default 250; 0 disables)")
-        p.add_argument("-j", "--jobs", type=int, default=0,
-                       help="total worker processes (0 = serial; capped at the cores available)")
-        p.add_argument("--parallel-policy", action="store_true",
-                       help="compute each step's agents on persistent per-agent worker processes")
-        p.add_argument("--agent-workers", type=int,
-                       help="with --parallel-policy: agent workers per episode (default: one per agent, "
-                       "within the --jobs budget)")
-        p.add_argument("--backend", choices=("local", "mpi"), default="local",
-                       help="mpi: spread (mission, episode) tasks over the ranks of mpirun")
-        p.add_argument("--format", choices=("yaml", "json"), help="print the data as YAML/JSON on stdout")
-        p.add_argument("-o", "--output", type=Path, help="also write the data (--format, default json) to this file")
-        p.add_argument("--save-replay-dir", type=Path,
-                       help="write one JSON replay (actions, rewards) per episode to this directory")
+        p.add_argument(
+            "--action-timeout-ms",
+            type=float,
+            default=250.0,
+            help="late actions become no-ops and are counted (default 250; 0 disables)",
+        )
+        p.add_argument(
+            "-j",
+            "--jobs",
+            type=int,
+            default=0,
+            help="total worker processes (0 = serial; capped at the cores available)",
+        )
+        p.add_argument(
+            "--parallel-policy",
+            action="store_true",
+            help="compute each step's agents on persistent per-agent worker processes",
+        )
+        p.add_argument(
+            "--agent-workers",
+            type=int,
+            help="with --parallel-policy: agent workers per episode (default: one per agent, "
+            "within the --jobs budget)",
+        )
+        p.add_argument(
+            "--backend",
+            choices=("local", "mpi"),
+            default="local",
+            help="mpi: spread (mission, episode) tasks over the ranks of mpirun",
+        )
+        p.add_argument(
+            "--format", choices=("yaml", "json"), help="print the data as YAML/JSON on stdout"
+        )
+        p.add_argument(
+            "-o",
+            "--output",
+            type=Path,
+            help="also write the data (--format, default json) to this file",
+        )
+        p.add_argument(
+            "--save-replay-dir",
+            type=Path,
+            help="write one JSON replay (actions, rewards) per episode to this directory",
+        )
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or status lines")
     return p
 
@@ -82,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     _eval_parser(sub)
     m = sub.add_parser("missions", help="list missions and variants")
-    m.add_argument("-m", "--mission", action="append", help="also load these (files, module:factory)")
+    m.add_argument(
+        "-m", "--mission", action="append", help="also load these (files, module:factory)"
+    )
     sub.add_parser("policies", help="list registered policy short names")
     im = sub.add_parser(
         "imitate",
@@ -110,7 +159,9 @@ def _err(msg: str) -> None:
 def cmd_missions(args) -> int:
     from cogames_parallel.missions import BUILTIN_MISSIONS, COMMON_VARIANTS, resolve_missions
 
-    missions = list(BUILTIN_MISSIONS.values()) + (resolve_missions(args.mission) if args.mission else [])
+    missions = list(BUILTIN_MISSIONS.values()) + (
+        resolve_missions(args.mission) if args.mission else []
+    )
     t = Table(title="Missions")
     for col in ("mission", "agents", "max steps", "source", "description"):
         t.add_column(col)
@@ -122,8 +173,13 @@ def cmd_missions(args) -> int:
     v.add_column("variant")
     v.add_column("changes")
     for name, change in COMMON_VARIANTS.items():
-        desc = ", ".join(f"{k}={val}" for k, val in change.items()) if isinstance(change, dict) else {
-            "scarce": "resource_density / 3", "abundant": "resource_density x 2"}.get(name, "")
+        desc = (
+            ", ".join(f"{k}={val}" for k, val in change.items())
+            if isinstance(change, dict)
+            else {"scarce": "resource_density / 3", "abundant": "resource_density x 2"}.get(
+                name, ""
+            )
+        )
         v.add_row(name, desc)
     console.print(v)
     for m in missions:
@@ -160,15 +216,26 @@ def cmd_imitate(args) -> int:
     from cogames_parallel.policies.base import PolicyEnvInfo
     from cogames_parallel.policies.mlp import behaviour_clone, save_mlp
 
-    plan = make_plan(args.mission, [args.teacher], variants=args.variant, cogs=args.cogs,
-                     episodes=args.episodes, seed=args.seed, action_timeout_ms=0)
+    plan = make_plan(
+        args.mission,
+        [args.teacher],
+        variants=args.variant,
+        cogs=args.cogs,
+        episodes=args.episodes,
+        seed=args.seed,
+        action_timeout_ms=0,
+    )
     xs, ys = [], []
     for task in plan.tasks:  # serial on purpose: data collection is cheap next to training
         env = build_mission(task.mission).make_env()
         obs, _ = env.reset(seed=task.env_seed)
         names = list(env.possible_agents)
-        info = PolicyEnvInfo(task.mission.label(), env.observation_space(names[0]),
-                             env.action_space(names[0]), len(names))
+        info = PolicyEnvInfo(
+            task.mission.label(),
+            env.observation_space(names[0]),
+            env.action_space(names[0]),
+            len(names),
+        )
         group = AgentGroup()
         group.begin(task, info, range(len(names)))
         while env.agents:
@@ -178,23 +245,30 @@ def cmd_imitate(args) -> int:
             ys.append(np.asarray(acts))
             obs, *_ = env.step(dict(zip(names, acts)))
     x, y = np.concatenate(xs), np.concatenate(ys)
-    dims = {len(o) for o in x}
     n_actions = int(info.num_actions)
-    net, acc = behaviour_clone(x, y, n_actions, hidden=args.hidden, epochs=args.epochs, seed=args.seed)
+    net, acc = behaviour_clone(
+        x, y, n_actions, hidden=args.hidden, epochs=args.epochs, seed=args.seed
+    )
     save_mlp(args.output, net, x.shape[1], args.hidden, n_actions)
-    del dims
-    print(f"cogames: cloned {args.teacher} from {len(x)} samples (train accuracy {acc:.3f}) -> {args.output}",
-          file=sys.stderr)
+    print(
+        f"cogames: cloned {args.teacher} from {len(x)} samples (train accuracy {acc:.3f}) -> {args.output}",
+        file=sys.stderr,
+    )
     return 0
 
 
 def cmd_eval(args) -> int:
-    from parallel_core.io import atomic_write
-    from parallel_core.progress import progress_bar
-
-    from cogames_parallel.evaluate import make_plan, plan_tasks_for_run, prepare_runner, warn, worker_layout
+    from cogames_parallel.evaluate import (
+        make_plan,
+        plan_tasks_for_run,
+        prepare_runner,
+        warn,
+        worker_layout,
+    )
     from cogames_parallel.report import print_tables, render
     from cogames_parallel.summary import summarize
+    from parallel_core.io import atomic_write
+    from parallel_core.progress import progress_bar
 
     ctx = None
     is_root = True
@@ -222,8 +296,14 @@ def cmd_eval(args) -> int:
         action_timeout_ms=args.action_timeout_ms,
     )
     max_agents = max(m.num_agents for _, m in plan.missions)
+    jobs = args.jobs
+    if ctx is not None and ctx.is_distributed and jobs > ctx.local_workers:
+        # every rank on a node spends its own budget: share the node's cores between them
+        if is_root and not args.quiet:
+            warn(f"--jobs {jobs} per rank capped to {ctx.local_workers} ({ctx.local_size} ranks share this node)")
+        jobs = ctx.local_workers
     n_local = len(plan.tasks) if ctx is None else len(ctx.scatter_work(plan.tasks))
-    layout = worker_layout(args.jobs, n_local, max_agents, args.parallel_policy, args.agent_workers)
+    layout = worker_layout(jobs, n_local, max_agents, args.parallel_policy, args.agent_workers)
     status = is_root and not args.quiet
     for note in layout.notes:
         if status:
@@ -264,8 +344,11 @@ def cmd_eval(args) -> int:
             )
             code = 1
         elif status:
-            print(f"cogames: {len(plan.tasks)} episodes, {steps} steps in {wall:.2f} s "
-                  f"({steps / max(wall, 1e-9):.0f} env steps/s)", file=sys.stderr)
+            print(
+                f"cogames: {len(plan.tasks)} episodes, {steps} steps in {wall:.2f} s "
+                f"({steps / max(wall, 1e-9):.0f} env steps/s)",
+                file=sys.stderr,
+            )
     if ctx is not None:
         code = ctx.bcast(code, root=0)
     return code

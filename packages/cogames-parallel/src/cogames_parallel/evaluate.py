@@ -13,8 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from parallel_core.budget import WorkerBudget
-
 from cogames_parallel.missions.base import Mission, MissionRef
 from cogames_parallel.missions.loading import build_mission, resolve_missions
 from cogames_parallel.policies.spec import (
@@ -28,6 +26,7 @@ from cogames_parallel.rollout import EpisodeResult
 from cogames_parallel.runners import MPIRunner, ProcessRunner, SerialRunner
 from cogames_parallel.summary import summarize
 from cogames_parallel.tasks import EvalTask, plan_tasks
+from parallel_core.budget import WorkerBudget
 
 
 def warn(msg: str) -> None:
@@ -44,13 +43,23 @@ class Layout:
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        ew = "in-process" if self.episode_workers <= 1 else f"{self.episode_workers} episode workers"
-        aw = "agents in-process" if self.agent_workers <= 1 else f"{self.agent_workers} agent workers each"
+        ew = (
+            "in-process" if self.episode_workers <= 1 else f"{self.episode_workers} episode workers"
+        )
+        aw = (
+            "agents in-process"
+            if self.agent_workers <= 1
+            else f"{self.agent_workers} agent workers each"
+        )
         return f"{ew}, {aw} (budget {self.budget})"
 
 
 def worker_layout(
-    jobs: int, n_tasks: int, max_agents: int, parallel_policy: bool, agent_workers: int | None = None
+    jobs: int,
+    n_tasks: int,
+    max_agents: int,
+    parallel_policy: bool,
+    agent_workers: int | None = None,
 ) -> Layout:
     """Split ``--jobs`` between the episode level and the agent level.
 
@@ -101,7 +110,9 @@ def make_plan(
         raise PolicyError(f"--episodes must be >= 1, got {episodes}")
     if action_timeout_ms < 0:
         raise PolicyError(f"--action-timeout-ms must be >= 0, got {action_timeout_ms}")
-    specs = label_policies([p if isinstance(p, PolicySpec) else parse_policy_spec(p) for p in policies])
+    specs = label_policies(
+        [p if isinstance(p, PolicySpec) else parse_policy_spec(p) for p in policies]
+    )
     if not specs:
         raise PolicyError("give at least one policy with -p")
     for s in specs:
@@ -115,7 +126,7 @@ def make_plan(
         "episodes": episodes,
         "seed": seed,
         "map_seed": map_seed,
-        "action_timeout_ms": action_timeout_ms,
+        "action_timeout_ms": float(action_timeout_ms),
     }
     return Plan(resolved, specs, tasks, config)
 
@@ -138,7 +149,9 @@ def check_worker_safety(plan: Plan, layout: Layout) -> Layout:
     for spec in plan.policies:
         reason = worker_unsafe_reason(spec)
         if reason:
-            warn(f"policy {spec.name} cannot run in a worker process ({reason}); running everything in-process")
+            warn(
+                f"policy {spec.name} cannot run in a worker process ({reason}); running everything in-process"
+            )
             return Layout(1, 1, layout.budget, layout.notes)
     return layout
 
@@ -181,7 +194,11 @@ def evaluate(
     """Evaluate ``policies`` on ``missions`` locally and return the report data."""
     plan = make_plan(missions, policies, **plan_kwargs)
     layout = worker_layout(
-        jobs, len(plan.tasks), max(m.num_agents for _, m in plan.missions), parallel_policy, agent_workers
+        jobs,
+        len(plan.tasks),
+        max(m.num_agents for _, m in plan.missions),
+        parallel_policy,
+        agent_workers,
     )
     results = run_plan(plan, layout)
     return summarize(plan.missions, plan.policies, plan.tasks, results, plan.config)

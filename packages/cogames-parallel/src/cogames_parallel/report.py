@@ -67,8 +67,13 @@ def print_tables(data: dict[str, Any], console: Console) -> None:
     for mission, ps in data["policy_stats"].items():
         for p, s in ps.items():
             t.add_row(
-                mission, p, str(s["agent_episodes"]), _fmt(s["mean_reward"]),
-                _fmt(s["min_reward"]), _fmt(s["max_reward"]), str(s["timeouts"]),
+                mission,
+                p,
+                str(s["agent_episodes"]),
+                _fmt(s["mean_reward"]),
+                _fmt(s["min_reward"]),
+                _fmt(s["max_reward"]),
+                str(s["timeouts"]),
             )
     console.print(t)
 

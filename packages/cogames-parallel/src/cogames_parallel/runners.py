@@ -92,7 +92,9 @@ class SerialRunner(_Runner):
             self.engine.close()
         super().close()
 
-    def _run(self, tasks: Sequence[EvalTask], on_result: OnResult | None = None) -> list[EpisodeResult]:
+    def _run(
+        self, tasks: Sequence[EvalTask], on_result: OnResult | None = None
+    ) -> list[EpisodeResult]:
         results = []
         for task in tasks:
             r = self.engine.run(task)
@@ -162,7 +164,9 @@ class ProcessRunner(_Runner):
     def pids(self) -> list[int]:
         return [s["proc"].pid for s in self.slots]
 
-    def _run(self, tasks: Sequence[EvalTask], on_result: OnResult | None = None) -> list[EpisodeResult]:
+    def _run(
+        self, tasks: Sequence[EvalTask], on_result: OnResult | None = None
+    ) -> list[EpisodeResult]:
         results: list[EpisodeResult | None] = [None] * len(tasks)
         pos = {t.index: k for k, t in enumerate(tasks)}
         pending = deque(tasks)
@@ -191,7 +195,8 @@ class ProcessRunner(_Runner):
                     if result is None and s["proc"].sentinel in ready:
                         s["proc"].join(0.1)
                         result = failed_result(
-                            s["task"], f"worker process {exit_description(s['proc'])} during this episode"
+                            s["task"],
+                            f"worker process {exit_description(s['proc'])} during this episode",
                         )
                         stop_process(s["proc"], s["conn"], grace=0.1)
                         slots[k] = s = self._start_worker() | {"task": s["task"]}
@@ -240,7 +245,9 @@ class MPIRunner:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def run(self, tasks: Sequence[EvalTask], on_result: OnResult | None = None) -> list[EpisodeResult] | None:
+    def run(
+        self, tasks: Sequence[EvalTask], on_result: OnResult | None = None
+    ) -> list[EpisodeResult] | None:
         mine = self.ctx.scatter_work(list(tasks))
         try:
             local = self.local.run(mine, on_result)

@@ -103,6 +103,8 @@ def summarize(
         else:
             err = r.error if r is not None else "no result came back for this episode"
             ep["error"] = err
-            data["failed"].append({"mission": t.mission.label(), "episode": t.episode, "error": err})
+            data["failed"].append(
+                {"mission": t.mission.label(), "episode": t.episode, "error": err}
+            )
         data["episodes"].append(ep)
     return data

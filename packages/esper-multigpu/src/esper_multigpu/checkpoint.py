@@ -18,7 +18,9 @@ class CheckpointError(ValueError):
     pass
 
 
-def save_checkpoint(path: str | Path, agent, cfg, next_batch: int, episodes_done: int, history: list) -> None:
+def save_checkpoint(
+    path: str | Path, agent, cfg, next_batch: int, episodes_done: int, history: list
+) -> None:
     state = {
         "version": CHECKPOINT_VERSION,
         "agent": agent.state_dict(),
@@ -45,5 +47,7 @@ def load_checkpoint(path: str | Path, cfg) -> dict:
     for key in _MUST_MATCH:
         have, want = state["config"][key], getattr(cfg, key)
         if have != want:
-            raise CheckpointError(f"checkpoint {p} was trained with {key}={have!r} but this run has {key}={want!r}")
+            raise CheckpointError(
+                f"checkpoint {p} was trained with {key}={have!r} but this run has {key}={want!r}"
+            )
     return state

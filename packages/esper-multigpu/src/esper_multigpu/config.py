@@ -48,14 +48,22 @@ class TrainConfig:
         return dataclasses.replace(self.env, max_epochs=self.max_epochs)
 
 
-_NESTED = {"env": EnvConfig, "ppo": PPOConfig, "reward": RewardConfig, "gates": Gates, "heuristic": HeuristicConfig}
+_NESTED = {
+    "env": EnvConfig,
+    "ppo": PPOConfig,
+    "reward": RewardConfig,
+    "gates": Gates,
+    "heuristic": HeuristicConfig,
+}
 _TOP = {f.name for f in dataclasses.fields(TrainConfig)} - {"mode"}
 
 
 def _check_keys(where: str, data: dict, allowed: set[str]) -> None:
     for key in data:
         if key not in allowed:
-            raise ConfigError(f"{where}: unknown key {key!r} (valid keys: {', '.join(sorted(allowed))})")
+            raise ConfigError(
+                f"{where}: unknown key {key!r} (valid keys: {', '.join(sorted(allowed))})"
+            )
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -72,7 +80,9 @@ def read_config_file(path: str | Path) -> dict:
 
             data = yaml.safe_load(text) or {}
     except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError
-        raise ConfigError(f"config file {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}") from exc
+        raise ConfigError(
+            f"config file {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}"
+        ) from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping of keys to values")
     _check_keys(str(p), data, _TOP)
@@ -84,7 +94,9 @@ def read_config_file(path: str | Path) -> dict:
     return data
 
 
-def build_config(mode: str, file_values: dict | None = None, overrides: dict | None = None) -> TrainConfig:
+def build_config(
+    mode: str, file_values: dict | None = None, overrides: dict | None = None
+) -> TrainConfig:
     """A :class:`TrainConfig` for ``mode`` from config-file values, then explicit flag values."""
     cfg = TrainConfig(mode=mode)
     if mode == "heuristic":  # the baseline is one environment by default
@@ -114,8 +126,12 @@ def _validate(cfg: TrainConfig) -> None:
         raise ConfigError("n_envs and episodes must be >= 1 and max_epochs >= 2")
     bad = [s for s in cfg.slots if s not in SLOT_NAMES]
     if bad or not cfg.slots:
-        raise ConfigError(f"slots must be a non-empty subset of {', '.join(SLOT_NAMES)}; got {cfg.slots}")
+        raise ConfigError(
+            f"slots must be a non-empty subset of {', '.join(SLOT_NAMES)}; got {cfg.slots}"
+        )
     if cfg.amp not in ("off", "bf16", "fp16"):
         raise ConfigError(f"amp must be off, bf16 or fp16; got {cfg.amp!r}")
     if cfg.device_strategy not in ("round_robin", "balanced"):
-        raise ConfigError(f"device_strategy must be round_robin or balanced; got {cfg.device_strategy!r}")
+        raise ConfigError(
+            f"device_strategy must be round_robin or balanced; got {cfg.device_strategy!r}"
+        )

@@ -184,7 +184,9 @@ class TelemetrySink:
         rec = {"schema": SCHEMA_VERSION, "type": kind, **fields}
         errors = validate_record(rec)
         if errors:
-            raise ValueError(f"telemetry record does not match {SCHEMA_VERSION}: {'; '.join(errors)}")
+            raise ValueError(
+                f"telemetry record does not match {SCHEMA_VERSION}: {'; '.join(errors)}"
+            )
         self.counts[kind] = self.counts.get(kind, 0) + 1
         if self._file is not None:
             self._file.write(json.dumps(rec, separators=(",", ":")) + "\n")

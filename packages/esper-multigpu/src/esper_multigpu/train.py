@@ -34,7 +34,9 @@ def format_batch(rec: dict, n_batches: int) -> str:
     return line
 
 
-def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr) -> tuple[dict, VectorizedTrainer]:
+def run_training(
+    cfg: TrainConfig, log: Callable[[str], None] = _stderr
+) -> tuple[dict, VectorizedTrainer]:
     """Run ``cfg`` end to end; returns the JSON-able summary and the trainer (envs, agent)."""
     from parallel_core.devices import default_device, validate_devices
 
@@ -50,18 +52,33 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr) -> tupl
     trainer = VectorizedTrainer(cfg, task, log)
     if resumed is not None:
         trainer.agent.load_state_dict(resumed["agent"])
-        start_batch, episodes_done, history = resumed["next_batch"], resumed["episodes_done"], resumed["history"]
-        log(f"esper: resumed from {cfg.resume} at batch {start_batch} ({episodes_done} episodes done)")
+        start_batch, episodes_done, history = (
+            resumed["next_batch"],
+            resumed["episodes_done"],
+            resumed["history"],
+        )
+        log(
+            f"esper: resumed from {cfg.resume} at batch {start_batch} ({episodes_done} episodes done)"
+        )
     n_batches = math.ceil(cfg.episodes / cfg.n_envs)
     name = cfg.mode
     t0 = time.perf_counter()
     with TelemetrySink(cfg.telemetry_dir, name) as sink:
         sink.write(
-            "run", mode=cfg.mode, task=cfg.task, devices=list(trainer.devices),
+            "run",
+            mode=cfg.mode,
+            task=cfg.task,
+            devices=list(trainer.devices),
             assignment=_counts(trainer.env_groups),
-            policy_device=trainer.policy_device if trainer.agent else None, n_envs=cfg.n_envs,
-            episodes=cfg.episodes, max_epochs=cfg.max_epochs, slots=list(cfg.slots), amp=cfg.amp,
-            seed=cfg.seed, obs_dim=OBS_DIM, start_batch=start_batch,
+            policy_device=trainer.policy_device if trainer.agent else None,
+            n_envs=cfg.n_envs,
+            episodes=cfg.episodes,
+            max_epochs=cfg.max_epochs,
+            slots=list(cfg.slots),
+            amp=cfg.amp,
+            seed=cfg.seed,
+            obs_dim=OBS_DIM,
+            start_batch=start_batch,
         )
         total_epochs = max(0, n_batches - start_batch) * cfg.max_epochs
         with progress_bar(total_epochs, f"esper {cfg.mode}", quiet=cfg.quiet) as bar:
@@ -69,7 +86,12 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr) -> tupl
                 n = min(cfg.n_envs, cfg.episodes - batch * cfg.n_envs)
                 rec = trainer.run_batch(batch, n, sink, on_epoch=lambda: bar.advance(1))
                 episodes_done += n
-                history.append({k: rec[k] for k in ("batch", "mean_return", "mean_final_val_acc", "env_epochs_per_s")})
+                history.append(
+                    {
+                        k: rec[k]
+                        for k in ("batch", "mean_return", "mean_final_val_acc", "env_epochs_per_s")
+                    }
+                )
                 if not cfg.quiet:
                     log(format_batch(rec, n_batches))
                 if cfg.save and trainer.agent is not None:
@@ -93,7 +115,11 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr) -> tupl
         "telemetry": str(sink.path) if sink.path else None,
         "telemetry_records": sink.counts,
         "checkpoint": cfg.save,
-        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("env", "ppo", "reward", "gates", "heuristic")},
+        "config": {
+            k: v
+            for k, v in dataclasses.asdict(cfg).items()
+            if k not in ("env", "ppo", "reward", "gates", "heuristic")
+        },
     }
     return summary, trainer
 

@@ -24,8 +24,6 @@ where (dy, dx) is the signed offset to the target divided by the map size (zero 
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
@@ -105,11 +103,9 @@ class CoopGridEnv(ParallelEnv):
         self._stats: dict[str, float] = {}
 
     # PettingZoo calls these per agent; every agent shares one space.
-    @functools.lru_cache(maxsize=None)  # noqa: B019 - spaces are immutable per env
     def observation_space(self, agent: str) -> spaces.Box:
         return self._obs_space
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019
     def action_space(self, agent: str) -> spaces.Discrete:
         return self._act_space
 

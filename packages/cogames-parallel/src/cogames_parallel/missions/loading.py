@@ -32,8 +32,9 @@ def is_user_source(arg: str) -> bool:
     )
 
 
-def _from_factory(name: str, factory: Callable, source: str, params=None, variants=None,
-                  description: str = "") -> Mission:
+def _from_factory(
+    name: str, factory: Callable, source: str, params=None, variants=None, description: str = ""
+) -> Mission:
     params = dict(params or {})
     env = factory(**params)
     try:
@@ -91,7 +92,9 @@ def _load_file_module(path: Path):
     try:
         return import_file(path, "cogames_user_mission")
     except Exception as exc:
-        raise MissionError(f"mission file {path} failed to import: {type(exc).__name__}: {exc}") from exc
+        raise MissionError(
+            f"mission file {path} failed to import: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _missions_from_object(obj: Any, name: str, source: str) -> list[Mission]:
@@ -168,7 +171,9 @@ def _from_yaml(path: Path, source: str) -> Mission:
     if "site" in doc:
         site = doc["site"]
         if site not in SITES:
-            raise MissionError(f"mission file {path}: unknown site {site!r} (sites: {', '.join(SITES)})")
+            raise MissionError(
+                f"mission file {path}: unknown site {site!r} (sites: {', '.join(SITES)})"
+            )
         factory: Callable = CoopGridEnv
         params = {"num_agents": 4, "max_steps": 100, "site": site, **params}
     elif "factory" in doc:
@@ -176,11 +181,17 @@ def _from_yaml(path: Path, source: str) -> Mission:
         try:
             factory = getattr(importlib.import_module(modname), attr)
         except (ImportError, AttributeError) as exc:
-            raise MissionError(f"mission file {path}: cannot load factory {doc['factory']!r}: {exc}") from exc
+            raise MissionError(
+                f"mission file {path}: cannot load factory {doc['factory']!r}: {exc}"
+            ) from exc
     else:
-        raise MissionError(f"mission file {path} needs either `site:` or `factory: module:function`")
+        raise MissionError(
+            f"mission file {path} needs either `site:` or `factory: module:function`"
+        )
     try:
-        return _from_factory(name, factory, source, params, variants, str(doc.get("description", "")))
+        return _from_factory(
+            name, factory, source, params, variants, str(doc.get("description", ""))
+        )
     except TypeError as exc:
         raise MissionError(f"mission file {path}: bad params: {exc}") from exc
 

@@ -8,7 +8,6 @@ makes results independent of which process computed the action.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -76,9 +75,6 @@ class MultiAgentPolicy:
     # are AgentPolicy objects this policy created and ``obs`` is stacked (n, ...).
     step_batch = None
 
-    def step_batch_default(self, agents: Sequence[AgentPolicy], obs: np.ndarray) -> np.ndarray:
-        return np.array([a.step(o) for a, o in zip(agents, obs)], dtype=np.int64)
-
 
 def load_policy_data(path: str | Path) -> dict[str, Any]:
     """Read a policy data file: a torch checkpoint (``.pt``/``.pth``) or numpy ``.npz``."""
@@ -118,7 +114,8 @@ def register_policy(name: str, cls: str | type) -> None:
 def registered_policies() -> dict[str, str]:
     """Short name -> class path of every registered policy."""
     return {
-        k: v if isinstance(v, str) else f"{v.__module__}:{v.__qualname__}" for k, v in _REGISTRY.items()
+        k: v if isinstance(v, str) else f"{v.__module__}:{v.__qualname__}"
+        for k, v in _REGISTRY.items()
     }
 
 

@@ -28,7 +28,10 @@ FORMAT = "cogames-mlp-v1"
 
 def make_network(obs_dim: int, hidden: int, n_actions: int) -> nn.Module:
     return nn.Sequential(
-        nn.Linear(obs_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
+        nn.Linear(obs_dim, hidden),
+        nn.Tanh(),
+        nn.Linear(hidden, hidden),
+        nn.Tanh(),
         nn.Linear(hidden, n_actions),
     )
 
@@ -64,8 +67,13 @@ class MLPPolicy(MultiAgentPolicy):
     def load_policy_data(self, path: str | Path) -> None:
         data = load_policy_data(path)
         if data.get("format") != FORMAT:
-            raise PolicyError(f"{path} is not a {FORMAT} checkpoint (write one with `cogames imitate`)")
-        if int(data["obs_dim"]) != self.obs_dim or int(data["n_actions"]) != self.env_info.num_actions:
+            raise PolicyError(
+                f"{path} is not a {FORMAT} checkpoint (write one with `cogames imitate`)"
+            )
+        if (
+            int(data["obs_dim"]) != self.obs_dim
+            or int(data["n_actions"]) != self.env_info.num_actions
+        ):
             raise PolicyError(
                 f"{path} was trained for obs_dim={data['obs_dim']}, n_actions={data['n_actions']}; "
                 f"mission {self.env_info.mission!r} has obs_dim={self.obs_dim}, "
@@ -77,7 +85,9 @@ class MLPPolicy(MultiAgentPolicy):
 
     def agent_policy(self, agent_id: int) -> AgentPolicy:
         if self.net is None:
-            raise PolicyError("mlp needs weights: -p class=mlp,data=FILE (make one with `cogames imitate`)")
+            raise PolicyError(
+                "mlp needs weights: -p class=mlp,data=FILE (make one with `cogames imitate`)"
+            )
         return _MLPAgent(self)
 
     def step_batch(self, agents: Sequence[AgentPolicy], obs: np.ndarray) -> np.ndarray:
@@ -97,7 +107,10 @@ def save_mlp(path: str | Path, net: nn.Module, obs_dim: int, hidden: int, n_acti
     from parallel_core.io import atomic_write
 
     payload: dict[str, Any] = {
-        "format": FORMAT, "obs_dim": obs_dim, "hidden": hidden, "n_actions": n_actions,
+        "format": FORMAT,
+        "obs_dim": obs_dim,
+        "hidden": hidden,
+        "n_actions": n_actions,
         "state_dict": {k: v.detach().clone() for k, v in net.state_dict().items()},
     }
     with atomic_write(path, mode="wb") as f:
@@ -105,8 +118,13 @@ def save_mlp(path: str | Path, net: nn.Module, obs_dim: int, hidden: int, n_acti
 
 
 def behaviour_clone(
-    observations: np.ndarray, actions: np.ndarray, n_actions: int, hidden: int = 64,
-    epochs: int = 30, seed: int = 0, lr: float = 3e-3,
+    observations: np.ndarray,
+    actions: np.ndarray,
+    n_actions: int,
+    hidden: int = 64,
+    epochs: int = 30,
+    seed: int = 0,
+    lr: float = 3e-3,
 ) -> tuple[nn.Module, float]:
     """Fit an MLP to (observation, action) pairs with cross-entropy; returns (net, accuracy)."""
     torch.manual_seed(seed)

@@ -80,7 +80,9 @@ def parse_policy_spec(text: str) -> PolicySpec:
         key, sep, value = part.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise PolicyError(f"policy spec {text!r}: {part!r} is not KEY=VALUE; expected {SPEC_HELP}")
+            raise PolicyError(
+                f"policy spec {text!r}: {part!r} is not KEY=VALUE; expected {SPEC_HELP}"
+            )
         if key.startswith("kw."):
             if not key[3:].isidentifier():
                 raise PolicyError(f"policy spec {text!r}: {key!r} is not kw.<identifier>")
@@ -107,7 +109,11 @@ def label_policies(specs: Sequence[PolicySpec]) -> list[PolicySpec]:
     """Give each spec a unique display name (``busy``, ``busy#2``, ...)."""
     out, seen = [], {}
     for s in specs:
-        base = s.class_path.rsplit(":", 1)[-1].rsplit(".", 1)[-1] if registry_entry(s.class_path) is None else s.class_path
+        base = (
+            s.class_path.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+            if registry_entry(s.class_path) is None
+            else s.class_path
+        )
         seen[base] = seen.get(base, 0) + 1
         label = base if seen[base] == 1 else f"{base}#{seen[base]}"
         out.append(PolicySpec(s.class_path, s.data, s.proportion, s.kwargs, label))

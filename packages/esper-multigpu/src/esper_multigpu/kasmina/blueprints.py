@@ -44,7 +44,9 @@ class AttentionSeed(nn.Module):
     def __init__(self, channels: int, heads: int = 4):
         super().__init__()
         if channels % heads:
-            raise BlueprintError(f"attention needs channels divisible by {heads} heads, got {channels}")
+            raise BlueprintError(
+                f"attention needs channels divisible by {heads} heads, got {channels}"
+            )
         self.norm = nn.GroupNorm(_groups(channels), channels)
         self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
         self.out = nn.Linear(channels, channels)
@@ -159,5 +161,5 @@ def reinit_(module: nn.Module, generator: torch.Generator) -> None:
             if p.dim() < 2 or not torch.any(p != 0):
                 continue
             fan_in = p[0].numel()
-            bound = (6.0 / fan_in) ** 0.5 / 2 ** 0.5  # kaiming-uniform with a=sqrt(5)-ish scale
+            bound = (6.0 / fan_in) ** 0.5 / 2**0.5  # kaiming-uniform with a=sqrt(5)-ish scale
             p.copy_(torch.empty(p.shape).uniform_(-bound, bound, generator=generator))

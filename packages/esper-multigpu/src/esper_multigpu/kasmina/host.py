@@ -19,12 +19,20 @@ class HostCNN(nn.Module):
     def __init__(self, in_channels: int, n_classes: int, image_size: int, width: int = 16):
         super().__init__()
         w = width
-        self.stage1 = nn.Sequential(nn.Conv2d(in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
+        self.stage1 = nn.Sequential(
+            nn.Conv2d(in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU()
+        )
         self.stage2 = nn.Sequential(
-            nn.Conv2d(w, 2 * w, 3, padding=1, bias=False), nn.BatchNorm2d(2 * w), nn.ReLU(), nn.MaxPool2d(2)
+            nn.Conv2d(w, 2 * w, 3, padding=1, bias=False),
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
         self.stage3 = nn.Sequential(
-            nn.Conv2d(2 * w, 4 * w, 3, padding=1, bias=False), nn.BatchNorm2d(4 * w), nn.ReLU(), nn.MaxPool2d(2)
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1, bias=False),
+            nn.BatchNorm2d(4 * w),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
         self.head = nn.Linear(4 * w, n_classes)
         #: (channels, (H, W)) of the features each slot sees
@@ -45,8 +53,14 @@ def init_host_(host: nn.Module, generator: torch.Generator) -> None:
         for m in host.modules():
             if isinstance(m, nn.Conv2d | nn.Linear):
                 fan_in = m.weight[0].numel()
-                bound = math.sqrt(6.0 / fan_in) / math.sqrt(2.0) if isinstance(m, nn.Linear) else math.sqrt(6.0 / fan_in)
-                m.weight.copy_(torch.empty(m.weight.shape).uniform_(-bound, bound, generator=generator))
+                bound = (
+                    math.sqrt(6.0 / fan_in) / math.sqrt(2.0)
+                    if isinstance(m, nn.Linear)
+                    else math.sqrt(6.0 / fan_in)
+                )
+                m.weight.copy_(
+                    torch.empty(m.weight.shape).uniform_(-bound, bound, generator=generator)
+                )
                 if m.bias is not None:
                     m.bias.zero_()
             elif isinstance(m, nn.BatchNorm2d):
@@ -86,7 +100,9 @@ class MorphogeneticModel(nn.Module):
         )
         self.enabled_slots = tuple(s for s in SLOT_NAMES if s in enabled_slots)
 
-    def forward(self, x: torch.Tensor, alpha_override: dict[str, float] | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, alpha_override: dict[str, float] | None = None
+    ) -> torch.Tensor:
         ov = alpha_override or {}
         h = self.host.stage1(x)
         h = self.slots["early"](h, ov.get("early"))
@@ -115,10 +131,22 @@ class MorphogeneticModel(nn.Module):
         for slot in self.slots.values():
             slot.clear()
 
-    def germinate(self, slot: str, blueprint: str, blend: str, epoch: int, generator: torch.Generator, lr: float) -> dict:
+    def germinate(
+        self,
+        slot: str,
+        blueprint: str,
+        blend: str,
+        epoch: int,
+        generator: torch.Generator,
+        lr: float,
+    ) -> dict:
         if slot not in self.enabled_slots:
-            raise ValueError(f"slot {slot!r} is not enabled (enabled: {', '.join(self.enabled_slots)})")
-        return self.slots[slot].germinate(blueprint, blend, epoch, generator, lr, device=self.device)
+            raise ValueError(
+                f"slot {slot!r} is not enabled (enabled: {', '.join(self.enabled_slots)})"
+            )
+        return self.slots[slot].germinate(
+            blueprint, blend, epoch, generator, lr, device=self.device
+        )
 
     def stages(self) -> dict[str, SeedStage]:
         return {name: slot.stage for name, slot in self.slots.items()}

@@ -77,7 +77,9 @@ def blend_alpha(schedule: str, progress: float) -> float:
     if schedule == "sigmoid":
         s = lambda t: 1.0 / (1.0 + math.exp(-10.0 * (t - 0.5)))  # noqa: E731
         return (s(p) - s(0.0)) / (s(1.0) - s(0.0))
-    raise ValueError(f"unknown blend schedule {schedule!r}; choose from {', '.join(BLEND_SCHEDULES)}")
+    raise ValueError(
+        f"unknown blend schedule {schedule!r}; choose from {', '.join(BLEND_SCHEDULES)}"
+    )
 
 
 @dataclass
@@ -234,7 +236,9 @@ class SeedSlot(nn.Module):
         """G4: make the seed permanent (alpha = 1, parameters frozen, optimizer dropped)."""
         st = self.state
         if st.stage != SeedStage.PROBATIONARY:
-            raise GateError(f"slot {self.name} is {st.stage.name}: only PROBATIONARY seeds fossilise")
+            raise GateError(
+                f"slot {self.name} is {st.stage.name}: only PROBATIONARY seeds fossilise"
+            )
         if not self.can_fossilize():
             raise GateError(
                 f"slot {self.name}: fossilise refused (contribution {st.telemetry.contribution:+.4f} "
@@ -295,4 +299,3 @@ class SeedSlot(nn.Module):
             "contribution": st.telemetry.contribution,
             "seed_params": st.seed_params,
         }
-

@@ -18,7 +18,12 @@ from ..kasmina.slot import BLEND_SCHEDULES, SeedSlot
 from ..tolaria.env import Action
 
 OPS: tuple[str, ...] = ("WAIT", "GERMINATE", "CULL", "FOSSILIZE")
-HEAD_SIZES = {"op": len(OPS), "slot": len(SLOT_NAMES), "blueprint": len(BLUEPRINT_NAMES), "blend": len(BLEND_SCHEDULES)}
+HEAD_SIZES = {
+    "op": len(OPS),
+    "slot": len(SLOT_NAMES),
+    "blueprint": len(BLUEPRINT_NAMES),
+    "blend": len(BLEND_SCHEDULES),
+}
 
 
 def action_masks(slots: dict[str, SeedSlot], enabled: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -131,7 +131,9 @@ def slot_features(slot: SeedSlot, enabled: bool, host_params: int) -> np.ndarray
     return block
 
 
-def build_observation(signals: TrainingSignals, slots: dict[str, SeedSlot], enabled: tuple[str, ...]) -> np.ndarray:
+def build_observation(
+    signals: TrainingSignals, slots: dict[str, SeedSlot], enabled: tuple[str, ...]
+) -> np.ndarray:
     """The full observation of one environment (float32, length :data:`OBS_DIM`)."""
     parts = [base_features(signals)]
     for name in SLOT_NAMES:

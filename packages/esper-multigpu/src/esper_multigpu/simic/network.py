@@ -54,12 +54,16 @@ def factored_log_prob_entropy(logits: dict, masks: dict, actions: torch.Tensor):
         + uses_slot * d_slot.log_prob(actions[..., 1])
         + germ * (d_bp.log_prob(actions[..., 2]) + d_blend.log_prob(actions[..., 3]))
     )
-    entropy = d_op.entropy() + uses_slot * d_slot.entropy() + germ * (d_bp.entropy() + d_blend.entropy())
+    entropy = (
+        d_op.entropy() + uses_slot * d_slot.entropy() + germ * (d_bp.entropy() + d_blend.entropy())
+    )
     return logp, entropy
 
 
 @torch.no_grad()
-def sample_actions(logits: dict, masks: dict, generator: torch.Generator | None, greedy: bool = False):
+def sample_actions(
+    logits: dict, masks: dict, generator: torch.Generator | None, greedy: bool = False
+):
     """Sample (B, 4) factored actions: op first, then the slot under that op's slot mask.
 
     ``masks`` holds (B, 4) ``op``, (B, 4, 3) ``slot_by_op``, (B, 6) ``blueprint`` and (B, 2)
@@ -70,7 +74,11 @@ def sample_actions(logits: dict, masks: dict, generator: torch.Generator | None,
     op = d_op.mode() if greedy else d_op.sample(generator)
     slot_mask = masks["slot_by_op"][torch.arange(len(op), device=op.device), op]
     picks = [op]
-    for head, mask in (("slot", slot_mask), ("blueprint", masks["blueprint"]), ("blend", masks["blend"])):
+    for head, mask in (
+        ("slot", slot_mask),
+        ("blueprint", masks["blueprint"]),
+        ("blend", masks["blend"]),
+    ):
         d = MaskedCategorical(logits[head], mask)
         picks.append(d.mode() if greedy else d.sample(generator))
     return torch.stack(picks, dim=-1), slot_mask

@@ -27,7 +27,12 @@ class RunningMeanStd:
         return np.clip(z, -self.clip, self.clip).astype(np.float32)
 
     def state_dict(self) -> dict:
-        return {"mean": self.mean.copy(), "var": self.var.copy(), "count": self.count, "clip": self.clip}
+        return {
+            "mean": self.mean.copy(),
+            "var": self.var.copy(),
+            "count": self.count,
+            "clip": self.clip,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.mean = np.asarray(state["mean"], dtype=np.float64).copy()

@@ -33,11 +33,15 @@ class PPOConfig:
 
 
 class PPOAgent:
-    def __init__(self, obs_dim: int, device: str = "cpu", config: PPOConfig = PPOConfig(), seed: int = 0):
+    def __init__(
+        self, obs_dim: int, device: str = "cpu", config: PPOConfig = PPOConfig(), seed: int = 0
+    ):
         self.config = config
         self.device = device
         self.obs_dim = obs_dim
-        with torch.random.fork_rng(devices=[]):  # the policy's init must not depend on (or move) global RNG
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # the policy's init must not depend on (or move) global RNG
             torch.manual_seed(seed)
             self.net = RecurrentActorCritic(obs_dim, config.hidden)
         self.net.to(device)
@@ -61,7 +65,12 @@ class PPOAgent:
         logits = {k: v[0] for k, v in logits.items()}
         tmasks = {k: to(v) for k, v in masks.items()}
         actions, slot_mask = sample_actions(logits, tmasks, self._generator, greedy=greedy)
-        head_masks = {"op": tmasks["op"], "slot": slot_mask, "blueprint": tmasks["blueprint"], "blend": tmasks["blend"]}
+        head_masks = {
+            "op": tmasks["op"],
+            "slot": slot_mask,
+            "blueprint": tmasks["blueprint"],
+            "blend": tmasks["blend"],
+        }
         logp, _ = factored_log_prob_entropy(logits, head_masks, actions)
         return (
             norm,
@@ -82,15 +91,28 @@ class PPOAgent:
     def update(self, buf: RolloutBuffer, raw_obs: np.ndarray, seed: int) -> dict:
         """PPO epochs over the batch, then fold the batch into the observation normaliser."""
         cfg = self.config
-        adv, ret = compute_gae(buf.rewards, buf.values, buf.last_values, buf.terminated, cfg.gamma, cfg.gae_lambda)
+        adv, ret = compute_gae(
+            buf.rewards, buf.values, buf.last_values, buf.terminated, cfg.gamma, cfg.gae_lambda
+        )
         dev = self.device
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)  # noqa: E731
         obs, actions, old_logp = t(buf.obs), t(buf.actions), t(buf.logp)
-        masks = {"op": t(buf.mask_op), "slot": t(buf.mask_slot), "blueprint": t(buf.mask_blueprint), "blend": t(buf.mask_blend)}
+        masks = {
+            "op": t(buf.mask_op),
+            "slot": t(buf.mask_slot),
+            "blueprint": t(buf.mask_blueprint),
+            "blend": t(buf.mask_blend),
+        }
         adv_t, ret_t = t(adv), t(ret)
         n_envs = obs.shape[1]
         gen = torch.Generator().manual_seed(seed)
-        stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_frac": 0.0}
+        stats = {
+            "policy_loss": 0.0,
+            "value_loss": 0.0,
+            "entropy": 0.0,
+            "approx_kl": 0.0,
+            "clip_frac": 0.0,
+        }
         n_updates, early_stop, epochs_run = 0, False, 0
         for _ in range(cfg.update_epochs):
             epochs_run += 1
@@ -116,8 +138,13 @@ class PPOAgent:
                 with torch.no_grad():
                     approx_kl = ((ratio - 1) - log_ratio).mean().item()
                     clip_frac = ((ratio - 1).abs() > cfg.clip).float().mean().item()
-                for k, v in (("policy_loss", pg_loss.item()), ("value_loss", v_loss.item()), ("entropy", ent.item()),
-                             ("approx_kl", approx_kl), ("clip_frac", clip_frac)):
+                for k, v in (
+                    ("policy_loss", pg_loss.item()),
+                    ("value_loss", v_loss.item()),
+                    ("entropy", ent.item()),
+                    ("approx_kl", approx_kl),
+                    ("clip_frac", clip_frac),
+                ):
                     stats[k] += v
                 n_updates += 1
                 if approx_kl > 1.5 * cfg.target_kl:

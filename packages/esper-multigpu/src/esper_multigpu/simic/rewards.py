@@ -43,6 +43,8 @@ def compute_reward(
         "accuracy": config.acc_weight * (val_acc - prev_val_acc),
         "contribution": config.contrib_weight * sum(contributions.values()),
         "rent": -config.rent * math.log1p(seed_params / max(host_params, 1)),
-        "fossilize": config.fossilize_bonus * fossilized_contribution if fossilized_contribution is not None else 0.0,
+        "fossilize": config.fossilize_bonus * fossilized_contribution
+        if fossilized_contribution is not None
+        else 0.0,
     }
     return float(sum(parts.values())), parts

@@ -65,7 +65,9 @@ class PPOController:
 
     def __init__(self, agent: PPOAgent, max_epochs: int):
         self.agent = agent
-        self.steps = max_epochs - 1  # no action after the last epoch: its effect could not be observed
+        self.steps = (
+            max_epochs - 1
+        )  # no action after the last epoch: its effect could not be observed
         self.buffer: RolloutBuffer | None = None
         self._raw: list[np.ndarray] = []
 
@@ -77,7 +79,12 @@ class PPOController:
     def act(self, obs: np.ndarray, masks: list[dict]) -> list[list[Action]]:
         stacked = {k: np.stack([m[k] for m in masks]) for k in masks[0]}
         norm, actions, slot_mask, logp, values = self.agent.act(obs, stacked)
-        head_masks = {"op": stacked["op"], "slot": slot_mask, "blueprint": stacked["blueprint"], "blend": stacked["blend"]}
+        head_masks = {
+            "op": stacked["op"],
+            "slot": slot_mask,
+            "blueprint": stacked["blueprint"],
+            "blend": stacked["blend"],
+        }
         self.buffer.add(norm, actions, head_masks, logp, values)
         self._raw.append(obs)
         return [[decode_action(*a)] for a in actions]
@@ -139,10 +146,14 @@ class VectorizedTrainer:
         self.env_groups = map_to_devices(n_envs, labels, cfg.device_strategy)
         self.env_devices = [self.devices[labels.index(g)] for g in self.env_groups]
         self.policy_device = validate_devices([cfg.policy_device or self.devices[0]])[0]
-        log(f"esper: {n_envs} env(s) -> devices: {format_assignment(self.env_groups)}; policy on {self.policy_device}")
+        log(
+            f"esper: {n_envs} env(s) -> devices: {format_assignment(self.env_groups)}; policy on {self.policy_device}"
+        )
         cpu_envs = [d for d in self.env_devices if effective_amp(cfg.amp, d) != cfg.amp]
         if cfg.amp != "off" and cpu_envs:
-            log(f"esper: warning: --amp {cfg.amp} is CUDA-only; the {len(cpu_envs)} env(s) on cpu train in float32 (no-op)")
+            log(
+                f"esper: warning: --amp {cfg.amp} is CUDA-only; the {len(cpu_envs)} env(s) on cpu train in float32 (no-op)"
+            )
         self.groups: dict[str, list[int]] = {}
         for i, g in enumerate(self.env_groups):
             self.groups.setdefault(g, []).append(i)
@@ -152,22 +163,39 @@ class VectorizedTrainer:
         n_cpu_groups = sum(1 for g in self.groups if g.startswith("cpu"))
         self.cpu_threads = cfg.cpu_threads or 1
         if n_cpu_groups and self.cpu_threads * n_cpu_groups > available_cores():
-            log(f"esper: warning: {n_cpu_groups} cpu device group(s) x {self.cpu_threads} thread(s) "
-                f"exceed the {available_cores()} available core(s); expect contention")
+            log(
+                f"esper: warning: {n_cpu_groups} cpu device group(s) x {self.cpu_threads} thread(s) "
+                f"exceed the {available_cores()} available core(s); expect contention"
+            )
         torch.set_num_threads(self.cpu_threads)
         self.task = task
         data = DeviceData(task)
         self.envs = [
-            MorphoEnv(i, d, data.on(d), task.n_classes, tuple(s for s in SLOT_NAMES if s in cfg.slots),
-                      cfg.env_config(), cfg.amp, cfg.gates)
+            MorphoEnv(
+                i,
+                d,
+                data.on(d),
+                task.n_classes,
+                tuple(s for s in SLOT_NAMES if s in cfg.slots),
+                cfg.env_config(),
+                cfg.amp,
+                cfg.gates,
+            )
             for i, d in enumerate(self.env_devices)
         ]
-        self.agent = PPOAgent(OBS_DIM, self.policy_device, cfg.ppo, seed=cfg.seed) if cfg.mode == "ppo" else None
+        self.agent = (
+            PPOAgent(OBS_DIM, self.policy_device, cfg.ppo, seed=cfg.seed)
+            if cfg.mode == "ppo"
+            else None
+        )
 
     # ------------------------------------------------------------------ loop
     def run_epoch(self, envs: list[MorphoEnv], executor) -> list[dict]:
         active = {id(e) for e in envs}
-        groups = [[self.envs[i] for i in idx if id(self.envs[i]) in active] for idx in self.groups.values()]
+        groups = [
+            [self.envs[i] for i in idx if id(self.envs[i]) in active]
+            for idx in self.groups.values()
+        ]
         groups = [g for g in groups if g]
         results: dict[int, dict] = {}
         for group, out in zip(groups, executor.map(_train_group_epoch, groups)):
@@ -175,14 +203,17 @@ class VectorizedTrainer:
                 results[env.index] = rec
         return [results[e.index] for e in envs]
 
-    def run_batch(self, batch: int, n: int, sink: TelemetrySink, on_epoch: Callable[[], None] = lambda: None) -> dict:
+    def run_batch(
+        self, batch: int, n: int, sink: TelemetrySink, on_epoch: Callable[[], None] = lambda: None
+    ) -> dict:
         cfg = self.cfg
         envs = self.envs[:n]
         env_seeds, policy_seed, update_seed = batch_seeds(cfg.seed, batch, n)
         for env, s in zip(envs, env_seeds):
             env.reset(s)
         controller = (
-            PPOController(self.agent, cfg.max_epochs) if self.agent is not None
+            PPOController(self.agent, cfg.max_epochs)
+            if self.agent is not None
             else HeuristicAdapter(HeuristicController(cfg.heuristic), envs)
         )
         controller.begin_batch(n, policy_seed)
@@ -204,12 +235,22 @@ class VectorizedTrainer:
                             if s.stage in (SeedStage.BLENDING, SeedStage.PROBATIONARY)
                         }
                         rewards[k], parts[k] = compute_reward(
-                            prev_acc[k], env.signals.val_acc, contribs, env.signals.seed_params,
-                            env.signals.host_params, fossil_bonus[k], cfg.reward,
+                            prev_acc[k],
+                            env.signals.val_acc,
+                            contribs,
+                            env.signals.seed_params,
+                            env.signals.host_params,
+                            fossil_bonus[k],
+                            cfg.reward,
                         )
                     returns += rewards
                     controller.record_rewards(epoch - 2, rewards.astype(np.float32))
-                obs = np.stack([build_observation(e.signals, dict(e.model.slots), e.model.enabled_slots) for e in envs])
+                obs = np.stack(
+                    [
+                        build_observation(e.signals, dict(e.model.slots), e.model.enabled_slots)
+                        for e in envs
+                    ]
+                )
                 actions: list[list[Action]] = [[] for _ in envs]
                 if epoch < cfg.max_epochs:
                     masks = [action_masks(dict(e.model.slots), e.model.enabled_slots) for e in envs]
@@ -223,7 +264,16 @@ class VectorizedTrainer:
                         for ev in new:
                             if ev["event"] == "fossilized":
                                 fossil_bonus[k] = (fossil_bonus[k] or 0.0) + ev["contribution"]
-                    self._emit_epoch(sink, batch, env, epoch, actions[k], rewards[k] if epoch > 1 else None, parts[k], events)
+                    self._emit_epoch(
+                        sink,
+                        batch,
+                        env,
+                        epoch,
+                        actions[k],
+                        rewards[k] if epoch > 1 else None,
+                        parts[k],
+                        events,
+                    )
                     for ev in events:
                         event_counts[ev["event"]] = event_counts.get(ev["event"], 0) + 1
                     prev_acc[k] = env.signals.val_acc
@@ -251,27 +301,59 @@ class VectorizedTrainer:
             ppo=ppo_stats,
         )
 
-    def _emit_epoch(self, sink, batch, env: MorphoEnv, epoch, actions, reward, parts, events) -> None:
-        where = {"batch": batch, "env": env.index, "episode": batch * self.cfg.n_envs + env.index,
-                 "device": env.device, "epoch": epoch}
+    def _emit_epoch(
+        self, sink, batch, env: MorphoEnv, epoch, actions, reward, parts, events
+    ) -> None:
+        where = {
+            "batch": batch,
+            "env": env.index,
+            "episode": batch * self.cfg.n_envs + env.index,
+            "device": env.device,
+            "epoch": epoch,
+        }
         sig = env.signals
         sink.write(
-            "epoch", **where,
-            train_loss=sig.train_loss, val_loss=sig.val_loss, train_acc=sig.train_acc, val_acc=sig.val_acc,
-            plateau_epochs=sig.plateau_epochs, host_params=sig.host_params, seed_params=env.model.seed_param_count(),
-            actions=[{"op": a.op, "slot": a.slot, "blueprint": a.blueprint, "blend": a.blend} for a in actions],
-            reward=None if reward is None else float(reward), reward_parts=parts,
+            "epoch",
+            **where,
+            train_loss=sig.train_loss,
+            val_loss=sig.val_loss,
+            train_acc=sig.train_acc,
+            val_acc=sig.val_acc,
+            plateau_epochs=sig.plateau_epochs,
+            host_params=sig.host_params,
+            seed_params=env.model.seed_param_count(),
+            actions=[
+                {"op": a.op, "slot": a.slot, "blueprint": a.blueprint, "blend": a.blend}
+                for a in actions
+            ],
+            reward=None if reward is None else float(reward),
+            reward_parts=parts,
         )
         for name in SLOT_NAMES:
             slot = env.model.slots[name]
             st, tel = slot.state, slot.state.telemetry
             sink.write(
-                "slot", **where, slot=name, enabled=name in env.model.enabled_slots, stage=st.stage.name,
-                blueprint=st.blueprint, blend=st.blend, alpha=float(st.alpha), epochs_in_stage=st.epochs_in_stage,
-                progress=float(slot.progress()), grad_norm=float(tel.grad_norm), grad_health=float(tel.grad_health),
-                vanishing=bool(tel.vanishing), exploding=bool(tel.exploding), accuracy=float(tel.accuracy),
-                accuracy_delta=float(tel.accuracy_delta), contribution=float(tel.contribution),
+                "slot",
+                **where,
+                slot=name,
+                enabled=name in env.model.enabled_slots,
+                stage=st.stage.name,
+                blueprint=st.blueprint,
+                blend=st.blend,
+                alpha=float(st.alpha),
+                epochs_in_stage=st.epochs_in_stage,
+                progress=float(slot.progress()),
+                grad_norm=float(tel.grad_norm),
+                grad_health=float(tel.grad_health),
+                vanishing=bool(tel.vanishing),
+                exploding=bool(tel.exploding),
+                accuracy=float(tel.accuracy),
+                accuracy_delta=float(tel.accuracy_delta),
+                contribution=float(tel.contribution),
             )
         for ev in events:
-            sink.write("lifecycle", **where | {"epoch": ev["epoch"]}, **{k: v for k, v in ev.items() if k != "epoch"}
-                       | {"reason": ev.get("reason")})
+            sink.write(
+                "lifecycle",
+                **where | {"epoch": ev["epoch"]},
+                **{k: v for k, v in ev.items() if k != "epoch"} | {"reason": ev.get("reason")},
+            )

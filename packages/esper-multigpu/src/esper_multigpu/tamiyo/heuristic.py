@@ -64,7 +64,10 @@ class HeuristicController:
                 if slot.can_fossilize():
                     actions.append(Action("FOSSILIZE", name))
                     continue
-                cull = st.epochs_in_stage >= cfg.max_probation_epochs or tel.contribution < cfg.cull_below
+                cull = (
+                    st.epochs_in_stage >= cfg.max_probation_epochs
+                    or tel.contribution < cfg.cull_below
+                )
             elif st.stage == SeedStage.BLENDING:
                 cull = tel.contribution < cfg.cull_below
             elif st.stage in (SeedStage.GERMINATED, SeedStage.TRAINING):
@@ -72,7 +75,10 @@ class HeuristicController:
             if cull:
                 self._culled[k].setdefault(name, set()).add(st.blueprint)
                 actions.append(Action("CULL", name))
-        if epoch >= cfg.warmup_epochs and epoch - self._last_germination[k] >= cfg.germinate_interval:
+        if (
+            epoch >= cfg.warmup_epochs
+            and epoch - self._last_germination[k] >= cfg.germinate_interval
+        ):
             for name in model.enabled_slots:
                 if model.slots[name].is_empty:
                     blueprint = self._pick_blueprint(k, name)

@@ -30,7 +30,9 @@ class TrainingSignals:
     #: a val-accuracy gain below this counts as no progress (for the plateau counter)
     plateau_tolerance: float = 0.005
 
-    def update(self, epoch: int, train_loss: float, train_acc: float, val_loss: float, val_acc: float) -> None:
+    def update(
+        self, epoch: int, train_loss: float, train_acc: float, val_loss: float, val_acc: float
+    ) -> None:
         first = self.epoch == 0
         self.train_loss_delta = 0.0 if first else train_loss - self.train_loss
         self.val_loss_delta = 0.0 if first else val_loss - self.val_loss

@@ -81,6 +81,9 @@ class MorphoEnv:
         ).to(device)
         # one stream per environment for its whole life (not one per batch)
         self.stream = torch.cuda.Stream(device=device) if device.startswith("cuda") else None
+        if self.stream is not None:
+            # the data upload and the model's weights were queued on the default stream
+            self.stream.wait_stream(torch.cuda.current_stream(device))
         self.generator = torch.Generator()
         self.scaler: torch.amp.GradScaler | None = None
         self.host_opt: torch.optim.Optimizer | None = None
@@ -90,7 +93,9 @@ class MorphoEnv:
     # ------------------------------------------------------------------ setup
     def stream_context(self):
         """This env's CUDA stream, or a null context on CPU."""
-        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+        return (
+            torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+        )
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -118,12 +123,20 @@ class MorphoEnv:
         self.epoch += 1
         self.model.train()
         perm = torch.randperm(len(self.x_train), generator=self.generator)
+        if self.stream is not None:
+            perm = perm.pin_memory()  # so the copy below is truly asynchronous
         with self.stream_context():
             self._perm = perm.to(self.device, non_blocking=True)
             zero = lambda: torch.zeros((), device=self.device)  # noqa: E731
             self._loss_sum, self._correct = zero(), zero()
             self._grad = {
-                name: {"norm": zero(), "healthy": zero(), "vanish": zero(), "explode": zero(), "n": 0}
+                name: {
+                    "norm": zero(),
+                    "healthy": zero(),
+                    "vanish": zero(),
+                    "explode": zero(),
+                    "n": 0,
+                }
                 for name in SLOT_NAMES
             }
 
@@ -188,7 +201,9 @@ class MorphoEnv:
 
     # ------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def evaluate(self, alpha_override: dict[str, float] | None = None, limit: int | None = None) -> tuple[float, float]:
+    def evaluate(
+        self, alpha_override: dict[str, float] | None = None, limit: int | None = None
+    ) -> tuple[float, float]:
         """(loss, accuracy) on the validation set, optionally with some slots' alpha overridden."""
         x, y = self.x_val, self.y_val
         if limit is not None:
@@ -263,7 +278,12 @@ class MorphoEnv:
         if action.op == "GERMINATE":
             with self.stream_context():
                 event = self.model.germinate(
-                    action.slot, action.blueprint, action.blend, self.epoch, self.generator, self.config.seed_lr
+                    action.slot,
+                    action.blueprint,
+                    action.blend,
+                    self.epoch,
+                    self.generator,
+                    self.config.seed_lr,
                 )
             return [event]
         if action.op == "CULL":

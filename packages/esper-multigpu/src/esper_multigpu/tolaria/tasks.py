@@ -73,21 +73,28 @@ def load_digits_task(image_size: int = 16) -> TaskData:
     return TaskData("digits", xtr, torch.from_numpy(ytr), xva, torch.from_numpy(yva), 10)
 
 
-def load_synthetic_task(seed: int = 0, n_train: int = 256, n_val: int = 128, n_classes: int = 4, image_size: int = 8) -> TaskData:
+def load_synthetic_task(
+    seed: int = 0, n_train: int = 256, n_val: int = 128, n_classes: int = 4, image_size: int = 8
+) -> TaskData:
     """Class templates plus Gaussian noise: learnable in a few epochs, fully seeded."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 8128]))
     templates = rng.normal(size=(n_classes, 1, image_size, image_size)).astype(np.float32)
     y = rng.integers(0, n_classes, size=n_train + n_val)
     x = templates[y] + 1.0 * rng.normal(size=(len(y), 1, image_size, image_size)).astype(np.float32)
     xtr, xva = torch.from_numpy(x[:n_train]), torch.from_numpy(x[n_train:])
-    ytr, yva = torch.from_numpy(y[:n_train].astype(np.int64)), torch.from_numpy(y[n_train:].astype(np.int64))
+    ytr, yva = (
+        torch.from_numpy(y[:n_train].astype(np.int64)),
+        torch.from_numpy(y[n_train:].astype(np.int64)),
+    )
     return TaskData("synthetic", xtr, ytr, xva, yva, n_classes)
 
 
 def load_cifar10_task(data_dir: str | Path | None) -> TaskData:
     """CIFAR-10 from ``data_dir/cifar-10-batches-py`` (the standard python pickle layout)."""
     if data_dir is None:
-        raise TaskError("task cifar10 needs --data-dir DIR containing cifar-10-batches-py/ (it is never downloaded at run time)")
+        raise TaskError(
+            "task cifar10 needs --data-dir DIR containing cifar-10-batches-py/ (it is never downloaded at run time)"
+        )
     root = Path(data_dir)
     if not (root / "cifar-10-batches-py").is_dir():
         raise TaskError(
@@ -100,7 +107,9 @@ def load_cifar10_task(data_dir: str | Path | None) -> TaskData:
         train = CIFAR10(str(root), train=True, download=False)
         test = CIFAR10(str(root), train=False, download=False)
     except RuntimeError as exc:  # torchvision's integrity check failed
-        raise TaskError(f"CIFAR-10 under {root} is incomplete or corrupt ({exc}); re-fetch it") from exc
+        raise TaskError(
+            f"CIFAR-10 under {root} is incomplete or corrupt ({exc}); re-fetch it"
+        ) from exc
 
     def to_tensor(ds):
         x = torch.from_numpy(np.asarray(ds.data)).permute(0, 3, 1, 2).float() / 255.0
