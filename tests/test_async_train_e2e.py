@@ -20,28 +20,50 @@ def agent_train(*args: str, cwd: Path, timeout: float = 170) -> subprocess.Compl
 def test_train_async_then_evaluate_scores_above_random(tmp_path):
     # The acceptance run: 4 agents, a small number of epochs, well under two minutes.
     res = agent_train(
-        "run", "gemgrid", "--agents", "4", "--epochs", "8", "--async-learning", "--parallel-actions",
-        "--out", "run", cwd=tmp_path, timeout=120,
+        "run",
+        "gemgrid",
+        "--agents",
+        "4",
+        "--epochs",
+        "8",
+        "--async-learning",
+        "--parallel-actions",
+        "--out",
+        "run",
+        cwd=tmp_path,
+        timeout=120,
     )
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["greedy_score"] > summary["random_score"] + 2.0, summary
-    assert "training" in res.stderr and "final greedy score" in res.stderr  # progress + summary on stderr
+    assert (
+        "training" in res.stderr and "final greedy score" in res.stderr
+    )  # progress + summary on stderr
     run_dir = tmp_path / "run"
     assert (run_dir / "metrics.csv").read_text().count("\n") == 9
     assert any((run_dir / "tensorboard").iterdir())
 
-    ev = agent_train("evaluate", str(run_dir / "checkpoint.pt"), "--episodes", "10", "--quiet", cwd=tmp_path)
+    ev = agent_train(
+        "evaluate", str(run_dir / "checkpoint.pt"), "--episodes", "10", "--quiet", cwd=tmp_path
+    )
     assert ev.returncode == 0, ev.stderr
     result = json.loads(ev.stdout)
     assert result["epoch"] == 8 and result["greedy_score"] > result["random_score"] + 2.0
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path):
-    tiny = ["game.max_turns=20", "run.episodes_per_epoch=2", "dqn.learning_starts=20", "--no-tensorboard", "--quiet"]
+    tiny = [
+        "game.max_turns=20",
+        "run.episodes_per_epoch=2",
+        "dqn.learning_starts=20",
+        "--no-tensorboard",
+        "--quiet",
+    ]
     first = agent_train("run", "--epochs", "1", "--out", "r", *tiny, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    second = agent_train("run", "--resume", "r/checkpoint.pt", "--epochs", "2", "--quiet", cwd=tmp_path)
+    second = agent_train(
+        "run", "--resume", "r/checkpoint.pt", "--epochs", "2", "--quiet", cwd=tmp_path
+    )
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout)["env_steps"] == 80
 

@@ -97,10 +97,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         epilog="example: uv run python tools/bench_async_train.py --epochs 10 --modes sequential all",
     )
-    p.add_argument("--epochs", type=int, default=10, help="epochs of 10 episodes x 50 turns (default 10)")
+    p.add_argument(
+        "--epochs", type=int, default=10, help="epochs of 10 episodes x 50 turns (default 10)"
+    )
     p.add_argument("--agents", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--replay-ratio", type=float, default=0.25, help="updates per agent per env step")
+    p.add_argument(
+        "--replay-ratio", type=float, default=0.25, help="updates per agent per env step"
+    )
     p.add_argument("--train-interval", type=int, default=4)
     p.add_argument("--eval-episodes", type=int, default=20)
     p.add_argument("--repeats", type=int, default=1, help="runs per mode; the fastest is reported")
@@ -117,24 +121,42 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(child(args.child, args)))
         return 0
-    from parallel_core.io import atomic_write
-    from parallel_core.progress import progress_bar
     from rich.console import Console
     from rich.table import Table
 
+    from parallel_core.io import atomic_write
+    from parallel_core.progress import progress_bar
+
     passthrough = [
-        "--epochs", str(args.epochs), "--agents", str(args.agents), "--seed", str(args.seed),
-        "--replay-ratio", str(args.replay_ratio), "--train-interval", str(args.train_interval),
-        "--eval-episodes", str(args.eval_episodes), *args.overrides,
+        "--epochs",
+        str(args.epochs),
+        "--agents",
+        str(args.agents),
+        "--seed",
+        str(args.seed),
+        "--replay-ratio",
+        str(args.replay_ratio),
+        "--train-interval",
+        str(args.train_interval),
+        "--eval-episodes",
+        str(args.eval_episodes),
+        *args.overrides,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+    }
     results = {}
     with progress_bar(len(args.modes) * args.repeats, "benchmark", quiet=args.quiet) as bar:
         for _ in range(args.repeats):
             for mode in args.modes:
                 proc = subprocess.run(
                     [sys.executable, __file__, "--child", mode, *passthrough],
-                    capture_output=True, text=True, env=env,
+                    capture_output=True,
+                    text=True,
+                    env=env,
                 )
                 if proc.returncode != 0:
                     print(f"bench_async_train: mode {mode} failed:\n{proc.stderr}", file=sys.stderr)
@@ -145,25 +167,66 @@ def main(argv=None) -> int:
                 bar.advance(1)
     base = results.get("sequential")
     for res in results.values():
-        res["speedup_env_steps_vs_sequential"] = res["env_steps_per_s"] / base["env_steps_per_s"] if base else None
+        res["speedup_env_steps_vs_sequential"] = (
+            res["env_steps_per_s"] / base["env_steps_per_s"] if base else None
+        )
     report = {
         "benchmark": "agent-async-train execution layers",
-        "machine": {"cores": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "python": platform.python_version()},
-        "settings": {k: getattr(args, k) for k in ("epochs", "agents", "seed", "replay_ratio", "train_interval", "eval_episodes", "repeats", "overrides")},
+        "machine": {
+            "cores": os.cpu_count(),
+            "affinity": len(os.sched_getaffinity(0)),
+            "python": platform.python_version(),
+        },
+        "settings": {
+            k: getattr(args, k)
+            for k in (
+                "epochs",
+                "agents",
+                "seed",
+                "replay_ratio",
+                "train_interval",
+                "eval_episodes",
+                "repeats",
+                "overrides",
+            )
+        },
         "results": list(results.values()),
     }
     with atomic_write(args.out, "w") as f:
         json.dump(report, f, indent=2)
-    table = Table(title=f"agent-async-train: {args.agents} agents, replay ratio {args.replay_ratio}, {args.epochs} epochs")
-    for col in ("mode", "wall s", "env steps/s", "updates/s", "speedup", "greedy", "env s", "infer s", "train s", "wait s", "lock s", "RSS MiB"):
+    table = Table(
+        title=f"agent-async-train: {args.agents} agents, replay ratio {args.replay_ratio}, {args.epochs} epochs"
+    )
+    for col in (
+        "mode",
+        "wall s",
+        "env steps/s",
+        "updates/s",
+        "speedup",
+        "greedy",
+        "env s",
+        "infer s",
+        "train s",
+        "wait s",
+        "lock s",
+        "RSS MiB",
+    ):
         table.add_column(col, justify="right" if col != "mode" else "left")
     for r in results.values():
         t = r["time_split_s"]
         table.add_row(
-            r["mode"], f"{r['wall_s']:.2f}", f"{r['env_steps_per_s']:.0f}", f"{r['updates_per_s']:.0f}",
-            f"{r['speedup_env_steps_vs_sequential']:.2f}x" if base else "-", f"{r['final_greedy_score']:.2f}",
-            f"{t['env']:.2f}", f"{t['inference']:.2f}", f"{t['training']:.2f}", f"{t['learner_wait']:.2f}",
-            f"{t['lock_wait']:.3f}", f"{r['peak_rss_mib']:.0f}",
+            r["mode"],
+            f"{r['wall_s']:.2f}",
+            f"{r['env_steps_per_s']:.0f}",
+            f"{r['updates_per_s']:.0f}",
+            f"{r['speedup_env_steps_vs_sequential']:.2f}x" if base else "-",
+            f"{r['final_greedy_score']:.2f}",
+            f"{t['env']:.2f}",
+            f"{t['inference']:.2f}",
+            f"{t['training']:.2f}",
+            f"{t['learner_wait']:.2f}",
+            f"{t['lock_wait']:.3f}",
+            f"{r['peak_rss_mib']:.0f}",
         )
     Console(file=sys.stderr if args.quiet else sys.stdout, width=160).print(table)
     print(f"wrote {args.out}", file=sys.stderr)

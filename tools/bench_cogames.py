@@ -70,8 +70,18 @@ def run_cli(args: list[str]) -> dict:
         "layout": lay.group(1).strip() if lay else "",
         # ru_maxrss of a waited child covers its waited descendants too (the largest one)
         "peak_rss_mb": usage.ru_maxrss / 1024,
+        # CPU of the whole process tree: with wall time it shows how parallel a run was,
+        # even on a machine shared with other jobs
+        "cpu_s": usage.ru_utime + usage.ru_stime,
         "digest": hashlib.sha256(stdout).hexdigest(),
     }
+
+
+def _short_layout(text: str) -> str:
+    """'2 episode workers, agents in-process (budget 2)' -> '2x1'."""
+    e = re.search(r"(\d+) episode workers", text)
+    a = re.search(r"(\d+) agent workers", text)
+    return f"{e.group(1) if e else 1}x{a.group(1) if a else 1}"
 
 
 def main() -> int:
@@ -81,7 +91,7 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--agents", type=int, default=4, help="agents per episode (busy needs 4+)")
     ap.add_argument("--episodes", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--work", type=int, default=6000, help="busy policy: integer rounds per action")
     ap.add_argument("--mission", default="harvest.open")
     ap.add_argument("--repeats", type=int, default=3)
@@ -128,15 +138,17 @@ def main() -> int:
         "workloads": {},
     }
     table = Table(title=f"cogames eval benchmark ({results['machine']['cores']} cores)")
+    # layout = episode workers x agent workers per episode; cpu s = whole process tree
     for col in (
         "workload",
         "mode",
         "layout",
         "wall s",
+        "cpu s",
         "steps/s",
         "speedup",
         "peak MB",
-        "same output",
+        "same",
     ):
         table.add_column(col, justify="left" if col in ("workload", "mode", "layout") else "right")
     for wname, wargs in workloads.items():
@@ -158,8 +170,9 @@ def main() -> int:
             table.add_row(
                 wname,
                 mname,
-                r["layout"],
+                _short_layout(r["layout"]),
                 f"{r['wall_s']:.2f}",
+                f"{r['cpu_s']:.2f}",
                 f"{r['steps_per_s']:.0f}",
                 f"{r['speedup']:.2f}x",
                 f"{r['peak_rss_mb']:.0f}",

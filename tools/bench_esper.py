@@ -11,6 +11,11 @@ Modes, run side by side for every n_envs:
 Each configuration runs in its own subprocess (clean peak-memory numbers); the time
 measured is the training loop only (no interpreter start, no data loading).
 
+The default controller is the heuristic: its decisions follow a fixed schedule, so every
+mode does the same training work and the numbers compare execution layers only. With
+``--controller ppo`` a random initial policy picks different seeds (and costs) in each
+mode, and each batch adds a PPO update.
+
     uv run python tools/bench_esper.py --out bench_esper.json
     uv run python tools/bench_esper.py --n-envs 1 2 --max-epochs 3 --quick
 """
@@ -45,7 +50,7 @@ def run_one(spec: dict) -> dict:
         cpu_threads=1,
         seed=0,
     )
-    cfg = build_config("ppo", {}, overrides)
+    cfg = build_config(spec.get("controller", "heuristic"), {}, overrides)
     t0 = time.perf_counter()
     summary, _ = run_training(cfg, log=lambda s: None)
     wall = time.perf_counter() - t0
@@ -70,9 +75,9 @@ def run_one(spec: dict) -> dict:
     return out
 
 
-def configurations(n_envs_list, max_epochs, task, cores, cuda_count):
+def configurations(n_envs_list, max_epochs, task, cores, cuda_count, controller):
     for n in n_envs_list:
-        base = dict(task=task, n_envs=n, max_epochs=max_epochs)
+        base = dict(task=task, n_envs=n, max_epochs=max_epochs, controller=controller)
         yield n, "serial", dict(base, devices=["cpu"], n_envs=1, episodes=n)
         yield n, "vectorised", dict(base, devices=["cpu"], episodes=n)
         groups = max(1, min(n, cores))
@@ -99,10 +104,13 @@ def main(argv=None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--n-envs", type=int, nargs="+", default=[1, 2, 4])
-    p.add_argument("--max-epochs", type=int, default=4)
+    p.add_argument("--max-epochs", type=int, default=6)
+    p.add_argument("--controller", choices=("heuristic", "ppo"), default="heuristic")
     p.add_argument("--task", default="digits")
     p.add_argument("--out", default="bench_esper.json")
-    p.add_argument("--repeat", type=int, default=1, help="runs per configuration; the best is reported")
+    p.add_argument(
+        "--repeat", type=int, default=1, help="runs per configuration; the best is reported"
+    )
     p.add_argument(
         "--quick", action="store_true", help="synthetic task (seconds, for smoke checks)"
     )
@@ -118,7 +126,9 @@ def main(argv=None) -> int:
     task = "synthetic" if args.quick else args.task
     cores, cuda_count = available_cores(), cuda_device_count()
     results = []
-    for n, mode, spec in configurations(args.n_envs, args.max_epochs, task, cores, cuda_count):
+    for n, mode, spec in configurations(
+        args.n_envs, args.max_epochs, task, cores, cuda_count, args.controller
+    ):
         runs = []
         for _ in range(args.repeat):
             proc = subprocess.run(
@@ -131,7 +141,9 @@ def main(argv=None) -> int:
                 print(f"bench: {mode} n_envs={n} failed:\n{proc.stderr}", file=sys.stderr)
                 return 1
             runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        best = max(runs, key=lambda r: r["env_epochs_per_s"])  # best of --repeat: least disturbed by other load
+        best = max(
+            runs, key=lambda r: r["env_epochs_per_s"]
+        )  # best of --repeat: least disturbed by other load
         row = {
             "n_envs": n,
             "mode": mode,
@@ -153,6 +165,7 @@ def main(argv=None) -> int:
         "benchmark": "esper env-epochs/s",
         "task": task,
         "max_epochs": args.max_epochs,
+        "controller": args.controller,
         "cores": cores,
         "cuda_devices": cuda_count,
         "gpu": torch.cuda.get_device_name(0) if cuda_count else None,
@@ -165,7 +178,7 @@ def main(argv=None) -> int:
     from rich.table import Table
 
     table = Table(
-        title=f"esper: env-epochs/s ({task}, {args.max_epochs} epochs/episode, {cores} cores)"
+        title=f"esper: env-epochs/s ({task}, {args.controller}, {args.max_epochs} epochs/episode, {cores} cores)"
     )
     for col in (
         "n_envs",

@@ -1,32 +1,11 @@
-"""Tiny worlds and networks so the whole suite stays fast on 2 shared cores."""
+"""Shared test setup: one torch thread, like the CLI."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from agent_async_train.config import Config
-
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     torch.set_num_threads(1)
-
-
-def tiny_config(**sections) -> Config:
-    cfg = Config()
-    g, d, p, r = cfg.game, cfg.dqn, cfg.parallel, cfg.run
-    g.size, g.gems, g.walls, g.view_radius, g.max_turns, g.agents = 7, 4, 2, 2, 20, 3
-    d.hidden, d.batch_size, d.buffer_size, d.learning_starts = [16], 16, 300, 40
-    d.eps_decay_steps, d.target_update = 200, 20
-    p.train_interval, p.replay_ratio = 2, 0.5
-    r.epochs, r.episodes_per_epoch, r.eval_episodes, r.tensorboard = 2, 3, 2, False
-    for section, values in sections.items():
-        for k, v in values.items():
-            setattr(getattr(cfg, section), k, v)
-    return cfg
-
-
-@pytest.fixture
-def tiny():
-    return tiny_config

@@ -117,3 +117,19 @@ def test_bad_telemetry_file_is_reported(tmp_path, capsys):
     assert main(["telemetry", "validate", str(p)]) == 1
     err = capsys.readouterr().err
     assert "line 1: epoch: missing field 'train_loss'" in err and "line 2: not JSON" in err
+
+
+def test_cifar10_never_downloads_and_reports_bad_files(tmp_path):
+    from esper_multigpu.tolaria.tasks import TaskError, load_task
+
+    with pytest.raises(TaskError, match="needs --data-dir"):
+        load_task("cifar10", None)
+    with pytest.raises(TaskError, match="CIFAR-10 not found: expected"):
+        load_task("cifar10", tmp_path)
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"junk")
+    with pytest.raises(TaskError, match="incomplete or corrupt"):
+        load_task("cifar10", tmp_path)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["cifar-10-batches-py", "data_batch_1"]
+    with pytest.raises(TaskError, match="unknown task 'mnist'"):
+        load_task("mnist")

@@ -12,6 +12,7 @@ the same Q-values they return the same actions.
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,21 +28,23 @@ class PolicySnapshot:
     """Every agent's online parameters at learner version ``version``.
 
     ``stacked[name]`` has shape ``(num_agents, *param.shape)``; ``per_agent[i][name]`` are
-    views of agent ``i``'s slice (no extra copy).
+    views of agent ``i``'s slice (no extra copy, built on first use by the loop actor).
     """
 
     version: int
     stacked: dict[str, torch.Tensor]
-    per_agent: tuple[dict[str, torch.Tensor], ...]
+
+    @functools.cached_property
+    def per_agent(self) -> tuple[dict[str, torch.Tensor], ...]:
+        n = next(iter(self.stacked.values())).shape[0]
+        return tuple({k: v[i] for k, v in self.stacked.items()} for i in range(n))
 
 
 @torch.no_grad()
 def make_snapshot(agents: list[DQNAgent], version: int) -> PolicySnapshot:
     """Copy the agents' current online parameters into a new snapshot."""
     params, _buffers = stack_module_state([a.online for a in agents])
-    stacked = {k: v.detach() for k, v in params.items()}
-    per_agent = tuple({k: v[i] for k, v in stacked.items()} for i in range(len(agents)))
-    return PolicySnapshot(version, stacked, per_agent)
+    return PolicySnapshot(version, {k: v.detach() for k, v in params.items()})
 
 
 def _as_float(obs: np.ndarray) -> torch.Tensor:

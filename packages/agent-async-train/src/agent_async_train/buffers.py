@@ -79,7 +79,9 @@ class ReplayBuffer:
 
     def load_state_dict(self, state: dict) -> None:
         if int(state["capacity"]) != self.capacity:
-            raise ValueError(f"buffer capacity {state['capacity']} in the checkpoint != configured {self.capacity}")
+            raise ValueError(
+                f"buffer capacity {state['capacity']} in the checkpoint != configured {self.capacity}"
+            )
         for f in FIELDS:
             getattr(self, f)[...] = state[f]
         self.ptr = int(state["ptr"])

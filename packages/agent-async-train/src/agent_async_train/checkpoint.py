@@ -15,13 +15,10 @@ import torch
 from parallel_core.io import atomic_write
 
 from .config import Config, ConfigError
+from .errors import CheckpointError
 
 FORMAT = "agent-async-train/checkpoint"
 VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, corrupt or does not match the configuration."""
 
 
 def save(path: str | Path, experiment) -> None:
@@ -58,16 +55,29 @@ def load(path: str | Path) -> dict:
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
     try:
         state = torch.load(p, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as err:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        RuntimeError,
+        zipfile.BadZipFile,
+        ValueError,
+        OSError,
+    ) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"checkpoint {str(p)!r} is corrupt or not a checkpoint ({reason})") from err
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} is corrupt or not a checkpoint ({reason})"
+        ) from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{str(p)!r} is not an agent-train checkpoint")
     if state.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint {str(p)!r} has format version {state.get('version')}, expected {VERSION}")
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} has format version {state.get('version')}, expected {VERSION}"
+        )
     missing = {"config", "epoch", "env_steps", "episodes", "rounds", "agents", "game"} - set(state)
     if missing:
-        raise CheckpointError(f"checkpoint {str(p)!r} is incomplete (missing {', '.join(sorted(missing))})")
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} is incomplete (missing {', '.join(sorted(missing))})"
+        )
     return state
 
 
@@ -88,7 +98,9 @@ def restore(experiment, state: dict) -> None:
         for agent, agent_state in zip(experiment.agents, state["agents"]):
             agent.load_state_dict(agent_state)
     except (KeyError, RuntimeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint does not match the configured networks/buffers: {err}") from err
+        raise CheckpointError(
+            f"checkpoint does not match the configured networks/buffers: {err}"
+        ) from err
     experiment.game.set_state(state["game"])
     experiment.epoch = int(state["epoch"])
     experiment.env_steps = int(state["env_steps"])

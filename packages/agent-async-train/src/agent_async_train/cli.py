@@ -10,9 +10,9 @@ import argparse
 import json
 import sys
 
-from .checkpoint import CheckpointError
-from .config import Config, ConfigError, apply_mapping, load_file, parse_override, set_key
-from .games import GAMES, GameError
+from .config import Config, apply_mapping, load_file, parse_override, set_key, validate
+from .errors import CheckpointError, ConfigError
+from .games import GAMES, GameError, resolve_factory
 
 EXAMPLES = """\
 examples:
@@ -50,24 +50,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="[GAME] [KEY=VALUE ...]",
         help=f"game name ({', '.join(GAMES)} or module:factory) and config overrides like dqn.lr=5e-4",
     )
-    run.add_argument("--config", help="YAML or TOML config file with sections game, dqn, parallel, run")
+    run.add_argument(
+        "--config", help="YAML or TOML config file with sections game, dqn, parallel, run"
+    )
     run.add_argument("--agents", type=int, help="number of agents (game.agents)")
     run.add_argument("--epochs", type=int, help="number of epochs (run.epochs)")
     run.add_argument("--seed", type=int, help="run seed (run.seed)")
     run.add_argument("--out", help="run directory (default runs/<game>-<time>)")
     run.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in CHECKPOINT")
-    run.add_argument("--parallel-actions", action="store_true", help="one batched forward for all agents")
-    run.add_argument("--parallel-training", action="store_true", help="train all agents concurrently")
+    run.add_argument(
+        "--parallel-actions", action="store_true", help="one batched forward for all agents"
+    )
+    run.add_argument(
+        "--parallel-training", action="store_true", help="train all agents concurrently"
+    )
     run.add_argument("--async-learning", action="store_true", help="background learner thread")
     run.add_argument("--all-parallel", action="store_true", help="all three of the above")
-    run.add_argument("--workers", type=int, help="threads for parallel training (parallel.num_workers)")
+    run.add_argument(
+        "--workers", type=int, help="threads for parallel training (parallel.num_workers)"
+    )
     run.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard event files")
     run.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
     ev = sub.add_parser("evaluate", help="play greedy episodes from a checkpoint")
     ev.add_argument("checkpoint")
     ev.add_argument("--episodes", type=int, default=20, help="greedy episodes (default 20)")
-    ev.add_argument("--execution", choices=["simultaneous", "sequential"], help="override the move execution")
+    ev.add_argument(
+        "--execution", choices=["simultaneous", "sequential"], help="override the move execution"
+    )
     ev.add_argument("--quiet", action="store_true")
 
     sub.add_parser("games", help="list the built-in games")
@@ -83,7 +93,9 @@ def _config_from_args(ns: argparse.Namespace) -> tuple[Config, dict | None]:
         elif game is None:
             game = item
         else:
-            raise UsageError(f"unexpected argument {item!r}: give one game name, then key=value overrides")
+            raise UsageError(
+                f"unexpected argument {item!r}: give one game name, then key=value overrides"
+            )
     state = None
     if ns.resume:
         from . import checkpoint
@@ -162,9 +174,11 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
             return 0
+        cfg, state = _config_from_args(ns)
+        validate(cfg)
+        resolve_factory(cfg.game.name)  # fail fast on a bad game name, before importing torch
         from .run import train
 
-        cfg, state = _config_from_args(ns)
         summary = train(cfg, resume_state=state, resume_path=ns.resume, quiet=ns.quiet)
         print(json.dumps(summary, indent=2))
         if not ns.quiet:

@@ -10,9 +10,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config file, key or value is wrong (reported as a usage error, exit code 2)."""
+from .errors import ConfigError
 
 
 @dataclass
@@ -56,7 +54,9 @@ class ParallelConfig:
 
     parallel_actions: bool = False  # one batched (vmap) forward for all agents' actions
     parallel_training: bool = False  # all agents' train steps run concurrently (threads)
-    async_learning: bool = False  # a background learner thread trains while the main thread collects
+    async_learning: bool = (
+        False  # a background learner thread trains while the main thread collects
+    )
     train_interval: int = 4  # env steps between training rounds (sync), and the async slack
     replay_ratio: float = 0.25  # gradient updates per agent per environment step
     num_workers: int = 0  # threads for parallel training; 0 = available cores
@@ -143,17 +143,23 @@ def set_key(cfg: Config, dotted: str, value: Any) -> None:
     sub = getattr(cfg, section)
     names = [f.name for f in fields(sub)]
     if key not in names:
-        raise ConfigError(f"unknown config key {dotted!r}; valid {section} keys: {', '.join(names)}")
+        raise ConfigError(
+            f"unknown config key {dotted!r}; valid {section} keys: {', '.join(names)}"
+        )
     setattr(sub, key, _coerce(section, key, getattr(sub, key), value))
 
 
 def apply_mapping(cfg: Config, data: dict) -> None:
     """Apply a nested ``{section: {key: value}}`` mapping (from a file or a checkpoint)."""
     if not isinstance(data, dict):
-        raise ConfigError("a config file must hold a mapping of sections (game, dqn, parallel, run)")
+        raise ConfigError(
+            "a config file must hold a mapping of sections (game, dqn, parallel, run)"
+        )
     for section, values in data.items():
         if section not in SECTIONS:
-            raise ConfigError(f"unknown config section {section!r}; valid sections: {', '.join(SECTIONS)}")
+            raise ConfigError(
+                f"unknown config section {section!r}; valid sections: {', '.join(SECTIONS)}"
+            )
         if not isinstance(values, dict):
             raise ConfigError(f"config section {section!r} must be a mapping of keys")
         for key, value in values.items():
@@ -191,14 +197,29 @@ def validate(cfg: Config) -> None:
         (p.num_workers >= 0, "parallel.num_workers must be >= 0 (0 = available cores)"),
         (p.snapshot_interval >= 1, "parallel.snapshot_interval must be >= 1"),
         (p.acting_backend in ("bmm", "vmap"), "parallel.acting_backend must be 'bmm' or 'vmap'"),
-        (p.training_backend in ("batched", "threads"), "parallel.training_backend must be 'batched' or 'threads'"),
-        (d.batch_size >= 1 and d.buffer_size >= d.batch_size, "dqn.buffer_size must be >= dqn.batch_size >= 1"),
+        (
+            p.training_backend in ("batched", "threads"),
+            "parallel.training_backend must be 'batched' or 'threads'",
+        ),
+        (
+            d.batch_size >= 1 and d.buffer_size >= d.batch_size,
+            "dqn.buffer_size must be >= dqn.batch_size >= 1",
+        ),
         (0 < d.gamma <= 1, "dqn.gamma must be in (0, 1]"),
         (d.lr > 0, "dqn.lr must be > 0"),
         (d.target_update >= 1, "dqn.target_update must be >= 1"),
-        (all(isinstance(h, int) and h > 0 for h in d.hidden), "dqn.hidden must be a list of positive integers"),
-        (r.epochs >= 0 and r.episodes_per_epoch >= 1, "run.epochs must be >= 0 and run.episodes_per_epoch >= 1"),
-        (r.eval_every >= 1 and r.checkpoint_every >= 1, "run.eval_every and run.checkpoint_every must be >= 1"),
+        (
+            all(isinstance(h, int) and h > 0 for h in d.hidden),
+            "dqn.hidden must be a list of positive integers",
+        ),
+        (
+            r.epochs >= 0 and r.episodes_per_epoch >= 1,
+            "run.epochs must be >= 0 and run.episodes_per_epoch >= 1",
+        ),
+        (
+            r.eval_every >= 1 and r.checkpoint_every >= 1,
+            "run.eval_every and run.checkpoint_every must be >= 1",
+        ),
         (r.torch_threads >= 1, "run.torch_threads must be >= 1"),
     ]
     for ok, message in checks:

@@ -77,9 +77,11 @@ class BackgroundLearner:
                 return 0.0
             t0 = time.perf_counter()
             self._cond.wait_for(
-                lambda: self._error is not None
-                or self._stop.is_set()
-                or self.schedule.allowed(self._steps) - self.rounds <= limit
+                lambda: (
+                    self._error is not None
+                    or self._stop.is_set()
+                    or self.schedule.allowed(self._steps) - self.rounds <= limit
+                )
             )
             waited = time.perf_counter() - t0
         self.check()

@@ -57,11 +57,19 @@ class Experiment:
         self.seed = cfg.run.seed
         agents_ss = np.random.SeedSequence(self.seed, spawn_key=(_AGENTS,))
         gm = self.game
-        self.agents = make_agents(gm.num_agents, gm.obs_dim, gm.num_actions, gm.obs_dtype, d, agents_ss)
+        self.agents = make_agents(
+            gm.num_agents, gm.obs_dim, gm.num_actions, gm.obs_dtype, d, agents_ss
+        )
         check_independent(self.agents)
-        self.actor = BatchedActor(self.agents, p.acting_backend) if p.parallel_actions else LoopActor(self.agents)
+        self.actor = (
+            BatchedActor(self.agents, p.acting_backend)
+            if p.parallel_actions
+            else LoopActor(self.agents)
+        )
         self.workers = p.num_workers or available_cores()
-        self.trainer = make_trainer(self.agents, p.parallel_training, p.training_backend, self.workers)
+        self.trainer = make_trainer(
+            self.agents, p.parallel_training, p.training_backend, self.workers
+        )
         self.schedule = UpdateSchedule(p.replay_ratio, p.train_interval, d.learning_starts)
         self.env_steps = 0
         self.rounds = 0  # training rounds done (inline mode; the learner keeps its own)
@@ -70,7 +78,9 @@ class Experiment:
         self.history: list[dict] = []
         self.timers = Timers()
         self.learner: BackgroundLearner | None = None
-        self._snapshot: PolicySnapshot | None = None  # inline batched acting: rebuilt after training
+        self._snapshot: PolicySnapshot | None = (
+            None  # inline batched acting: rebuilt after training
+        )
         self._eval_game: Game | None = None
 
     # -- setup / teardown ---------------------------------------------------------------
@@ -137,7 +147,12 @@ class Experiment:
                 t2 = time.perf_counter()
                 for i in np.flatnonzero(res.alive).tolist():  # each agent's own buffer
                     agents[i].buffer.add(
-                        obs[i], actions[i], res.rewards[i], res.obs[i], res.terminated[i], res.truncated[i]
+                        obs[i],
+                        actions[i],
+                        res.rewards[i],
+                        res.obs[i],
+                        res.terminated[i],
+                        res.truncated[i],
                     )
                 t3 = time.perf_counter()
                 timers.inference += t1 - t0
@@ -157,7 +172,11 @@ class Experiment:
             losses = self.learner.drain_losses()
         steps = self.env_steps - steps0
         rounds = self.total_rounds - rounds0
-        busy = (self.learner.busy_time - busy0) if self.learner is not None else timers.training - split0[3]
+        busy = (
+            (self.learner.busy_time - busy0)
+            if self.learner is not None
+            else timers.training - split0[3]
+        )
         row = {
             "epoch": self.epoch,
             "env_steps": self.env_steps,
@@ -226,7 +245,10 @@ class Experiment:
                 if res.done:
                     break
             greedy.append(total)
-        out = {"greedy_score": float(np.mean(greedy)), "greedy_per_agent": np.mean(greedy, axis=0).tolist()}
+        out = {
+            "greedy_score": float(np.mean(greedy)),
+            "greedy_per_agent": np.mean(greedy, axis=0).tolist(),
+        }
         if random_baseline:
             out["random_score"] = random_score(game, episodes, self.seed)
         return out

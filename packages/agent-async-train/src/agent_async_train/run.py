@@ -53,7 +53,13 @@ def _summary_line(row: dict) -> str:
     return line
 
 
-def train(cfg: Config, *, resume_state: dict | None = None, resume_path: str | None = None, quiet: bool = False) -> dict:
+def train(
+    cfg: Config,
+    *,
+    resume_state: dict | None = None,
+    resume_path: str | None = None,
+    quiet: bool = False,
+) -> dict:
     """Run (or continue) training per ``cfg``; returns the summary that the CLI prints as JSON."""
     set_torch_threads(cfg.run.torch_threads)
     run_dir = prepare_run_dir(cfg, resume_path)

@@ -72,6 +72,8 @@ class BatchedTrainer(SerialTrainer):
         self.gamma, self.delta, self.clip = cfg.gamma, cfg.huber_delta, cfg.grad_clip
         mods = list(agents[0].online.net)
         self._linear_idx = [i for i, m in enumerate(mods) if isinstance(m, nn.Linear)]
+        self._target_cache: list = []
+        self._target_key: tuple | None = None
 
     def _layers(self, agent: DQNAgent, target: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
         net = (agent.target if target else agent.online).net
@@ -102,6 +104,13 @@ class BatchedTrainer(SerialTrainer):
         coef = (self.clip / (total + 1e-6)).clamp(max=1.0)
         torch._foreach_mul_(flat, [coef[i] for i, gs in enumerate(grads) for _ in gs])
 
+    def _target_stack(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        # Target nets change only at syncs (every target_update updates): restack only then.
+        key = tuple(a.updates // a.cfg.target_update for a in self.agents)
+        if self._target_key != key:
+            self._target_cache, self._target_key = self._stacked(target=True), key
+        return self._target_cache
+
     def round(self) -> list[float]:
         agents = self.agents
         batches = [a.buffer.sample(a.cfg.batch_size, a.sample_rng) for a in agents]
@@ -114,12 +123,13 @@ class BatchedTrainer(SerialTrainer):
         with torch.no_grad():
             detached = [(w.detach(), b.detach()) for w, b in online]
             next_action = self._forward(detached, next_obs).argmax(dim=2, keepdim=True)
-            next_q = self._forward(self._stacked(target=True), next_obs).gather(2, next_action).squeeze(2)
+            next_q = self._forward(self._target_stack(), next_obs).gather(2, next_action).squeeze(2)
             target = rewards + self.gamma * not_terminal * next_q
         q = self._forward(online, obs).gather(2, actions[..., None]).squeeze(2)
         losses = F.huber_loss(q, target, reduction="none", delta=self.delta).mean(dim=1)
         for a in agents:
-            a.optimizer.zero_grad(set_to_none=True)
+            for p in a.online.parameters():
+                p.grad = None
         losses.sum().backward()  # agent i's gradient only depends on losses[i]
         self._clip_each(agents)
         for a in agents:
@@ -130,7 +140,9 @@ class BatchedTrainer(SerialTrainer):
         return losses.detach().tolist()
 
 
-def make_trainer(agents: list[DQNAgent], parallel: bool, backend: str, workers: int) -> SerialTrainer:
+def make_trainer(
+    agents: list[DQNAgent], parallel: bool, backend: str, workers: int
+) -> SerialTrainer:
     """The executor for ``parallel.parallel_training`` / ``parallel.training_backend``."""
     if not parallel:
         return SerialTrainer(agents)

@@ -248,9 +248,10 @@ class WorkerAgents:
                         raise PolicyFailure(reply[2])
                     replies[i] = reply
                     del waiting[obj]
-                elif sentinels.get(obj) is not None:
+                elif obj in sentinels:
                     i = sentinels[obj]
-                    if not self.pool.conns[i].poll():
+                    # a worker may exit right after answering: only a silent one is dead
+                    if self.pool.conns[i] in waiting and not self.pool.conns[i].poll():
                         self._died(i)
         return replies
 

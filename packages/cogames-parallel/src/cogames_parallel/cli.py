@@ -300,7 +300,9 @@ def cmd_eval(args) -> int:
     if ctx is not None and ctx.is_distributed and jobs > ctx.local_workers:
         # every rank on a node spends its own budget: share the node's cores between them
         if is_root and not args.quiet:
-            warn(f"--jobs {jobs} per rank capped to {ctx.local_workers} ({ctx.local_size} ranks share this node)")
+            warn(
+                f"--jobs {jobs} per rank capped to {ctx.local_workers} ({ctx.local_size} ranks share this node)"
+            )
         jobs = ctx.local_workers
     n_local = len(plan.tasks) if ctx is None else len(ctx.scatter_work(plan.tasks))
     layout = worker_layout(jobs, n_local, max_agents, args.parallel_policy, args.agent_workers)
@@ -374,11 +376,14 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, MissionError, PolicyError) as exc:
         _err(str(exc))
         return 2
+    except BrokenPipeError:  # `cogames ... | head`
+        return 1
+    except OSError as exc:  # an output/replay path that cannot be written, say
+        _err(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+        return 1
     except KeyboardInterrupt:
         print("cogames: interrupted; worker processes stopped", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 1
 
 
 if __name__ == "__main__":

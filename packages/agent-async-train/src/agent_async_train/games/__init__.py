@@ -33,7 +33,9 @@ GAMES: dict[str, Callable[..., object]] = {
 
 
 def _is_parallel_env(obj) -> bool:
-    return all(hasattr(obj, n) for n in ("possible_agents", "observation_space", "action_space", "step"))
+    return all(
+        hasattr(obj, n) for n in ("possible_agents", "observation_space", "action_space", "step")
+    )
 
 
 def resolve_factory(name: str) -> Callable[..., object]:
@@ -64,5 +66,7 @@ def make_game(name: str, **kwargs) -> Game:
     if not isinstance(game, Game) and _is_parallel_env(game):
         game = PettingZooGame(game)
     if not isinstance(game, Game):
-        raise GameError(f"game {name!r} built a {type(game).__name__}, which is neither a Game nor a ParallelEnv")
+        raise GameError(
+            f"game {name!r} built a {type(game).__name__}, which is neither a Game nor a ParallelEnv"
+        )
     return game

@@ -44,7 +44,9 @@ class PettingZooGame:
         dims = {int(np.prod(s.shape)) for s in obs_spaces}
         n_actions = {int(s.n) for s in act_spaces}
         if len(dims) != 1 or len(n_actions) != 1:
-            raise GameError("PettingZoo games need the same observation and action size for every agent")
+            raise GameError(
+                "PettingZoo games need the same observation and action size for every agent"
+            )
         self.obs_dim = dims.pop()
         self.num_actions = n_actions.pop()
         self.obs_dtype = np.dtype(obs_spaces[0].dtype)
@@ -71,7 +73,9 @@ class PettingZooGame:
         return StepResult(
             obs=self._stack(obs),
             rewards=np.array([rew.get(a, 0.0) for a in self.agents], dtype=np.float32),
-            terminated=np.array([bool(term.get(a, not alive[i])) for i, a in enumerate(self.agents)]),
+            terminated=np.array(
+                [bool(term.get(a, not alive[i])) for i, a in enumerate(self.agents)]
+            ),
             truncated=np.array([bool(trunc.get(a, False)) for a in self.agents]),
             alive=alive,
             info={"env_info": info},

@@ -25,7 +25,9 @@ def _seed_from(ss: np.random.SeedSequence) -> int:
 class QNetwork(nn.Module):
     """A ReLU MLP ``obs -> Q(obs, .)``, initialised from a private ``torch.Generator``."""
 
-    def __init__(self, obs_dim: int, num_actions: int, hidden, generator: torch.Generator | None = None):
+    def __init__(
+        self, obs_dim: int, num_actions: int, hidden, generator: torch.Generator | None = None
+    ):
         super().__init__()
         dims = [obs_dim, *hidden, num_actions]
         layers: list[nn.Module] = []
@@ -163,7 +165,9 @@ def make_agents(
 ) -> list[DQNAgent]:
     """``num_agents`` independent learners, each with its own buffer and spawned seed."""
     return [
-        DQNAgent(i, obs_dim, num_actions, cfg, ss, ThreadSafeBuffer(cfg.buffer_size, obs_dim, obs_dtype))
+        DQNAgent(
+            i, obs_dim, num_actions, cfg, ss, ThreadSafeBuffer(cfg.buffer_size, obs_dim, obs_dtype)
+        )
         for i, ss in enumerate(seed_seq.spawn(num_agents))
     ]
 

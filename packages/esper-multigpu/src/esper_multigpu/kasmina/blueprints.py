@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -39,9 +40,14 @@ class NormSeed(nn.Module):
 
 
 class AttentionSeed(nn.Module):
-    """Multi-head self-attention over spatial positions (tokens = pixels)."""
+    """Multi-head self-attention over spatial positions.
 
-    def __init__(self, channels: int, heads: int = 4):
+    Feature maps larger than ``max_tokens`` positions are average-pooled first and the
+    result upsampled back, so attention costs O(max_tokens^2), not O((HW)^2), in the
+    high-resolution ``early`` slot.
+    """
+
+    def __init__(self, channels: int, heads: int = 4, max_tokens: int = 64):
         super().__init__()
         if channels % heads:
             raise BlueprintError(
@@ -53,11 +59,25 @@ class AttentionSeed(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+        self.max_tokens = max_tokens
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         b, c, hh, ww = h.shape
-        tokens = self.norm(h).flatten(2).transpose(1, 2)  # (B, HW, C)
+        z = self.norm(h)
+        stride = 1
+        while (
+            (hh // stride) * (ww // stride) > self.max_tokens
+            and hh % (2 * stride) == 0
+            and ww % (2 * stride) == 0
+        ):
+            stride *= 2
+        if stride > 1:
+            z = F.avg_pool2d(z, stride)
+        ph, pw = z.shape[-2:]
+        tokens = z.flatten(2).transpose(1, 2)  # (B, tokens, C)
         mixed, _ = self.attn(tokens, tokens, tokens, need_weights=False)
-        return self.out(mixed).transpose(1, 2).reshape(b, c, hh, ww)
+        out = self.out(mixed).transpose(1, 2).reshape(b, c, ph, pw)
+        return F.interpolate(out, size=(hh, ww), mode="nearest") if stride > 1 else out
 
 
 class DepthwiseSeed(nn.Module):

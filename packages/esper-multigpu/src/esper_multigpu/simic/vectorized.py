@@ -51,6 +51,11 @@ def batch_seeds(seed: int, batch: int, n_envs: int) -> tuple[list[int], int, int
     return ints[:n_envs], ints[n_envs], ints[n_envs + 1]
 
 
+def policy_init_seed(seed: int) -> int:
+    """The policy network's initialisation seed: its own SeedSequence branch (spawn key (1, 0))."""
+    return int(np.random.SeedSequence(seed, spawn_key=(1, 0)).generate_state(1, dtype=np.uint32)[0])
+
+
 def device_labels(devices: list[str]) -> list[str]:
     """Unique labels for device positions: ``["cpu", "cpu"]`` -> ``["cpu#0", "cpu#1"]``."""
     if len(set(devices)) == len(devices):
@@ -147,7 +152,8 @@ class VectorizedTrainer:
         self.env_devices = [self.devices[labels.index(g)] for g in self.env_groups]
         self.policy_device = validate_devices([cfg.policy_device or self.devices[0]])[0]
         log(
-            f"esper: {n_envs} env(s) -> devices: {format_assignment(self.env_groups)}; policy on {self.policy_device}"
+            f"esper: {n_envs} env(s) -> devices: {format_assignment(self.env_groups)}"
+            + (f"; policy on {self.policy_device}" if cfg.mode == "ppo" else "")
         )
         cpu_envs = [d for d in self.env_devices if effective_amp(cfg.amp, d) != cfg.amp]
         if cfg.amp != "off" and cpu_envs:
@@ -184,7 +190,7 @@ class VectorizedTrainer:
             for i, d in enumerate(self.env_devices)
         ]
         self.agent = (
-            PPOAgent(OBS_DIM, self.policy_device, cfg.ppo, seed=cfg.seed)
+            PPOAgent(OBS_DIM, self.policy_device, cfg.ppo, seed=policy_init_seed(cfg.seed))
             if cfg.mode == "ppo"
             else None
         )

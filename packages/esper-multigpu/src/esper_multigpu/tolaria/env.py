@@ -33,7 +33,7 @@ class EnvConfig:
     grad_clip: float = 5.0
     #: validation samples used for the per-slot counterfactual evaluations (all when smaller)
     counterfactual_samples: int = 2048
-    eval_chunk: int = 2048
+    eval_chunk: int = 512
 
 
 @dataclass
@@ -210,9 +210,9 @@ class MorphoEnv:
             x, y = x[:limit], y[:limit]
         was_training = self.model.training
         self.model.eval()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device)
-        with self.stream_context():
+        with self.stream_context():  # accumulators too: everything of this env stays on its stream
+            loss_sum = torch.zeros((), device=self.device)
+            correct = torch.zeros((), device=self.device)
             for s in range(0, len(x), self.config.eval_chunk):
                 xb, yb = x[s : s + self.config.eval_chunk], y[s : s + self.config.eval_chunk]
                 with self.autocast():

@@ -6,9 +6,17 @@ import pytest
 from agent_async_train.cli import main
 
 TINY = [
-    "game.size=7", "game.gems=4", "game.walls=2", "game.view_radius=2", "game.max_turns=20",
-    "dqn.hidden=[16]", "dqn.batch_size=16", "dqn.buffer_size=300", "dqn.learning_starts=40",
-    "run.episodes_per_epoch=2", "run.eval_episodes=2",
+    "game.size=7",
+    "game.gems=4",
+    "game.walls=2",
+    "game.view_radius=2",
+    "game.max_turns=20",
+    "dqn.hidden=[16]",
+    "dqn.batch_size=16",
+    "dqn.buffer_size=300",
+    "dqn.learning_starts=40",
+    "run.episodes_per_epoch=2",
+    "run.eval_episodes=2",
 ]
 
 
@@ -21,8 +29,19 @@ def run_cli(capsys, *argv):
 def test_run_writes_logs_checkpoint_and_resumes(tmp_path, capsys):
     out_dir = tmp_path / "run"
     code, out, err = run_cli(
-        capsys, "run", "gemgrid", "--agents", "3", "--epochs", "2", "--out", str(out_dir),
-        "--async-learning", "--parallel-actions", "--quiet", *TINY,
+        capsys,
+        "run",
+        "gemgrid",
+        "--agents",
+        "3",
+        "--epochs",
+        "2",
+        "--out",
+        str(out_dir),
+        "--async-learning",
+        "--parallel-actions",
+        "--quiet",
+        *TINY,
     )
     assert code == 0, err
     summary = json.loads(out)
@@ -34,7 +53,9 @@ def test_run_writes_logs_checkpoint_and_resumes(tmp_path, capsys):
     rows = (out_dir / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3 and "time_lock_wait_s" in rows[0] and "policy_lag_mean" in rows[0]
 
-    code, out, err = run_cli(capsys, "run", "--resume", str(out_dir / "checkpoint.pt"), "--epochs", "3", "--quiet")
+    code, out, err = run_cli(
+        capsys, "run", "--resume", str(out_dir / "checkpoint.pt"), "--epochs", "3", "--quiet"
+    )
     assert code == 0, err
     assert json.loads(out)["epochs"] == 3
     assert len((out_dir / "metrics.csv").read_text().splitlines()) == 4
@@ -49,13 +70,17 @@ def test_run_writes_logs_checkpoint_and_resumes(tmp_path, capsys):
 def test_config_files_and_progress_output(tmp_path, capsys):
     yaml_cfg = tmp_path / "c.yaml"
     yaml_cfg.write_text("game:\n  agents: 2\nrun:\n  epochs: 1\n  tensorboard: false\n")
-    code, out, err = run_cli(capsys, "run", "--config", str(yaml_cfg), "--out", str(tmp_path / "a"), *TINY)
+    code, out, err = run_cli(
+        capsys, "run", "--config", str(yaml_cfg), "--out", str(tmp_path / "a"), *TINY
+    )
     assert code == 0, err
     assert json.loads(out)["agents"] == 2
     assert "epoch   1" in err and "final greedy score" in err
     toml_cfg = tmp_path / "c.toml"
     toml_cfg.write_text("[game]\nagents = 2\n[run]\nepochs = 1\ntensorboard = false\n")
-    code, out, err = run_cli(capsys, "run", "--config", str(toml_cfg), "--out", str(tmp_path / "b"), "--quiet", *TINY)
+    code, out, err = run_cli(
+        capsys, "run", "--config", str(toml_cfg), "--out", str(tmp_path / "b"), "--quiet", *TINY
+    )
     assert code == 0 and err == ""
 
 
@@ -81,7 +106,19 @@ def test_bad_input_is_one_clear_line_and_exit_2(argv, message, tmp_path, capsys,
 
 def test_corrupt_checkpoint_and_occupied_run_dir_leave_files_intact(tmp_path, capsys):
     out_dir = tmp_path / "run"
-    code, _, err = run_cli(capsys, "run", "--epochs", "1", "--agents", "2", "--out", str(out_dir), "--quiet", "--no-tensorboard", *TINY)
+    code, _, err = run_cli(
+        capsys,
+        "run",
+        "--epochs",
+        "1",
+        "--agents",
+        "2",
+        "--out",
+        str(out_dir),
+        "--quiet",
+        "--no-tensorboard",
+        *TINY,
+    )
     assert code == 0, err
     ckpt = out_dir / "checkpoint.pt"
     before = {p.name: p.read_bytes() for p in out_dir.iterdir() if p.is_file()}

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 import torch
+from aat_helpers import tiny_config
 
 from agent_async_train import checkpoint
 from agent_async_train.config import Config
 from agent_async_train.loop import Experiment
-from conftest import tiny_config
 
 
 def run(cfg: Config, epochs: int | None = None) -> Experiment:
@@ -17,7 +17,11 @@ def run(cfg: Config, epochs: int | None = None) -> Experiment:
 
 
 def params(ex: Experiment) -> list[torch.Tensor]:
-    return [t for a in ex.agents for t in (*a.online.state_dict().values(), *a.target.state_dict().values())]
+    return [
+        t
+        for a in ex.agents
+        for t in (*a.online.state_dict().values(), *a.target.state_dict().values())
+    ]
 
 
 def assert_same(a: Experiment, b: Experiment) -> None:
@@ -38,7 +42,11 @@ def test_sequential_runs_are_bit_identical():
 
 def test_threaded_training_run_equals_sequential_run():
     base = run(tiny_config())
-    threaded = run(tiny_config(parallel={"parallel_training": True, "training_backend": "threads", "num_workers": 2}))
+    threaded = run(
+        tiny_config(
+            parallel={"parallel_training": True, "training_backend": "threads", "num_workers": 2}
+        )
+    )
     assert_same(base, threaded)
 
 
@@ -51,7 +59,13 @@ def test_batched_modes_follow_the_sequential_trajectory():
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.parametrize("flags", [{"async_learning": True}, {"async_learning": True, "parallel_actions": True, "parallel_training": True}])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"async_learning": True},
+        {"async_learning": True, "parallel_actions": True, "parallel_training": True},
+    ],
+)
 def test_async_run_does_the_same_number_of_updates(flags):
     base = run(tiny_config())
     ex = run(tiny_config(parallel=flags))

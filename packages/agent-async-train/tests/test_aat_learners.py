@@ -10,7 +10,9 @@ from agent_async_train.learners import check_independent, make_agents
 
 
 def agents(n=3, **cfg):
-    return make_agents(n, 10, 5, np.float32, DQNConfig(hidden=[8], batch_size=4, **cfg), np.random.SeedSequence(7))
+    return make_agents(
+        n, 10, 5, np.float32, DQNConfig(hidden=[8], batch_size=4, **cfg), np.random.SeedSequence(7)
+    )
 
 
 def test_agents_share_nothing_and_the_check_catches_sharing():
@@ -44,13 +46,22 @@ def test_double_dqn_target_bootstraps_through_truncation_not_termination():
     (agent,) = agents(1, gamma=0.5)
     obs = np.zeros((2, 10), np.float32)
     nxt = np.ones((2, 10), np.float32)
-    batch = Batch(obs, np.array([1, 1]), np.array([1.0, 1.0], np.float32), nxt, np.array([True, False]), np.array([False, True]))
+    batch = Batch(
+        obs,
+        np.array([1, 1]),
+        np.array([1.0, 1.0], np.float32),
+        nxt,
+        np.array([True, False]),
+        np.array([False, True]),
+    )
     with torch.no_grad():
         q_next_online = agent.online(torch.ones(10))
         a_star = int(q_next_online.argmax())
         q_next_target = float(agent.target(torch.ones(10))[a_star])
         q = float(agent.online(torch.zeros(10))[1])
-    targets = torch.tensor([1.0, 1.0 + 0.5 * q_next_target])  # terminated: no bootstrap; truncated: bootstrap
+    targets = torch.tensor(
+        [1.0, 1.0 + 0.5 * q_next_target]
+    )  # terminated: no bootstrap; truncated: bootstrap
     expected = torch.nn.functional.huber_loss(torch.tensor([q, q]), targets)
     assert torch.allclose(agent.loss(batch), expected)
 

@@ -1,7 +1,6 @@
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from agent_async_train.learner_thread import BackgroundLearner
@@ -23,7 +22,7 @@ class FakeTrainer:
         self.threads.add(threading.current_thread().name)
         self.calls += 1
         if self.calls == self.fail_at:
-            raise RuntimeError("boom in round %d" % self.calls)
+            raise RuntimeError(f"boom in round {self.calls}")
         time.sleep(self.delay)
         return [0.5]
 
@@ -33,7 +32,10 @@ class FakeTrainer:
 
 @pytest.fixture(autouse=True)
 def _no_snapshots(monkeypatch):
-    monkeypatch.setattr("agent_async_train.learner_thread.make_snapshot", lambda agents, v: type("S", (), {"version": v})())
+    monkeypatch.setattr(
+        "agent_async_train.learner_thread.make_snapshot",
+        lambda agents, v: type("S", (), {"version": v})(),
+    )
 
 
 def test_schedule_credits_and_epsilon():

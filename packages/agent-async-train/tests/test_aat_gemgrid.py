@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 from pettingzoo.test import parallel_api_test
 
-from agent_async_train.games import GameError, GemGrid, GemGridParallelEnv, PettingZooGame, make_game
+from agent_async_train.games import (
+    GameError,
+    GemGrid,
+    GemGridParallelEnv,
+    PettingZooGame,
+    make_game,
+)
 from agent_async_train.games.gemgrid import CHANNELS
 
 
@@ -83,7 +89,9 @@ def test_state_roundtrip_replays_identically():
 def test_pettingzoo_adapter_matches_native_game():
     parallel_api_test(GemGridParallelEnv(num_agents=3, size=7, gems=3, walls=2), num_cycles=50)
     native = GemGrid(num_agents=3, size=7, gems=3, walls=2, max_turns=15)
-    wrapped = PettingZooGame(GemGridParallelEnv(num_agents=3, size=7, gems=3, walls=2, max_turns=15))
+    wrapped = PettingZooGame(
+        GemGridParallelEnv(num_agents=3, size=7, gems=3, walls=2, max_turns=15)
+    )
     assert (wrapped.obs_dim, wrapped.num_actions) == (native.obs_dim, native.num_actions)
     np.testing.assert_array_equal(native.reset(seed=9), wrapped.reset(seed=9))
     rng = np.random.default_rng(0)

@@ -1,4 +1,3 @@
-
 import numpy as np
 import pytest
 import torch
@@ -10,7 +9,14 @@ from agent_async_train.training import BatchedTrainer, SerialTrainer, ThreadedTr
 
 
 def population(seed=0, n=4, dim=12):
-    return make_agents(n, dim, 5, np.float32, DQNConfig(hidden=[16, 16], batch_size=8, target_update=3), np.random.SeedSequence(seed))
+    return make_agents(
+        n,
+        dim,
+        5,
+        np.float32,
+        DQNConfig(hidden=[16, 16], batch_size=8, target_update=3),
+        np.random.SeedSequence(seed),
+    )
 
 
 def filled(seed=0):
@@ -18,7 +24,14 @@ def filled(seed=0):
     rng = np.random.default_rng(seed)
     for a in ag:
         for _ in range(50):
-            a.buffer.add(rng.random(12), rng.integers(5), rng.random(), rng.random(12), rng.random() < 0.2, rng.random() < 0.1)
+            a.buffer.add(
+                rng.random(12),
+                rng.integers(5),
+                rng.random(),
+                rng.random(12),
+                rng.random() < 0.2,
+                rng.random() < 0.1,
+            )
     return ag
 
 
@@ -36,7 +49,9 @@ def test_batched_actions_equal_per_agent_loop(method):
         np.testing.assert_array_equal(loop.greedy(obs, None), batched.greedy(obs, snap))
     # the loop actor acting from a snapshot equals acting from the live nets
     obs = rng.random((4, 12)).astype(np.float32)
-    torch.testing.assert_close(loop.q_values(obs, make_snapshot(a1, 0)), loop.q_values(obs, None), rtol=0, atol=0)
+    torch.testing.assert_close(
+        loop.q_values(obs, make_snapshot(a1, 0)), loop.q_values(obs, None), rtol=0, atol=0
+    )
 
 
 def test_snapshot_is_isolated_from_training():
@@ -46,7 +61,9 @@ def test_snapshot_is_isolated_from_training():
     SerialTrainer(ag).round()
     assert torch.equal(snap.stacked["net.0.weight"], w)
     assert not torch.equal(make_snapshot(ag, 1).stacked["net.0.weight"], w)
-    assert snap.per_agent[2]["net.0.weight"].data_ptr() == snap.stacked["net.0.weight"][2].data_ptr()
+    assert (
+        snap.per_agent[2]["net.0.weight"].data_ptr() == snap.stacked["net.0.weight"][2].data_ptr()
+    )
 
 
 def test_threaded_training_is_bit_identical_to_serial():
@@ -67,7 +84,10 @@ def test_batched_training_matches_serial():
         np.testing.assert_allclose(serial.round(), batched.round(), rtol=1e-5, atol=1e-7)
     for x, y in zip(a, b):
         assert x.updates == y.updates == 6
-        for p, q in zip([*x.online.parameters(), *x.target.parameters()], [*y.online.parameters(), *y.target.parameters()]):
+        for p, q in zip(
+            [*x.online.parameters(), *x.target.parameters()],
+            [*y.online.parameters(), *y.target.parameters()],
+        ):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
         # each agent keeps its own optimiser state
         assert all(s["step"] == 6 for s in y.optimizer.state.values())

@@ -8,7 +8,14 @@ from agent_async_train.buffers import ReplayBuffer, ThreadSafeBuffer
 
 def row(k: int, dim: int):
     """A transition whose every field encodes k, so a torn row is detectable."""
-    return (np.full(dim, k, np.float32), k % 5, float(k), np.full(dim, k + 1, np.float32), k % 2 == 0, k % 3 == 0)
+    return (
+        np.full(dim, k, np.float32),
+        k % 5,
+        float(k),
+        np.full(dim, k + 1, np.float32),
+        k % 2 == 0,
+        k % 3 == 0,
+    )
 
 
 @pytest.mark.parametrize("cls", [ReplayBuffer, ThreadSafeBuffer])
@@ -46,7 +53,8 @@ def test_thread_safe_and_plain_sample_the_same_rows():
         plain.add(*row(k, 2))
         safe.add(*row(k, 2))
     np.testing.assert_array_equal(
-        plain.sample(30, np.random.default_rng(5)).rewards, safe.sample(30, np.random.default_rng(5)).rewards
+        plain.sample(30, np.random.default_rng(5)).rewards,
+        safe.sample(30, np.random.default_rng(5)).rewards,
     )
 
 
@@ -96,7 +104,9 @@ def test_stress_concurrent_writer_and_samplers_never_see_torn_rows():
                 return
             sampled[slot] += len(k)
 
-    threads = [threading.Thread(target=writer)] + [threading.Thread(target=sampler, args=(i,)) for i in range(2)]
+    threads = [threading.Thread(target=writer)] + [
+        threading.Thread(target=sampler, args=(i,)) for i in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:
