@@ -92,6 +92,7 @@ def test_config_files_and_progress_output(tmp_path, capsys):
         (["run", "dqn.lr=fast"], "dqn.lr must be a number"),
         (["run", "lr=0.1"], "bad config key 'lr'"),
         (["run", "parallel.replay_ratio=0"], "parallel.replay_ratio must be > 0"),
+        (["run", "--epochs", "0"], "run.epochs and run.episodes_per_epoch must be >= 1"),
         (["run", "--config", "/nonexistent.yaml"], "does not exist"),
         (["evaluate", "/nonexistent.pt"], "does not exist"),
     ],

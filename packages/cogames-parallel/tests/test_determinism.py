@@ -90,3 +90,29 @@ def test_greedy_is_clearly_better_than_random():
     )
     for mission, ps in data["policy_stats"].items():
         assert ps["greedy"]["mean_reward"] > 2 * ps["random"]["mean_reward"] + 0.5, mission
+
+
+def test_worker_layout_splits_the_budget(monkeypatch):
+    from cogames_parallel.evaluate import worker_layout
+    from parallel_core.budget import available_cores
+
+    monkeypatch.setenv("PARALLEL_CORE_MAX_WORKERS", "2")
+    if available_cores() < 2:
+        pytest.skip("needs 2 cores")
+
+    def shape(*a, **k):
+        lay = worker_layout(*a, **k)
+        return lay.episode_workers, lay.agent_workers
+
+    assert shape(0, 8, 4, False) == (1, 1)
+    assert shape(2, 8, 4, False) == (2, 1)
+    assert shape(2, 1, 4, False) == (1, 1)  # one task cannot use two episode workers
+    assert shape(2, 8, 4, True) == (1, 2)  # --parallel-policy serves the agent level first
+    assert shape(2, 8, 4, True, agent_workers=1) == (2, 1)
+    assert shape(2, 8, 1, True) == (2, 1)  # a single agent: episodes get the budget
+    capped = worker_layout(16, 8, 4, False)
+    assert (capped.episode_workers, capped.budget) == (2, 2)
+    assert capped.notes == ["--jobs 16 capped to the 2 cores available"]
+    assert worker_layout(0, 8, 4, True).notes == [
+        "--parallel-policy needs --jobs >= 2; running agents in-process"
+    ]

@@ -1,12 +1,10 @@
-import dataclasses
-
 import pytest
 
 from esper_multigpu.config import TrainConfig, build_config
 
 
 def tiny(mode: str = "ppo", **kw) -> TrainConfig:
-    """A config small enough for unit tests: synthetic task, narrow host, few epochs."""
+    """A config small enough for unit tests: synthetic task, narrow host, few epochs, no files."""
     env = dict(width=8, batch_size=64)
     env.update(kw.pop("env", {}))
     base = dict(
@@ -26,8 +24,5 @@ def tiny(mode: str = "ppo", **kw) -> TrainConfig:
 
 @pytest.fixture
 def tiny_config():
+    """``tiny_config(mode="ppo", **overrides)`` -> a tiny :class:`TrainConfig`."""
     return tiny
-
-
-def replace(cfg, **kw):
-    return dataclasses.replace(cfg, **kw)

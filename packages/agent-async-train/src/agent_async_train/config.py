@@ -213,8 +213,8 @@ def validate(cfg: Config) -> None:
             "dqn.hidden must be a list of positive integers",
         ),
         (
-            r.epochs >= 0 and r.episodes_per_epoch >= 1,
-            "run.epochs must be >= 0 and run.episodes_per_epoch >= 1",
+            r.epochs >= 1 and r.episodes_per_epoch >= 1,
+            "run.epochs and run.episodes_per_epoch must be >= 1",
         ),
         (
             r.eval_every >= 1 and r.checkpoint_every >= 1,

@@ -114,7 +114,8 @@ class BackgroundLearner:
         self.check()
 
     def drain_losses(self) -> list[float]:
-        out, self.losses = self.losses, []
+        with self._cond:
+            out, self.losses = self.losses, []
         return out
 
     @property
@@ -140,8 +141,8 @@ class BackgroundLearner:
                     if done % self.snapshot_interval == 0:
                         self.snapshot = make_snapshot(self.agents, done)  # atomic reference swap
                     self.busy_time += time.perf_counter() - t0
-                self.losses.append(sum(losses) / len(losses))
                 with self._cond:
+                    self.losses.append(sum(losses) / len(losses))
                     self.rounds = done
                     self._cond.notify_all()  # the collector may be waiting for capacity
         except BaseException as err:  # noqa: BLE001 - handed to the main thread

@@ -11,7 +11,7 @@ are injected objects chosen from ``cfg.parallel`` and never branch the inner loo
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -43,7 +43,6 @@ class Timers:
     buffer: float = 0.0
     training: float = 0.0  # inline training (synchronous modes)
     learner_wait: float = 0.0  # collector blocked by the replay-ratio bound (async)
-    extra: dict = field(default_factory=dict)
 
 
 class Experiment:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.adam import adam
 
 from .learners.dqn import DQNAgent
 
@@ -95,14 +96,60 @@ class BatchedTrainer(SerialTrainer):
             for k in range(len(self._linear_idx))
         ]
 
-    def _clip_each(self, agents: list[DQNAgent]) -> None:
-        """``clip_grad_norm_`` applied to each agent separately, with two fused kernels."""
-        grads = [[p.grad for p in a.online.parameters()] for a in agents]
-        flat = [g for gs in grads for g in gs]
-        norms = torch.stack(torch._foreach_norm(flat)).view(len(agents), -1)
-        total = torch.linalg.vector_norm(norms, dim=1)  # each agent's global grad norm
+    def _clipped_grads(self, stacked_grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each agent's ``clip_grad_norm_``, on the stacked gradients, then split per agent."""
+        n = stacked_grads[0].shape[0]
+        norms = torch.stack(
+            [torch.linalg.vector_norm(g.reshape(n, -1), dim=1) for g in stacked_grads]
+        )
+        total = torch.linalg.vector_norm(norms, dim=0)  # each agent's global gradient norm
         coef = (self.clip / (total + 1e-6)).clamp(max=1.0)
-        torch._foreach_mul_(flat, [coef[i] for i, gs in enumerate(grads) for _ in gs])
+        # contiguous(): the gradient of a transposed weight comes back transposed, and the fused
+        # Adam kernel needs gradients laid out like their parameters.
+        per_param = [
+            (g * coef.view(-1, *([1] * (g.dim() - 1)))).contiguous().unbind(0)
+            for g in stacked_grads
+        ]
+        # agent-major order, matching _params()
+        return [per_param[k][i] for i in range(n) for k in range(len(stacked_grads))]
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for a in self.agents for w, b in self._layers(a, target=False) for p in (w, b)]
+
+    def _adam_step(self, grads: list[torch.Tensor]) -> None:
+        """Every agent's own Adam step, run as one fused kernel over all agents' tensors.
+
+        Each agent keeps its own optimiser and state (moments, step counts); Adam is
+        elementwise, so one fused call over the concatenated lists equals N separate steps.
+        The first call goes through each optimiser so that it creates its state.
+        """
+        params = self._params()
+        if any(p not in a.optimizer.state for a in self.agents for p in a.online.parameters()):
+            for p, g in zip(params, grads):
+                p.grad = g
+            for a in self.agents:
+                a.optimizer.step()
+                a.optimizer.zero_grad(set_to_none=True)
+            return
+        states = [a.optimizer.state[p] for a in self.agents for p in a.online.parameters()]
+        group = self.agents[0].optimizer.param_groups[0]
+        beta1, beta2 = group["betas"]
+        adam(
+            params,
+            grads,
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [],
+            [s["step"] for s in states],
+            fused=True,
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=False,
+        )
 
     def _target_stack(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         # Target nets change only at syncs (every target_update updates): restack only then.
@@ -127,13 +174,11 @@ class BatchedTrainer(SerialTrainer):
             target = rewards + self.gamma * not_terminal * next_q
         q = self._forward(online, obs).gather(2, actions[..., None]).squeeze(2)
         losses = F.huber_loss(q, target, reduction="none", delta=self.delta).mean(dim=1)
+        # Gradients w.r.t. the stacked parameters: agent i's slice only depends on losses[i].
+        stacked = [t for wb in online for t in wb]
+        grads = torch.autograd.grad(losses.sum(), stacked)
+        self._adam_step(self._clipped_grads(list(grads)))
         for a in agents:
-            for p in a.online.parameters():
-                p.grad = None
-        losses.sum().backward()  # agent i's gradient only depends on losses[i]
-        self._clip_each(agents)
-        for a in agents:
-            a.optimizer.step()
             a.updates += 1
             if a.updates % a.cfg.target_update == 0:
                 a.target.load_state_dict(a.online.state_dict())

@@ -67,13 +67,14 @@ def worker_layout(
     served first (that is what the flag asks for): K = min(agents, budget) agent
     workers (or ``--agent-workers``), and what is left runs episodes side by side.
     """
+    notes = []
+    if agent_workers is not None and not parallel_policy:
+        notes.append("--agent-workers has no effect without --parallel-policy")
     if jobs <= 1:
-        notes = []
         if parallel_policy:
             notes.append("--parallel-policy needs --jobs >= 2; running agents in-process")
         return Layout(1, 1, max(jobs, 1), notes)
     budget = WorkerBudget(jobs)
-    notes = []
     if budget.total < jobs:
         notes.append(f"--jobs {jobs} capped to the {budget.total} cores available")
     if parallel_policy:

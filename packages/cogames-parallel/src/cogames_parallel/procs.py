@@ -29,6 +29,8 @@ def worker_setup() -> None:
     worker if its parent dies without cleaning up, so no orphan survives a crash.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a forked child inherits its parent's handlers; a worker just dies on SIGTERM
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)

@@ -108,8 +108,11 @@ def _episode_worker_main(conn, agent_workers: int) -> None:
     worker_setup()
     engine = EpisodeEngine(agent_workers)
 
+    me = os.getpid()
+
     def _term(signum, frame):  # the main process is tearing down: take our agents with us
-        engine.terminate()
+        if os.getpid() == me:  # not in a freshly forked agent worker that inherited this
+            engine.terminate()
         os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, _term)

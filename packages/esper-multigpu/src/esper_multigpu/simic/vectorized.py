@@ -226,7 +226,8 @@ class VectorizedTrainer:
         returns = np.zeros(n)
         event_counts: dict[str, int] = {}
         prev_acc = np.zeros(n)
-        fossil_bonus: list[float | None] = [None] * n
+        prev_phi = np.zeros(n)
+        fossilized = np.zeros(n)
         n_groups = len({self.env_groups[e.index] for e in envs})
         t0 = time.perf_counter()
         with make_executor(n_groups, kind="thread") as executor:
@@ -234,21 +235,7 @@ class VectorizedTrainer:
                 epoch_records = self.run_epoch(envs, executor)
                 rewards, parts = np.zeros(n), [None] * n
                 if epoch > 1:
-                    for k, env in enumerate(envs):
-                        contribs = {
-                            name: s.state.telemetry.contribution
-                            for name, s in env.model.slots.items()
-                            if s.stage in (SeedStage.BLENDING, SeedStage.PROBATIONARY)
-                        }
-                        rewards[k], parts[k] = compute_reward(
-                            prev_acc[k],
-                            env.signals.val_acc,
-                            contribs,
-                            env.signals.seed_params,
-                            env.signals.host_params,
-                            fossil_bonus[k],
-                            cfg.reward,
-                        )
+                    rewards, parts = self._rewards(envs, prev_acc, prev_phi, fossilized)
                     returns += rewards
                     controller.record_rewards(epoch - 2, rewards.astype(np.float32))
                 obs = np.stack(
@@ -261,15 +248,17 @@ class VectorizedTrainer:
                 if epoch < cfg.max_epochs:
                     masks = [action_masks(dict(e.model.slots), e.model.enabled_slots) for e in envs]
                     actions = controller.act(obs, masks)
-                fossil_bonus = [None] * n
+                fossilized[:] = 0.0
                 for k, env in enumerate(envs):
+                    # Phi of the state the action is chosen in (before it culls or fossilises)
+                    prev_phi[k] = self._on_trial(env)
                     events = list(epoch_records[k]["events"])
                     for action in actions[k]:
                         new = env.apply(action)
                         events.extend(new)
                         for ev in new:
                             if ev["event"] == "fossilized":
-                                fossil_bonus[k] = (fossil_bonus[k] or 0.0) + ev["contribution"]
+                                fossilized[k] += ev["contribution"]
                     self._emit_epoch(
                         sink,
                         batch,
@@ -306,6 +295,34 @@ class VectorizedTrainer:
             env_epochs_per_s=n * cfg.max_epochs / wall,
             ppo=ppo_stats,
         )
+
+    @staticmethod
+    def _on_trial(env: MorphoEnv) -> float:
+        """Phi: the summed counterfactual contribution of the env's seeds on trial."""
+        return float(
+            sum(
+                s.state.telemetry.contribution
+                for s in env.model.slots.values()
+                if s.stage in (SeedStage.BLENDING, SeedStage.PROBATIONARY)
+            )
+        )
+
+    def _rewards(self, envs, prev_acc, prev_phi, fossilized) -> tuple[np.ndarray, list[dict]]:
+        """The reward of each env's previous action, now that its next epoch has been seen."""
+        rewards, parts = np.zeros(len(envs)), []
+        for k, env in enumerate(envs):
+            rewards[k], p = compute_reward(
+                prev_acc[k],
+                env.signals.val_acc,
+                prev_phi[k],
+                self._on_trial(env),
+                env.signals.seed_params,
+                env.signals.host_params,
+                fossilized[k],
+                self.cfg.reward,
+            )
+            parts.append(p)
+        return rewards, parts
 
     def _emit_epoch(
         self, sink, batch, env: MorphoEnv, epoch, actions, reward, parts, events

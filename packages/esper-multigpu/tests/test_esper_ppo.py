@@ -125,18 +125,30 @@ def test_running_mean_std_matches_numpy():
 
 
 def test_reward_components():
-    cfg = RewardConfig(acc_weight=10, contrib_weight=5, rent=0.1, fossilize_bonus=2)
+    cfg = RewardConfig(acc_weight=10, contrib_weight=5, rent=0.1)
     r, parts = compute_reward(
         0.5,
         0.6,
-        {"mid": 0.02},
+        0.02,
+        0.05,
         seed_params=100,
         host_params=100,
         fossilized_contribution=0.03,
         config=cfg,
     )
     assert parts["accuracy"] == pytest.approx(1.0)
-    assert parts["contribution"] == pytest.approx(0.1)
+    assert parts["contribution"] == pytest.approx(5 * 0.03)
+    assert parts["fossilize"] == pytest.approx(5 * 0.03)
     assert parts["rent"] == pytest.approx(-0.1 * math.log(2))
-    assert parts["fossilize"] == pytest.approx(0.06)
     assert r == pytest.approx(sum(parts.values()))
+
+
+def test_reward_shaping_cannot_be_farmed_and_fossilising_keeps_credit():
+    cfg = RewardConfig(acc_weight=0.0, contrib_weight=1.0, rent=0.0)
+    # a seed whose contribution stays 0.1 while it waits on trial earns nothing per step
+    assert compute_reward(0.9, 0.9, 0.1, 0.1, 0, 100, 0.0, cfg)[0] == 0.0
+    # fossilising it: it leaves Phi (-0.1) and banks its contribution (+0.1)
+    assert compute_reward(0.9, 0.9, 0.1, 0.0, 0, 100, 0.1, cfg)[0] == pytest.approx(0.0)
+    # culling it gives the credit back; culling a harmful seed earns
+    assert compute_reward(0.9, 0.9, 0.1, 0.0, 0, 100, 0.0, cfg)[0] == pytest.approx(-0.1)
+    assert compute_reward(0.9, 0.9, -0.05, 0.0, 0, 100, 0.0, cfg)[0] == pytest.approx(0.05)
