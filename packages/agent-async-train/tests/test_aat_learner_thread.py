@@ -82,7 +82,7 @@ def test_stop_without_drain_abandons_due_rounds():
     learner.publish_steps(1000)
     time.sleep(0.02)
     learner.stop(drain=False)
-    assert not learner.alive and learner.rounds < 5
+    assert not learner.alive and learner.rounds < 50  # of 1000 due
 
 
 def test_learner_exception_is_reraised_in_main_thread():

@@ -1,5 +1,7 @@
 """Crashing policies, dying workers, timeouts, unpicklable policies: reported, never zeroed."""
 
+import time
+
 import pytest
 
 from cogames_parallel.evaluate import evaluate, make_plan
@@ -97,3 +99,19 @@ def test_worker_safe_false_policy_stays_in_process(helpers, capsys):
     par = evaluate(["harvest.open"], [spec], jobs=2, **KW)
     assert "MainOnlyPolicy sets worker_safe = False" in capsys.readouterr().err
     assert to_json(par) == to_json(serial) and par["failed"] == []
+
+
+def test_hung_policy_on_agent_workers_only_times_out(helpers):
+    # sleeps 60 s at step 2 of every episode: with agent workers the step times out,
+    # the stuck worker is replaced at episode end, and the next episode runs normally
+    t0 = time.perf_counter()
+    data = evaluate(
+        ["harvest.open"],
+        ["random", f"class={helpers}:SlowPolicy,kw.ms=60000,kw.every=2"],
+        jobs=2,
+        parallel_policy=True,
+        **{**KW, "steps": 3, "action_timeout_ms": 100},
+    )
+    assert time.perf_counter() - t0 < 30
+    assert data["failed"] == []
+    assert data["policy_stats"]["harvest.open+small"]["SlowPolicy"]["timeouts"] >= 3 * 2

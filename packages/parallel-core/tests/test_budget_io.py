@@ -62,3 +62,24 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path):
             raise RuntimeError("crash mid-write")
     assert target.read_text() == "finished result"
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    fresh = tmp_path / "fresh.json"
+    with atomic_write(fresh, "w") as f:
+        f.write("{}")
+    assert fresh.stat().st_mode & 0o777 == 0o666 & ~_current_umask()
+    kept = tmp_path / "kept.json"
+    kept.write_text("old")
+    kept.chmod(0o640)
+    with atomic_write(kept, "w") as f:
+        f.write("new")
+    assert kept.stat().st_mode & 0o777 == 0o640
+
+
+def _current_umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

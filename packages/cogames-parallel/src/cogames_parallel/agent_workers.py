@@ -205,6 +205,7 @@ class WorkerAgents:
         self.groups: list[list[int]] = []
         self.timeout_s = 0.0
         self.tag: Any = None
+        self.outstanding = [0] * n_workers  # requests sent minus answers read, per worker
 
     def begin(self, task: EvalTask, env_info: PolicyEnvInfo) -> None:
         from parallel_core.mpi import partition
@@ -219,6 +220,7 @@ class WorkerAgents:
         for i, slots in enumerate(self.groups):
             self.pool.ensure(i)
             self.pool.conns[i].send(("begin", tag, task, env_info, slots))
+            self.outstanding[i] += 1
         # building policies may take a while (imports, weights): no deadline here
         self._gather(list(range(len(self.groups))), tag, deadline=None)
 
@@ -242,6 +244,7 @@ class WorkerAgents:
                         reply = obj.recv()
                     except (EOFError, OSError):
                         self._died(i)
+                    self.outstanding[i] -= 1
                     if reply[1] != tag:
                         continue  # answer to a step we already gave up on
                     if reply[0] == "error":
@@ -279,6 +282,7 @@ class WorkerAgents:
             s, o = per_worker[i]
             payload = np.stack([np.asarray(x) for x in o]) if _stackable(o) else o
             self.pool.conns[i].send(("step", tag, s, payload))
+            self.outstanding[i] += 1
         deadline = None
         if self.timeout_s > 0:
             # a group computes its agents one after another; small slack for the pipes
@@ -293,7 +297,26 @@ class WorkerAgents:
         return actions, timed_out
 
     def end(self) -> None:
-        pass
+        """Drain late answers; a worker still busy on a timed-out step is restarted.
+
+        Without this, a policy stuck in an endless computation would block the next
+        episode's ``begin`` forever; its replacement rebuilds the policy from the spec.
+        """
+        deadline = time.perf_counter() + max(0.05, self.timeout_s)
+        for i, pending in enumerate(self.outstanding):
+            conn = self.pool.conns[i]
+            while pending > 0 and conn is not None:
+                try:
+                    if not conn.poll(max(0.0, deadline - time.perf_counter())):
+                        break
+                    conn.recv()
+                except (EOFError, OSError):
+                    break
+                pending -= 1
+            if pending > 0 and self.pool.procs[i] is not None:
+                stop_process(self.pool.procs[i], conn, grace=0.0)
+                self.pool.procs[i] = self.pool.conns[i] = None
+            self.outstanding[i] = 0
 
     def close(self) -> None:
         self.pool.close()

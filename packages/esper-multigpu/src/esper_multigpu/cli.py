@@ -95,7 +95,7 @@ def _train_flags(p: argparse.ArgumentParser, mode: str) -> None:
         q.add_argument(
             "--policy-device", help="device of the policy network (default: the first of --devices)"
         )
-        q.add_argument("--lr", type=float, help="policy learning rate (default 3e-4)")
+        q.add_argument("--lr", type=float, help="policy learning rate (default 1e-3)")
         q.add_argument(
             "--save", metavar="CKPT", help="save the policy after every batch (atomically)"
         )

@@ -30,7 +30,7 @@ def format_batch(rec: dict, n_batches: int) -> str:
     )
     if rec.get("ppo"):
         p = rec["ppo"]
-        line += f" | kl {p['approx_kl']:.4f} ent {p['entropy']:.2f}"
+        line += f" | kl {p['approx_kl']:.1e} ent {p['entropy']:.2f}"
     return line
 
 

@@ -19,13 +19,13 @@ from .normalizer import RunningMeanStd
 
 @dataclass(frozen=True)
 class PPOConfig:
-    lr: float = 3e-4
+    lr: float = 1e-3
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip: float = 0.2
     vf_coef: float = 0.5
     ent_coef: float = 0.01
-    update_epochs: int = 4
+    update_epochs: int = 8
     minibatch_envs: int = 4
     target_kl: float = 0.03
     max_grad_norm: float = 0.5
