@@ -103,3 +103,15 @@ def test_batched_training_gradient_of_one_agent_ignores_the_others():
     for i in range(3):
         for p, q in zip(a[i].online.parameters(), b[i].online.parameters()):
             assert torch.equal(p, q)
+
+
+def test_snapshot_layout_matches_stack_module_state():
+    from torch.func import stack_module_state
+
+    ag = population()
+    reference, _ = stack_module_state([a.online for a in ag])
+    snap = make_snapshot(ag, 7)
+    assert snap.version == 7 and list(snap.stacked) == list(reference)
+    for name, value in reference.items():
+        assert torch.equal(snap.stacked[name], value.detach())
+        assert not snap.stacked[name].requires_grad

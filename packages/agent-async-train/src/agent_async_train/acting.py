@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, stack_module_state
+from torch.func import functional_call
 
 from .learners.dqn import DQNAgent
 
@@ -42,9 +42,16 @@ class PolicySnapshot:
 
 @torch.no_grad()
 def make_snapshot(agents: list[DQNAgent], version: int) -> PolicySnapshot:
-    """Copy the agents' current online parameters into a new snapshot."""
-    params, _buffers = stack_module_state([a.online for a in agents])
-    return PolicySnapshot(version, {k: v.detach() for k, v in params.items()})
+    """Copy the agents' current online parameters into a new snapshot.
+
+    Same result as ``torch.func.stack_module_state`` (detached), with one ``torch.stack``
+    per parameter name and no module traversal: the learner does this after every round.
+    """
+    named = [a.named_params for a in agents]
+    return PolicySnapshot(
+        version,
+        {name: torch.stack([n[k][1] for n in named]) for k, (name, _) in enumerate(named[0])},
+    )
 
 
 def _as_float(obs: np.ndarray) -> torch.Tensor:

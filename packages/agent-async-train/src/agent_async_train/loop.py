@@ -77,9 +77,8 @@ class Experiment:
         self.history: list[dict] = []
         self.timers = Timers()
         self.learner: BackgroundLearner | None = None
-        self._snapshot: PolicySnapshot | None = (
-            None  # inline batched acting: rebuilt after training
-        )
+        # Inline batched acting reads a snapshot too; it is rebuilt after each training round.
+        self._snapshot: PolicySnapshot | None = None
         self._eval_game: Game | None = None
 
     # -- setup / teardown ---------------------------------------------------------------

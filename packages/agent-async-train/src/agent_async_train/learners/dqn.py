@@ -83,6 +83,8 @@ class DQNAgent:
         self.generator = torch.Generator().manual_seed(_seed_from(init_ss))
         self.online = QNetwork(obs_dim, num_actions, cfg.hidden, self.generator)
         self.target = copy.deepcopy(self.online)
+        # The Parameter objects live as long as the agent (updates and loads are in place).
+        self.named_params = list(self.online.named_parameters())
         self.target.requires_grad_(False)
         # The fused kernel is ~3x faster than the default per-tensor Adam for these small nets.
         self.optimizer = torch.optim.Adam(self.online.parameters(), lr=cfg.lr, fused=True)
