@@ -46,8 +46,6 @@ def child(mode: str, args: argparse.Namespace) -> dict:
     from agent_async_train.loop import Experiment
 
     torch.set_num_threads(1)
-    if os.environ.get("SWI"):
-        sys.setswitchinterval(float(os.environ["SWI"]))
     cfg = Config()
     cfg.game.agents = args.agents
     cfg.run.seed = args.seed

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
@@ -54,6 +55,16 @@ def make_snapshot(agents: list[DQNAgent], version: int) -> PolicySnapshot:
     )
 
 
+def _linear_layers(agent: DQNAgent) -> list[tuple[str, bool]]:
+    """QNetwork's linear layers in order, with whether a ReLU follows each."""
+    mods = list(agent.online.net)
+    return [
+        (f"net.{i}", i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU))
+        for i, m in enumerate(mods)
+        if isinstance(m, nn.Linear)
+    ]
+
+
 def _as_float(obs: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(obs).to(torch.float32)
 
@@ -63,9 +74,7 @@ class LoopActor:
 
     def __init__(self, agents: list[DQNAgent]):
         self.agents = agents
-        # functional_call swaps tensors into the module it is given, so snapshots run through
-        # parameter-free (meta) copies: never through the live nets a learner thread trains.
-        self._templates = [copy.deepcopy(a.online).to("meta") for a in agents]
+        self._layers = _linear_layers(agents[0])
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray, snapshot: PolicySnapshot | None) -> torch.Tensor:
@@ -75,7 +84,14 @@ class LoopActor:
     def _q(self, i: int, x: torch.Tensor, snapshot: PolicySnapshot | None) -> torch.Tensor:
         if snapshot is None:  # live parameters (synchronous mode only)
             return self.agents[i].online(x)
-        return functional_call(self._templates[i], snapshot.per_agent[i], (x,))
+        # The snapshot's tensors through the same F.linear calls as QNetwork.forward (so the
+        # result is bit-identical), never through the live modules a learner thread trains.
+        p = snapshot.per_agent[i]
+        for name, relu in self._layers:
+            x = F.linear(x, p[name + ".weight"], p[name + ".bias"])
+            if relu:
+                x = torch.relu(x)
+        return x
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, epsilon: float, snapshot: PolicySnapshot | None) -> np.ndarray:
@@ -111,13 +127,7 @@ class BatchedActor:
         self.method = method
         template = copy.deepcopy(agents[0].online).to("meta")
         self._vmapped = torch.vmap(lambda p, x: functional_call(template, p, (x,)))
-        # Linear layers in order, with whether a ReLU follows (QNetwork's layout).
-        mods = list(agents[0].online.net)
-        self._layers = [
-            (f"net.{i}", i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU))
-            for i, m in enumerate(mods)
-            if isinstance(m, nn.Linear)
-        ]
+        self._layers = _linear_layers(agents[0])
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray, snapshot: PolicySnapshot) -> torch.Tensor:
