@@ -2,7 +2,7 @@
 #
 #   docker build -t parallel-rl .
 #   docker run --gpus all parallel-rl esper train ppo --devices cuda:0
-#   docker run parallel-rl mpirun -n 4 empo-prior --world corridor
+#   docker run parallel-rl mpirun -n 4 empo-prior --world large
 #   apptainer build parallel-rl.sif docker-daemon://parallel-rl:latest
 #   apptainer exec --nv parallel-rl.sif mpirun -n 2 empo-prior
 #

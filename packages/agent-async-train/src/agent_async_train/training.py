@@ -16,13 +16,13 @@ how a round's independent per-agent updates are executed:
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.adam import adam
+
+from parallel_core.pools import make_executor
 
 from .learners.dqn import DQNAgent
 
@@ -49,13 +49,8 @@ class ThreadedTrainer(SerialTrainer):
 
     def __init__(self, agents: list[DQNAgent], workers: int):
         super().__init__(agents)
-        # Each pool thread adopts our torch thread count (it is per OS thread; see learner_thread).
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(1, workers),
-            thread_name_prefix="train",
-            initializer=torch.set_num_threads,
-            initargs=(torch.get_num_threads(),),
-        )
+        # parallel-core's thread pools adopt our torch thread count (it is per OS thread).
+        self._pool = make_executor(max(1, workers), kind="thread")
 
     def round(self) -> list[float]:
         return list(self._pool.map(DQNAgent.train_step, self.agents))

@@ -105,6 +105,21 @@ def _worker_init(user_initializer: Callable | None, initargs: tuple) -> None:
         user_initializer(*initargs)
 
 
+def _thread_init(torch_threads: int | None, user_initializer: Callable | None, initargs: tuple) -> None:
+    # torch's intra-op thread count is per OS thread: a new thread would start with one
+    # thread per core and oversubscribe them, so it adopts its creator's setting.
+    torch = sys.modules.get("torch")
+    if torch is not None and torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    if user_initializer is not None:
+        user_initializer(*initargs)
+
+
+def _current_torch_threads() -> int | None:
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
 class SerialExecutor(cf.Executor):
     """An executor that runs each task at ``submit`` time, in this process."""
 
@@ -167,12 +182,17 @@ def make_executor(
 
     ``kind="process"`` uses :func:`choose_start_method` (unless ``mp_context`` is given)
     and runs :func:`limit_worker_threads` in each worker before ``initializer``;
-    ``kind="thread"`` gives a ``ThreadPoolExecutor`` (for work that releases the GIL).
+    ``kind="thread"`` gives a ``ThreadPoolExecutor`` (for work that releases the GIL,
+    such as torch ops) whose threads keep the caller's torch thread count.
     """
     if workers <= 1:
         return SerialExecutor(initializer, initargs)
     if kind == "thread":
-        return cf.ThreadPoolExecutor(workers, initializer=initializer, initargs=initargs)
+        return cf.ThreadPoolExecutor(
+            workers,
+            initializer=_thread_init,
+            initargs=(_current_torch_threads(), initializer, initargs),
+        )
     if kind != "process":
         raise ValueError(f"executor kind must be 'process' or 'thread', got {kind!r}")
     if mp_context is None:
