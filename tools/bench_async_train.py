@@ -119,6 +119,16 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(child(args.child, args)))
         return 0
+    from agent_async_train.config import Config, ConfigError, parse_override, set_key, validate
+
+    try:  # reject a bad override here, in one line, instead of a traceback from every child
+        cfg = Config()
+        for item in args.overrides:
+            set_key(cfg, *parse_override(item))
+        validate(cfg)
+    except ConfigError as err:
+        print(f"bench_async_train: error: {err}", file=sys.stderr)
+        return 2
     from rich.console import Console
     from rich.table import Table
 

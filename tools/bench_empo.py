@@ -145,6 +145,9 @@ def main() -> int:
         child(world, int(steps) or None, int(workers))
         return 0
 
+    unknown = [x for x in args.sizes.split(",") if x not in SIZES]
+    if unknown:
+        p.error(f"unknown size(s) {unknown}; choose from {','.join(SIZES)}")
     modes = [
         ("serial", 1, 1),
         (f"local x{args.workers}", 1, args.workers),
@@ -185,7 +188,10 @@ def main() -> int:
             entry["reference"] = ref
         results["sizes"][size] = entry
 
-    Path(args.output).write_text(json.dumps(results, indent=2))
+    from parallel_core.io import atomic_write
+
+    with atomic_write(args.output, "w") as fh:  # a finished results file is never half-written
+        fh.write(json.dumps(results, indent=2))
     _table(results)
     print(f"wrote {args.output}")
     return 0

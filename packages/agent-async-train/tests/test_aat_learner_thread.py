@@ -115,3 +115,22 @@ def test_collector_blocks_without_busy_wait_while_learner_is_slow():
     assert cpu < 0.5 * wall  # sleeping on a condition, not spinning
     learner.stop()
     assert trainer.calls == 5
+
+
+def test_paused_learner_never_shows_a_round_without_its_count():
+    """A checkpoint (``paused()``) must see ``rounds`` equal to the rounds actually trained."""
+    trainer = FakeTrainer(delay=0.05)
+    learner = BackgroundLearner(trainer, UpdateSchedule(1.0, 1, 0)).start()
+    learner.publish_steps(1)
+    time.sleep(0.01)  # the learner is inside its round
+    with learner._cond:  # keep the learner from taking the condition after its round
+        time.sleep(0.2)  # the round has finished by now
+        paused = learner.train_lock.acquire(timeout=0.2)
+        seen = (learner.rounds, trainer.calls)
+        if paused:
+            learner.train_lock.release()
+    if paused:  # the learner let go of train_lock before counting the round
+        assert seen[0] == seen[1], f"checkpoint would save {seen[0]} rounds after {seen[1]}"
+    with learner.paused():
+        assert learner.rounds == trainer.calls == 1
+    learner.stop()

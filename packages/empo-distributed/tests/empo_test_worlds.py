@@ -169,3 +169,21 @@ def make_dying(max_steps=None):
     return DyingRankWorld(
         n_agents=2, n_actions=3, humans=(0,), robots=(1,), max_steps=max_steps or 6
     )
+
+
+class InterruptedWorld(ChainWorld):
+    """The user presses Ctrl-C while the DAG is being built (SIGINT to this process)."""
+
+    def transition_probabilities(self, state, actions):
+        if state[0] >= 1:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().transition_probabilities(state, actions)
+
+    def goal_generator(self):
+        return Goals([1])
+
+
+def make_interrupted():
+    return InterruptedWorld(max_steps=3)

@@ -110,3 +110,77 @@ def test_workers_flag_gives_identical_file(tmp_path):
     za, zb = np.load(a), np.load(b)
     for key in ("states", "terminal", "policy", "values", "goal_ids"):
         np.testing.assert_array_equal(za[key], zb[key])
+
+
+def test_output_directory_is_rejected_before_the_run(tmp_path):
+    r = run("--world", "tiny", "--output", str(tmp_path))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"empo-prior: error: --output {tmp_path} is a directory; give a file name such as "
+        f"{tmp_path / 'prior.npz'}"
+    ]
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = run("--world", "tiny", "--output", str(blocker / "prior.npz"), "--quiet")
+    assert r.returncode == 2 and r.stderr.startswith("empo-prior: error: --output ")
+    assert "Traceback" not in r.stderr and blocker.read_text() == "x"
+
+
+def test_world_factory_that_raises_is_one_line_exit_2(tmp_path):
+    factory = tmp_path / "myworld.py"
+    factory.write_text("def make():\n    raise RuntimeError('no such level')\n")
+    r = run("--world", f"{factory}:make", "--quiet")
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        f"empo-prior: error: world factory '{factory}:make' failed: RuntimeError: no such level"
+    )
+
+
+def test_ctrl_c_is_one_line_exit_130(tmp_path):
+    out = tmp_path / "prior.npz"
+    r = run("--world", f"{WORLDS}:make_interrupted", "--quiet", "--output", str(out))
+    assert r.returncode == 130
+    assert r.stderr.strip() == "empo-prior: interrupted; worker processes stopped"
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_max_steps_for_a_factory_without_it_is_an_error_not_ignored():
+    r = run("--world", f"{WORLDS}:make_bad_prob", "--max-steps", "3", "--quiet")
+    assert r.returncode == 2
+    assert "takes no max_steps argument" in r.stderr and "Traceback" not in r.stderr
+
+
+SIGTERM_DURING_PHASE1 = """
+import os, signal, sys
+from empo_distributed import cli, phase1
+
+phase1._LocalRunner.MIN_PARALLEL_WORK = 1  # start the worker pool and /dev/shm arrays at once
+phase1._LocalRunner.MIN_CHUNK = 1
+run = phase1._LocalRunner.run
+
+def run_then_terminated(self, idx):
+    run(self, idx)
+    if self.shared is not None:
+        print(self.shared.dir, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+phase1._LocalRunner.run = run_then_terminated
+sys.argv[1:] = ["--world", "tiny", "--workers", "2", "--quiet", "--output", sys.argv[1]]
+sys.exit(cli.main())
+"""
+
+
+def test_sigterm_during_phase1_removes_shared_files(tmp_path):
+    out = tmp_path / "prior.npz"
+    r = subprocess.run(
+        [sys.executable, "-c", SIGTERM_DURING_PHASE1, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PARALLEL_CORE_MPI="0"),
+    )
+    assert r.returncode == 143, r.stderr
+    assert r.stderr.strip() == "empo-prior: terminated"
+    shared_dir = r.stdout.split()[0]
+    assert not os.path.exists(shared_dir)  # no leftover shared-memory files
+    assert not out.exists() and not list(tmp_path.iterdir())

@@ -129,3 +129,17 @@ def test_save_load_with_non_integer_states(tmp_path):
     assert back.states == [("n", 0), ("n", 1), ("n", 2), ("n", 3), ("n", 4)]
     assert back.value(("n", 0), 0, 0) == prior.value(("n", 0), 0, 0) == 1.0
     assert back(("n", 4), 0) is None  # terminal
+
+
+def test_loaded_prior_answers_for_a_fresh_goal_object(tmp_path):
+    from empo_distributed import compute_human_policy_prior, load_prior, load_world
+
+    world = load_world("tiny")
+    prior = compute_human_policy_prior(world, [0], world.goal_generator())
+    prior.save(tmp_path / "p.npz")
+    back = load_prior(tmp_path / "p.npz")
+    root = back.states[0]
+    goals = [g for g, _ in world.goal_generator().generate(root, 0)]  # new objects, no goal_id
+    assert goals and all(g.goal_id is None for g in goals)
+    for g in goals:
+        np.testing.assert_array_equal(back(root, 0, g), prior(root, 0, g))

@@ -59,3 +59,17 @@ def test_mpi_dag_identical_on_all_ranks():
     dag = build_dag(load_world("contest"), ctx=ctx)
     digest = (tuple(dag.states), dag.succ.tobytes(), dag.probs.tobytes())
     assert all(d == digest for d in ctx.allgather(digest))
+
+
+def test_mpi_user_believed_others_policy_equals_serial():
+    from empo_test_worlds import ChainWorld, Goals, needs_partner_still
+    from test_phase1_exact import partner_stays
+
+    ctx, local = _ctx()
+    world = ChainWorld(n_agents=2, humans=(0, 1), max_steps=3, rule=needs_partner_still)
+    kw = dict(believed_others_policy=partner_stays, beta_h=10.0, gamma_h=0.9)
+    dist = compute_human_policy_prior(world, [0, 1], Goals([1, 2]), ctx=ctx, **kw)
+    serial = compute_human_policy_prior(world, [0, 1], Goals([1, 2]), ctx=local, **kw)
+    np.testing.assert_array_equal(dist.values, serial.values)
+    np.testing.assert_array_equal(dist.policy, serial.policy)
+    assert dist.value((0, 0, 0), 0, 0) == serial.value((0, 0, 0), 0, 0) > 0

@@ -209,6 +209,13 @@ def validate(cfg: Config) -> None:
         (d.lr > 0, "dqn.lr must be > 0"),
         (d.target_update >= 1, "dqn.target_update must be >= 1"),
         (
+            0 <= d.eps_end <= 1 and 0 <= d.eps_start <= 1,
+            "dqn.eps_start and dqn.eps_end must be in [0, 1]",
+        ),
+        (d.eps_decay_steps >= 0, "dqn.eps_decay_steps must be >= 0"),
+        (d.learning_starts >= 0, "dqn.learning_starts must be >= 0"),
+        (d.huber_delta > 0 and d.grad_clip > 0, "dqn.huber_delta and dqn.grad_clip must be > 0"),
+        (
             all(isinstance(h, int) and h > 0 for h in d.hidden),
             "dqn.hidden must be a list of positive integers",
         ),
@@ -221,6 +228,7 @@ def validate(cfg: Config) -> None:
             "run.eval_every and run.checkpoint_every must be >= 1",
         ),
         (r.torch_threads >= 1, "run.torch_threads must be >= 1"),
+        (r.eval_episodes >= 1, "run.eval_episodes must be >= 1"),
     ]
     for ok, message in checks:
         if not ok:

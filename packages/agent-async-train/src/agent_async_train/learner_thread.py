@@ -141,10 +141,13 @@ class BackgroundLearner:
                     if done % self.snapshot_interval == 0:
                         self.snapshot = make_snapshot(self.agents, done)  # atomic reference swap
                     self.busy_time += time.perf_counter() - t0
-                with self._cond:
-                    self.losses.append(sum(losses) / len(losses))
-                    self.rounds = done
-                    self._cond.notify_all()  # the collector may be waiting for capacity
+                    # Count the round before releasing train_lock: a checkpoint taken in
+                    # paused() must never see a round's weights without its count.
+                    # (Lock order is always train_lock -> _cond; nobody takes the reverse.)
+                    with self._cond:
+                        self.losses.append(sum(losses) / len(losses))
+                        self.rounds = done
+                        self._cond.notify_all()  # the collector may be waiting for capacity
         except BaseException as err:  # noqa: BLE001 - handed to the main thread
             err.add_note("(raised in the background learner thread)")
             with self._cond:

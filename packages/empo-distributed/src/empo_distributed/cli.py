@@ -86,6 +86,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``empo-prior`` argument parser (usage errors: one line, exit code 2)."""
     p = _Parser(
         prog="empo-prior",
         description="EMPO Phase 1: build the state DAG of a world and compute the goal-conditioned "
@@ -200,11 +201,37 @@ def _err(ctx, message: str) -> int:
     return 2
 
 
+def _terminated(signum, frame) -> None:
+    print("empo-prior: terminated", file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
+
+
+def _output_problem(path: str) -> str | None:
+    """Why ``--output path`` cannot be written (one line), or None when it looks writable."""
+    import os
+    from pathlib import Path
+
+    target = Path(path)
+    if target.is_dir():
+        return f"--output {path} is a directory; give a file name such as {target / 'prior.npz'}"
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:  # missing folders are created
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"--output {path}: {parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"--output {path}: no permission to write in {parent}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``empo-prior`` with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(args_list)
     if argv is None and hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `empo-prior | head` ends quietly
+    if argv is None:  # `kill`, a batch scheduler's time limit: unwind, so pools stop and the
+        signal.signal(signal.SIGTERM, _terminated)  # shared-memory files in /dev/shm are removed
 
     from .worlds import list_worlds
 
@@ -221,8 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     if code is not None:
         return code
     ctx = get_context()
-    with ctx.abort_on_error():
-        return _run(args, ctx)
+    try:
+        with ctx.abort_on_error():
+            return _run(args, ctx)
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback; pools and shared files are closed
+        print("empo-prior: interrupted; worker processes stopped", file=sys.stderr)
+        return 130
 
 
 def _run(args, ctx) -> int:
@@ -240,6 +271,11 @@ def _run(args, ctx) -> int:
             ctx,
             f"world {args.world!r} has no goal_generator() method; the CLI needs one to enumerate goals",
         )
+    # Check --output before the (possibly long) run; rank 0 decides for every rank.
+    problem = _output_problem(args.output) if (args.output and ctx.is_root) else None
+    problem = ctx.bcast(problem)
+    if problem:
+        return _err(ctx, problem)
     workers = args.workers if args.workers > 0 else ctx.local_workers
     quiet = args.quiet or not ctx.is_root
     progress = _PhaseProgress(quiet, (getattr(world, "max_steps", 0) or 0) + 1)
@@ -262,6 +298,9 @@ def _run(args, ctx) -> int:
     except (WorldError, ValueError) as exc:
         progress.close()
         return _err(ctx, str(exc))
+    except BaseException:  # Ctrl-C, a dying rank: finish the bar before the message
+        progress.close()
+        raise
     progress.close()
 
     t_write = 0.0
@@ -275,7 +314,10 @@ def _run(args, ctx) -> int:
             ranks=ctx.size,
             workers=workers,
         )
-        prior.save(args.output)
+        try:
+            prior.save(args.output)
+        except OSError as exc:  # e.g. disk full, permissions changed during the run
+            return _err(ctx, f"cannot write --output {args.output}: {exc.strerror or exc}")
         t_write = time.perf_counter() - tw
     if not ctx.is_root:
         return 0

@@ -59,6 +59,7 @@ class Dag:
 
     @property
     def num_joint_actions(self) -> int:
+        """``K = num_actions ** num_agents``, the joint actions per state."""
         return self.num_actions**self.num_agents
 
     def __len__(self) -> int:
@@ -184,6 +185,11 @@ _WORKER: dict = {}
 
 
 def _init_expand_worker(world_model, joint) -> None:
+    import signal
+
+    signal.signal(
+        signal.SIGTERM, signal.SIG_DFL
+    )  # a forked worker must not inherit the CLI's handler
     _WORKER["wm"] = world_model
     _WORKER["joint"] = joint
 

@@ -214,7 +214,13 @@ _KERNEL: dict = {}
 
 
 def _init_kernel_worker(spec: dict, meta: KernelMeta, believed, states) -> None:
+    import signal
+
     from .shm import attach
+
+    signal.signal(
+        signal.SIGTERM, signal.SIG_DFL
+    )  # a forked worker must not inherit the CLI's handler
 
     _KERNEL["k"] = LevelKernel(attach(spec), meta, believed, states)
 

@@ -23,8 +23,8 @@ FORMAT_VERSION = 1
 class HumanPolicyPrior:
     """Answers ``prior(state, h, goal)`` -> action probabilities; ``prior(state, h)`` -> marginal.
 
-    ``goal`` is a goal object (matched by its ``goal_id``, else by equality) or an integer
-    goal id. The marginal weighs each goal of human ``h`` by its generator weight. For a
+    ``goal`` is a goal object (matched by its ``goal_id``, else by equality, or by its
+    ``label()`` in a loaded prior) or an integer goal id. The marginal weighs each goal of human ``h`` by its generator weight. For a
     terminal state there is no policy: ``None`` is returned.
     """
 
@@ -75,6 +75,12 @@ class HumanPolicyPrior:
             for c in cols:
                 if self.goals[c] == goal:
                     return int(c)
+        labels = self.meta.get("goal_labels")
+        if goal_id is None and self.goals is None and labels and hasattr(goal, "label"):
+            # A loaded prior has no goal objects: match a fresh goal by its stored label.
+            hit = [c for c in cols if labels[c] == goal.label()]
+            if len(hit) == 1:
+                return int(hit[0])
         hit = cols[self.goal_ids[cols] == goal_id] if goal_id is not None else cols[:0]
         if not hit.size:
             raise KeyError(f"goal {goal!r} is not a goal of human {human_agent_index}")
@@ -101,6 +107,7 @@ class HumanPolicyPrior:
         return float(self.values[self._row(state), self.goal_column(human_agent_index, goal)])
 
     def goal_labels(self) -> list[str]:
+        """Human-readable goal descriptions, in goal-column order."""
         return list(self.meta.get("goal_labels", []))
 
     def save(self, path: str | os.PathLike) -> None:

@@ -136,7 +136,8 @@ def load_world(world: str, max_steps: int | None = None):
     """A built-in world by name, a map file by path, or ``module:factory`` / ``file.py:factory``.
 
     ``factory(max_steps=None)`` (or ``factory()``) must return an EMPO world model; give it
-    a ``goal_generator()`` method for the CLI. Raises ``WorldError`` with a clear message.
+    a ``goal_generator()`` method for the CLI; ``max_steps`` given to a factory without that
+    parameter is an error, not silently ignored. Raises ``WorldError`` with a clear message.
     """
     if world in BUILTIN_MAPS:
         spec = parse_map(BUILTIN_MAPS[world][1], world)
@@ -180,7 +181,15 @@ def _load_python_world(spec: str, max_steps: int | None):
         takes_steps = "max_steps" in inspect.signature(factory).parameters
     except (TypeError, ValueError):
         takes_steps = False
-    world = factory(max_steps=max_steps) if takes_steps else factory()
+    if max_steps is not None and not takes_steps:
+        raise WorldError(
+            f"world factory {spec!r} takes no max_steps argument, so --max-steps "
+            f"{max_steps} cannot be applied; drop it or add a max_steps parameter"
+        )
+    try:
+        world = factory(max_steps=max_steps) if takes_steps else factory()
+    except Exception as exc:
+        raise WorldError(f"world factory {spec!r} failed: {type(exc).__name__}: {exc}") from None
     missing = [
         m
         for m in ("transition_probabilities", "reset", "get_state", "agents")

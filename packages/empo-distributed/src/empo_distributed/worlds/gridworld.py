@@ -203,6 +203,7 @@ class GridWorld:
         return "\n".join("".join(row) for row in grid)
 
     def goal_generator(self) -> GridGoalGenerator:
+        """The world's goals: "human h reaches goal cell c", equal weights."""
         return GridGoalGenerator(self)
 
     def __repr__(self) -> str:
