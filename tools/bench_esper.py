@@ -172,7 +172,9 @@ def main(argv=None) -> int:
         "torch": torch.__version__,
         "results": results,
     }
-    with open(args.out, "w") as f:
+    from parallel_core.io import atomic_write
+
+    with atomic_write(args.out, "w", encoding="utf-8") as f:  # never a half-written report
         json.dump(report, f, indent=2)
     from rich.console import Console
     from rich.table import Table

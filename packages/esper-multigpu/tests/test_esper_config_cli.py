@@ -133,3 +133,40 @@ def test_cifar10_never_downloads_and_reports_bad_files(tmp_path):
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["cifar-10-batches-py", "data_batch_1"]
     with pytest.raises(TaskError, match="unknown task 'mnist'"):
         load_task("mnist")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("n_envs: two\n", "n_envs must be an integer"),
+        ("devices: cpu\n", "devices must be a list"),
+        ("gates: {grad_vanish: 1e-7}\n", "gates.grad_vanish must be a number"),
+        ("env: {width: 6}\n", "width must be a positive multiple of 4"),
+        ("env: {batch_size: 0}\n", "env.batch_size must be >= 1"),
+        ("ppo: {lr: -1}\n", "ppo.lr (learning rate) must be > 0"),
+    ],
+)
+def test_bad_config_values_are_one_line_usage_errors(tmp_path, capsys, text, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    flags = [a for a in TINY if a not in ("--width", "8")]
+    assert main(["train", "ppo", "--config", str(bad), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("esper: error: ") and message in err and err.count("\n") == 1
+
+
+def test_unwritable_output_is_one_line_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    args = [
+        "train",
+        "heuristic",
+        "--devices",
+        "cpu",
+        *TINY[:-1],
+        "--telemetry-dir",
+        str(blocker / "t"),
+    ]
+    assert main(args) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the env -> device line
+    assert last.startswith("esper: error: ") and "Not a directory" in last

@@ -16,7 +16,8 @@ needs_two = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2+ C
 
 @needs_cuda
 @pytest.mark.parametrize("amp", ["off", "bf16", "fp16"])
-def test_tiny_ppo_on_cuda0(tiny_config, amp):
+def test_tiny_ppo_on_cuda0(tiny_config, amp, tmp_path):
+    from esper_multigpu.telemetry import validate_file
     from esper_multigpu.train import run_training
 
     cfg = tiny_config(
@@ -27,11 +28,18 @@ def test_tiny_ppo_on_cuda0(tiny_config, amp):
         max_epochs=5,
         task="digits",
         env={"width": 16, "batch_size": 64},
+        telemetry_dir=str(tmp_path),
     )
     lines = []
     summary, trainer = run_training(cfg, log=lines.append)
     print("\n".join(lines))
     print(json.dumps(summary["batches"]))
+    # the sink rejects non-finite numbers, so a valid file means finite losses and telemetry
+    assert validate_file(tmp_path / "ppo.jsonl")[1] == []
+    recs = [json.loads(line) for line in open(tmp_path / "ppo.jsonl")]
+    assert {r["device"] for r in recs if r["type"] == "epoch"} == {"cuda:0"}
+    # seeds were germinated and trained under this AMP mode (per-slot optimizers + scaler)
+    assert any(r["type"] == "lifecycle" and r["event"] == "germinated" for r in recs)
     for env in trainer.envs:
         assert env.amp == amp and env.stream is not None
         assert all(p.device.type == "cuda" for p in env.model.parameters())

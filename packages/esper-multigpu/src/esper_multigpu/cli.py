@@ -207,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TaskError, CheckpointError, BlueprintError) as exc:
         print(f"esper: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. an unwritable --telemetry-dir or --save path
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"esper: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("esper: interrupted; finished files are intact", file=sys.stderr)
         return 130

@@ -121,7 +121,90 @@ def build_config(
     return cfg
 
 
+#: expected JSON/YAML types of the top-level keys (None = may be null)
+_TOP_TYPES: dict[str, tuple] = {
+    "task": (str,),
+    "data_dir": (str, None),
+    "devices": (list, None),
+    "device_strategy": (str,),
+    "policy_device": (str, None),
+    "n_envs": (int,),
+    "episodes": (int,),
+    "max_epochs": (int,),
+    "slots": (list,),
+    "amp": (str,),
+    "seed": (int,),
+    "cpu_threads": (int, None),
+    "telemetry_dir": (str, None),
+    "save": (str, None),
+    "resume": (str, None),
+    "quiet": (bool,),
+}
+
+
+def _type_ok(value: object, allowed: tuple) -> bool:
+    if value is None:
+        return None in allowed
+    if isinstance(value, bool):  # YAML `true` is not a number
+        return bool in allowed
+    if isinstance(value, int) and float in allowed:
+        return True
+    return any(t is not None and isinstance(value, t) for t in allowed)
+
+
+def _type_name(allowed: tuple) -> str:
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+    names |= {list: "a list", dict: "a mapping", None: "null"}
+    return " or ".join(names.get(t, str(t)) for t in allowed)
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    """Wrong value types are usage errors (one clear line), not tracebacks later in the run."""
+    for key, allowed in _TOP_TYPES.items():
+        value = getattr(cfg, key)
+        if not _type_ok(value, allowed):
+            raise ConfigError(f"{key} must be {_type_name(allowed)}; got {value!r}")
+    for key in ("devices", "slots"):
+        items = getattr(cfg, key) or []
+        if not all(isinstance(v, str) for v in items):
+            raise ConfigError(f"{key} must be a list of strings; got {items!r}")
+    for section, cls in _NESTED.items():
+        current, defaults = getattr(cfg, section), cls()
+        for f in dataclasses.fields(cls):
+            default = getattr(defaults, f.name)
+            allowed = (float,) if isinstance(default, float) else (type(default),)
+            value = getattr(current, f.name)
+            if not _type_ok(value, allowed):
+                raise ConfigError(
+                    f"{section}.{f.name} must be {_type_name(allowed)}; got {value!r}"
+                )
+
+
 def _validate(cfg: TrainConfig) -> None:
+    _check_types(cfg)
+    env, ppo = cfg.env, cfg.ppo
+    for name, value in (
+        ("env.batch_size", env.batch_size),
+        ("env.eval_chunk", env.eval_chunk),
+        ("env.counterfactual_samples", env.counterfactual_samples),
+        ("ppo.update_epochs", ppo.update_epochs),
+        ("ppo.minibatch_envs", ppo.minibatch_envs),
+        ("ppo.hidden", ppo.hidden),
+        ("gates.blend_epochs", cfg.gates.blend_epochs),
+    ):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1; got {value}")
+    if env.width < 4 or env.width % 4:
+        raise ConfigError(
+            f"width must be a positive multiple of 4 (the attention blueprint uses 4 heads); got {env.width}"
+        )
+    for name, value in (
+        ("env.host_lr", env.host_lr),
+        ("env.seed_lr", env.seed_lr),
+        ("ppo.lr", ppo.lr),
+    ):
+        if not value > 0:
+            raise ConfigError(f"{name} (learning rate) must be > 0; got {value}")
     if cfg.n_envs < 1 or cfg.episodes < 1 or cfg.max_epochs < 2:
         raise ConfigError("n_envs and episodes must be >= 1 and max_epochs >= 2")
     bad = [s for s in cfg.slots if s not in SLOT_NAMES]
