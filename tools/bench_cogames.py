@@ -22,7 +22,8 @@ JSON file plus a table. Wall time is the CLI's own evaluation time (from its sta
 line), not Python start-up.
 
     uv run python tools/bench_cogames.py                 # ~1-2 minutes on 2 cores
-    uv run python tools/bench_cogames.py --quick         # smoke run (seconds)
+    uv run python tools/bench_cogames.py --quick         # smoke run (seconds; writes
+                                                         # bench-results/cogames-quick.json)
 """
 
 from __future__ import annotations
@@ -96,10 +97,17 @@ def main() -> int:
     ap.add_argument("--mission", default="harvest.open")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="tiny smoke run")
-    ap.add_argument("--output", type=Path, default=Path("bench-results/cogames.json"))
+    ap.add_argument(
+        "--output",
+        type=Path,
+        help="JSON results (default bench-results/cogames.json; with --quick cogames-quick.json)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.episodes, args.steps, args.work, args.repeats = 4, 20, 2000, 1
+    if args.output is None:  # a smoke run must not overwrite the recorded measurement
+        name = "cogames-quick.json" if args.quick else "cogames.json"
+        args.output = Path("bench-results") / name
     j = args.jobs
     modes = {
         "serial": ["--jobs", "0"],

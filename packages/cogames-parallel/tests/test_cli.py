@@ -75,6 +75,12 @@ def test_no_arguments_runs_the_default_job(capsys, monkeypatch):
         (["eval", "-e", "-1"], "--episodes must be >= 0"),
         (["eval", "-v", "huge"], "has no variant 'huge'"),
         (["eval", "-c", "0"], "--cogs must be >= 1"),
+        (["eval", "--seed", "-1"], "--seed must be >= 0"),
+        (["eval", "--map-seed", "-1"], "--map-seed must be >= 0"),
+        (["eval", "-p", "class=random,kw.foo=1"], "RandomPolicy takes no options, got kw.foo"),
+        (["eval", "-p", "greedy:-1"], "proportion must be > 0"),
+        (["eval", "-o", "."], "-o/--output . is a directory"),
+        (["eval", "--save-replay-dir", __file__], "exists and is not a directory"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(capsys, argv, message):

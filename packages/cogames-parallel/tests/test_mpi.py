@@ -79,3 +79,16 @@ def test_mpi_failures_reach_every_rank_exit_code(capsys, helpers):
         ]
     )
     assert code == 1  # the root's verdict is broadcast, so all ranks exit alike
+
+
+@pytest.mark.mpi
+def test_mpi_bad_input_is_reported_once(capsys):
+    from parallel_core.mpi import get_context
+
+    ctx = get_context()
+    if not ctx.is_distributed:
+        pytest.skip("needs mpirun -n 2")
+    code = main(["eval", "-m", "nope", "--backend", "mpi", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2  # every rank exits 2, only the root says why
+    assert err.count("no mission matches 'nope'") == (1 if ctx.is_root else 0)

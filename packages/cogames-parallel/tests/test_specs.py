@@ -44,6 +44,8 @@ def test_parse_policy_spec(text, expected):
         ("class=random,proportion=abc", "proportion 'abc' is not a number"),
         ("class=random,proportion=0", "proportion must be > 0"),
         ("random:0", "proportion must be > 0"),
+        ("random:-1", "proportion must be > 0"),
+        ("greedy:x", "proportion 'x' is not a number"),
         ("class=random,kw.1x=2", "is not kw.<identifier>"),
         ("class=random,oops", "is not KEY=VALUE"),
     ],
@@ -67,6 +69,8 @@ def test_validate_spec_catches_bad_options_and_files():
         validate_spec(parse_policy_spec("class=mlp,data=nope.pt"))
     with pytest.raises(PolicyError, match="unknown policy 'nosuch'"):
         validate_spec(parse_policy_spec("nosuch"))
+    with pytest.raises(PolicyError, match="NoopPolicy takes no options, got kw.a"):
+        validate_spec(parse_policy_spec("class=noop,kw.a=1"))
     validate_spec(parse_policy_spec("class=busy,kw.work=5"))
 
 

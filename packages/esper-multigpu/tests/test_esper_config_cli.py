@@ -74,9 +74,13 @@ def test_cli_ppo_with_config_save_and_telemetry(tmp_path, capsys):
 
 
 def test_cli_usage_errors_exit_2(tmp_path, capsys):
-    assert main(["train", "ppo", "--devices", "cuda:0", "cuda:1", *TINY]) == 2
+    import torch
+
+    # a GPU this machine does not have (cuda:0 on a CPU box, cuda:1 on a 1-GPU box, ...)
+    absent = f"cuda:{torch.cuda.device_count()}"
+    assert main(["train", "ppo", "--devices", "cuda:0", absent, *TINY]) == 2
     err = capsys.readouterr().err
-    assert "requested cuda:0" in err and "visible devices: cpu" in err and err.count("\n") == 1
+    assert f"requested {absent}" in err and "visible devices: cpu" in err and err.count("\n") == 1
     assert (
         main(
             [

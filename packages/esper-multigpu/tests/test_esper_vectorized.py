@@ -133,3 +133,13 @@ def test_telemetry_file_validates_and_covers_every_slot(tiny_config, tmp_path):
     life = [r for r in recs if r["type"] == "lifecycle"]
     assert {r["event"] for r in life} >= {"germinated", "training"}
     assert len({r["slot"] for r in life if r["event"] == "germinated"}) >= 2
+
+
+def test_resume_with_a_different_policy_shape_is_a_checkpoint_error(tiny_config, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    run_training(
+        tiny_config(n_envs=1, episodes=1, max_epochs=2, save=str(ckpt)), log=lambda s: None
+    )
+    cfg = tiny_config(n_envs=1, episodes=2, max_epochs=2, resume=str(ckpt), ppo={"hidden": 16})
+    with pytest.raises(CheckpointError, match="does not fit this run's policy"):
+        run_training(cfg, log=lambda s: None)

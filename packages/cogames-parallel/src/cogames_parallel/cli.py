@@ -284,6 +284,14 @@ def cmd_eval(args) -> int:
             raise UsageError(f"--{name} must be >= 0, got {getattr(args, name)}")
     if args.agent_workers is not None and args.agent_workers < 1:
         raise UsageError(f"--agent-workers must be >= 1, got {args.agent_workers}")
+    # fail before the evaluation, not after it has run for hours
+    if args.output is not None and args.output.is_dir():
+        raise UsageError(f"-o/--output {args.output} is a directory; give a file name")
+    if args.save_replay_dir is not None and args.save_replay_dir.exists():
+        if not args.save_replay_dir.is_dir():
+            raise UsageError(
+                f"--save-replay-dir {args.save_replay_dir} exists and is not a directory"
+            )
     plan = make_plan(
         args.mission or DEFAULT_MISSIONS,
         args.policy or DEFAULT_POLICIES,
@@ -356,6 +364,15 @@ def cmd_eval(args) -> int:
     return code
 
 
+def _is_root(args) -> bool:
+    """False on the non-root ranks of an ``--backend mpi`` run (they stay quiet)."""
+    if getattr(args, "backend", "local") != "mpi":
+        return True
+    from parallel_core.mpi import get_context
+
+    return get_context().is_root
+
+
 def main(argv: list[str] | None = None) -> int:
     from cogames_parallel.missions.base import MissionError
     from cogames_parallel.policies.base import PolicyError
@@ -374,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_imitate(args)
         return cmd_eval(args)
     except (UsageError, MissionError, PolicyError) as exc:
-        _err(str(exc))
+        if _is_root(args):  # every MPI rank finds the same bad input: say it once
+            _err(str(exc))
         return 2
     except BrokenPipeError:  # `cogames ... | head`
         return 1

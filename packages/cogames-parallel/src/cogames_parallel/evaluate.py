@@ -111,6 +111,10 @@ def make_plan(
         raise PolicyError(f"--episodes must be >= 1, got {episodes}")
     if action_timeout_ms < 0:
         raise PolicyError(f"--action-timeout-ms must be >= 0, got {action_timeout_ms}")
+    if seed < 0:  # SeedSequence takes non-negative integers only
+        raise PolicyError(f"--seed must be >= 0, got {seed}")
+    if map_seed is not None and map_seed < 0:
+        raise PolicyError(f"--map-seed must be >= 0, got {map_seed}")
     specs = label_policies(
         [p if isinstance(p, PolicySpec) else parse_policy_spec(p) for p in policies]
     )

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from parallel_core.progress import progress_bar
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .simic.features import OBS_DIM
 from .simic.vectorized import VectorizedTrainer
@@ -51,7 +51,13 @@ def run_training(
         log(f"esper: task {task.describe()}")
     trainer = VectorizedTrainer(cfg, task, log)
     if resumed is not None:
-        trainer.agent.load_state_dict(resumed["agent"])
+        try:
+            trainer.agent.load_state_dict(resumed["agent"])
+        except (RuntimeError, KeyError, ValueError) as exc:  # e.g. a different ppo.hidden
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(
+                f"checkpoint {cfg.resume} does not fit this run's policy ({first})"
+            ) from exc
         start_batch, episodes_done, history = (
             resumed["next_batch"],
             resumed["episodes_done"],

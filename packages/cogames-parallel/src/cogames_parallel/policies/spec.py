@@ -64,6 +64,14 @@ def _proportion(text: str, spec: str) -> float:
     return value
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_policy_spec(text: str) -> PolicySpec:
     """Parse ``class=...,data=...,proportion=...,kw.K=V``, ``NAME`` or ``NAME:N``."""
     text = text.strip()
@@ -71,8 +79,11 @@ def parse_policy_spec(text: str) -> PolicySpec:
         raise PolicyError(f"empty policy spec; expected {SPEC_HELP}")
     if "=" not in text:
         name, sep, tail = text.rpartition(":")
-        if sep and tail.replace(".", "", 1).isdigit():
+        if sep and (tail.replace(".", "", 1).isdigit() or registry_entry(name) is not None):
+            # NAME:N (a registered NAME is never a module, so NAME:x is a bad proportion)
             return PolicySpec(class_path=name, proportion=_proportion(tail, text))
+        if sep and _is_number(tail):  # NAME:-1, NAME:inf
+            raise PolicyError(f"policy spec {text!r}: proportion must be > 0, got {tail}")
         return PolicySpec(class_path=text)
     fields: dict[str, Any] = {}
     kwargs: list[tuple[str, Any]] = []
@@ -183,6 +194,12 @@ def validate_spec(spec: PolicySpec) -> None:
         raise PolicyError(f"policy {spec.name}: bad options {dict(spec.kwargs)}: {exc}") from None
     except ValueError:  # no signature available (builtins): let the worker find out
         pass
+    from cogames_parallel.policies.base import MultiAgentPolicy
+
+    if spec.kwargs and getattr(cls, "__init__", None) is MultiAgentPolicy.__init__:
+        # the base __init__ takes **kwargs only to reject them: say so now, not in every episode
+        names = ", ".join("kw." + k for k, _ in spec.kwargs)
+        raise PolicyError(f"policy {spec.name}: {cls.__name__} takes no options, got {names}")
     if spec.data and not Path(spec.data).expanduser().is_file():
         raise PolicyError(f"policy {spec.name}: data file {spec.data} does not exist")
 
