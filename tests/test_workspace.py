@@ -48,7 +48,9 @@ def test_layout_and_python_version(name):
 @pytest.mark.parametrize("name", PACKAGES)
 def test_no_sibling_dependencies(name):
     deps = pyproject(name)["project"].get("dependencies", [])
-    siblings = {d.split(";")[0].split(">")[0].split("=")[0].split("[")[0].strip() for d in deps} & set(PACKAGES)
+    siblings = {
+        d.split(";")[0].split(">")[0].split("=")[0].split("[")[0].strip() for d in deps
+    } & set(PACKAGES)
     assert siblings <= {"parallel-core"} - {name}
 
 
