@@ -39,42 +39,36 @@ def sync(session: nox.Session, *args: str) -> None:
     )
 
 
-def sync_package(session: nox.Session, package: str) -> None:
+def run_package_tests(session: nox.Session, package: str, marker: str, *launcher: str) -> None:
+    """Sync the package alone, then run its tests selected by ``marker`` (under ``launcher``)."""
     sync(session, "--package", package, "--group", "test")
+    python = ("python", "-m", "pytest") if launcher else ("pytest",)
+    session.run(
+        *launcher, *python, f"packages/{package}/tests", "-m", marker, "-p", "no:cacheprovider",
+        *session.posargs,
+        success_codes=[0, NO_TESTS_SELECTED],
+    )
 
 
 @nox.session(name="tests-cpu")
 @nox.parametrize("package", PACKAGES)
 def tests_cpu(session: nox.Session, package: str) -> None:
     """The package's tests, minus those that need MPI ranks or a GPU."""
-    sync_package(session, package)
-    session.run(
-        "pytest", f"packages/{package}/tests", "-m", "not mpi and not cuda", *session.posargs,
-        success_codes=[0, NO_TESTS_SELECTED],
-    )
+    run_package_tests(session, package, "not mpi and not cuda")
 
 
 @nox.session(name="tests-cuda")
 @nox.parametrize("package", PACKAGES)
 def tests_cuda(session: nox.Session, package: str) -> None:
     """Tests marked ``cuda``; without a GPU they report as skipped and the session passes."""
-    sync_package(session, package)
-    session.run(
-        "pytest", f"packages/{package}/tests", "-m", "cuda", *session.posargs,
-        success_codes=[0, NO_TESTS_SELECTED],
-    )
+    run_package_tests(session, package, "cuda")
 
 
 @nox.session(name="tests-mpi")
 @nox.parametrize("package", PACKAGES)
 def tests_mpi(session: nox.Session, package: str) -> None:
     """Tests marked ``mpi``, run as two real MPI ranks (mpirun from the mpich wheel)."""
-    sync_package(session, package)
-    session.run(
-        "mpirun", "-n", "2", "python", "-m", "pytest", f"packages/{package}/tests",
-        "-m", "mpi", "-p", "no:cacheprovider", "-q", *session.posargs,
-        success_codes=[0, NO_TESTS_SELECTED],
-    )
+    run_package_tests(session, package, "mpi", "mpirun", "-n", "2")
 
 
 @nox.session(name="tests-e2e")
