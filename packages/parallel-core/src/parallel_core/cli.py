@@ -121,8 +121,9 @@ def run_cli(prog: str, body: Callable[[], int | None], *, interrupted: str = "in
         print(f"{prog}: {interrupted}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     except Terminated as exc:
-        print(f"{prog}: terminated; {interrupted.removeprefix('interrupted; ')}", file=sys.stderr,
-              flush=True)
+        # "interrupted; finished files are intact" -> "terminated; finished files are intact"
+        _, _, detail = interrupted.partition("; ")
+        print(f"{prog}: terminated" + (f"; {detail}" if detail else ""), file=sys.stderr, flush=True)
         return 128 + exc.signum
     except BrokenPipeError:  # `prog | head`: the reader left; not an error
         try:
