@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .budget import MAX_WORKERS_ENV, available_cores
+from .sitempi import bundled_bindir, check_world_size, configure_mpi4py
 
 #: Set in the ranks of a simulated multi-node run; also read by the package CLIs as a default.
 SIMULATE_ENV = "PARALLEL_CORE_SIMULATE_NODES"
@@ -218,8 +219,13 @@ _CONTEXT: LocalContext | None = None
 def get_context(comm=None) -> LocalContext:
     """The process's distributed context: :class:`MPIContext` with >1 rank, else :class:`LocalContext`.
 
-    Without an MPI launcher in the environment mpi4py is not even imported. The default
-    context is created once and cached; pass ``comm`` for a sub-communicator.
+    Without an MPI launcher in the environment mpi4py is not even imported. Under one, the
+    MPI library that matches the launcher is chosen first (:mod:`parallel_core.sitempi`:
+    the site's Open MPI under its ``mpirun`` or ``srun --mpi=pmix``, the bundled MPICH
+    under Hydra), and a library that sees fewer ranks than were launched is an error
+    (:class:`~parallel_core.sitempi.SiteMPIError`, one line) instead of N silent copies of
+    a serial run. The default context is created once and cached; pass ``comm`` for a
+    sub-communicator.
     """
     global _CONTEXT
     if comm is not None:
@@ -227,20 +233,26 @@ def get_context(comm=None) -> LocalContext:
     if _CONTEXT is None:
         _CONTEXT = LocalContext()
         if launched_under_mpi():
+            configure_mpi4py()
             try:
                 from mpi4py import MPI
             except ImportError:
                 MPI = None
-            if MPI is not None and MPI.COMM_WORLD.Get_size() > 1:
-                _CONTEXT = MPIContext(MPI.COMM_WORLD)
+            if MPI is not None:
+                check_world_size(MPI.COMM_WORLD.Get_size())
+                if MPI.COMM_WORLD.Get_size() > 1:
+                    _CONTEXT = MPIContext(MPI.COMM_WORLD)
     return _CONTEXT
 
 
 def find_mpiexec() -> str:
-    """``mpiexec`` of this environment (the mpich wheel puts it beside python), else from PATH."""
+    """``mpiexec`` of the mpich wheel (beside python, or in the base env of a uv overlay), else from PATH."""
     beside = Path(sys.executable).parent / "mpiexec"
     if beside.exists():
         return str(beside)
+    bindir = bundled_bindir()
+    if bindir is not None:
+        return str(bindir / "mpiexec")
     found = shutil.which("mpiexec") or shutil.which("mpirun")
     if found is None:
         raise FileNotFoundError(
@@ -249,7 +261,7 @@ def find_mpiexec() -> str:
     return found
 
 
-def relaunch_simulated(nodes: int, argv: list[str] | None = None) -> int | None:
+def relaunch_simulated(nodes: int | None, argv: list[str] | None = None) -> int | None:
     """Re-run this program as ``nodes`` MPI ranks on this machine; return their exit code.
 
     Returns ``None`` (the caller just carries on) when ``nodes <= 1`` or when this process
@@ -258,7 +270,7 @@ def relaunch_simulated(nodes: int, argv: list[str] | None = None) -> int | None:
     ``argv`` defaults to the interpreter's original command line, so ``python -m pkg``
     and console scripts are both re-run as they were typed.
     """
-    if nodes <= 1 or launched_under_mpi() or os.environ.get(SIMULATE_ENV) == "active":
+    if not nodes or nodes <= 1 or launched_under_mpi() or os.environ.get(SIMULATE_ENV) == "active":
         return None
     if argv is None:
         argv = list(sys.orig_argv[1:])
