@@ -89,7 +89,7 @@ def test_config_files_and_progress_output(tmp_path, capsys):
     [
         (["run", "chess"], "unknown game 'chess'"),
         (["run", "dqn.lrr=0.1"], "unknown config key 'dqn.lrr'"),
-        (["run", "dqn.lr=fast"], "dqn.lr must be a number"),
+        (["run", "dqn.lr=fast"], "dqn.lr must be a valid number"),
         (["run", "lr=0.1"], "bad config key 'lr'"),
         (["run", "parallel.replay_ratio=0"], "parallel.replay_ratio must be > 0"),
         (["run", "--epochs", "0"], "run.epochs and run.episodes_per_epoch must be >= 1"),
@@ -155,4 +155,4 @@ def test_help_shows_examples(capsys):
 
 def test_games_lists_builtins(capsys):
     assert main(["games"]) == 0
-    assert capsys.readouterr().out.split() == ["gemgrid", "gemgrid-pettingzoo"]
+    assert capsys.readouterr().out.split() == ["gemgrid", "gemgrid-pettingzoo", "pursuit", "sorrel:treasurehunt", "sorrel:tag"]

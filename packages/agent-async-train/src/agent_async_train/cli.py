@@ -1,62 +1,82 @@
-"""``agent-train``: train independent multi-agent DQN learners, evaluate checkpoints.
+"""``agent-train``: train independent multi-agent learners, evaluate checkpoints.
 
-A thin shell: parse flags, build a ``Config``, call ``run.train`` or
-``run.evaluate_checkpoint``, print the JSON result on stdout.
+A thin shell over ``run.train`` / ``run.evaluate_checkpoint`` (GemGrid, PettingZoo games)
+and ``sorrel_run`` (sorrel's own examples), under the shared convention of
+``parallel_core.cli``: usage errors are one line and exit 2, before torch is imported.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from .config import Config, apply_mapping, load_file, parse_override, set_key, validate
-from .errors import CheckpointError, ConfigError
-from .games import GAMES, GameError, resolve_factory
+from parallel_core.cli import (
+    ArgumentParser,
+    CliError,
+    UsageError,
+    add_quiet_flag,
+    emit_json,
+    run_cli,
+    smoke_mode,
+)
+
+from .config import Config, apply_mapping, load_file, parse_int, parse_override, set_key, validate
+from .errors import CheckpointError, ConfigError, GameError, LearnerError
+from .games import GAMES, SORREL_GAMES, SORREL_PREFIX, check_game_name, is_sorrel
+
+PROG = "agent-train"
 
 EXAMPLES = """\
 examples:
   agent-train                                   # small default job: gemgrid, 4 agents
   agent-train run gemgrid --agents 4 --epochs 20 --async-learning --parallel-actions
-  agent-train run gemgrid --config cfg.yaml dqn.lr=5e-4 parallel.replay_ratio=0.5
-  agent-train run --resume runs/gemgrid-20260101-120000/checkpoint.pt --epochs 40
-  agent-train evaluate runs/gemgrid-20260101-120000/checkpoint.pt --episodes 50
+  agent-train run gemgrid dqn.lr=5e-4 dqn.buffer_size=1e4 parallel.replay_ratio=0.5
+  agent-train run sorrel:treasurehunt --epochs 50 --out runs/th     # sorrel's own game and models
+  agent-train run --resume runs/th/checkpoint.pt --epochs 80
+  agent-train evaluate runs/th/checkpoint.pt --episodes 10
   agent-train run mypkg.envs:make_parallel_env game.options='{n: 3}'   # your own game / PettingZoo env
 """
 
+# PARALLEL_RL_SMOKE=1: documented commands finish in seconds (new epochs, episodes, evals).
+SMOKE_EPOCHS, SMOKE_EPISODES, SMOKE_EVAL = 2, 2, 2
 
-class UsageError(Exception):
-    """Bad input from the user: one line on stderr, exit code 2."""
+
+def _int_arg(text: str) -> int:
+    try:
+        return parse_int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer (1e3 works), got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="agent-train",
-        description="Independent multi-agent DQN learners with batched acting, parallel training "
-        "and a background learner thread.",
+    parser = ArgumentParser(
+        prog=PROG,
+        description="Independent multi-agent learners (own buffer, network, optimiser each) "
+        "with batched acting, parallel training and a background learner; GemGrid, "
+        "PettingZoo games and sorrel's own examples.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser(
-        "run",
-        help="train agents (default command)",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    sub = parser.add_subparsers(dest="command", parser_class=ArgumentParser)
+    run = sub.add_parser("run", help="train agents (default command)", epilog=EXAMPLES)
+    games = ", ".join([*GAMES, *(SORREL_PREFIX + g for g in SORREL_GAMES)])
     run.add_argument(
         "args",
         nargs="*",
         metavar="[GAME] [KEY=VALUE ...]",
-        help=f"game name ({', '.join(GAMES)} or module:factory) and config overrides like dqn.lr=5e-4",
+        help=f"game ({games} or module:factory) and config overrides like dqn.lr=5e-4",
     )
     run.add_argument(
         "--config", help="YAML or TOML config file with sections game, dqn, parallel, run"
     )
-    run.add_argument("--agents", type=int, help="number of agents (game.agents)")
-    run.add_argument("--epochs", type=int, help="number of epochs (run.epochs)")
-    run.add_argument("--seed", type=int, help="run seed (run.seed)")
+    run.add_argument(
+        "--agents", type=_int_arg, help="number of agents (game.agents); games that fix it refuse others"
+    )
+    run.add_argument("--epochs", type=_int_arg, help="number of epochs (run.epochs)")
+    run.add_argument("--seed", type=_int_arg, help="run seed (run.seed)")
     run.add_argument("--out", help="run directory (default runs/<game>-<time>)")
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace a run already saved in --out"
+    )
     run.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in CHECKPOINT")
     run.add_argument(
         "--parallel-actions", action="store_true", help="one batched forward for all agents"
@@ -64,21 +84,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--parallel-training", action="store_true", help="train all agents concurrently"
     )
-    run.add_argument("--async-learning", action="store_true", help="background learner thread")
+    run.add_argument(
+        "--async-learning", action="store_true", help="background learner beside collection"
+    )
     run.add_argument("--all-parallel", action="store_true", help="all three of the above")
     run.add_argument(
-        "--workers", type=int, help="threads for parallel training (parallel.num_workers)"
+        "--workers", type=_int_arg, help="threads for parallel training (parallel.num_workers)"
     )
     run.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard event files")
-    run.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    add_quiet_flag(run)
 
-    ev = sub.add_parser("evaluate", help="play greedy episodes from a checkpoint")
+    ev = sub.add_parser("evaluate", help="play greedy episodes from a checkpoint", epilog=EXAMPLES)
     ev.add_argument("checkpoint")
-    ev.add_argument("--episodes", type=int, default=20, help="greedy episodes (default 20)")
+    ev.add_argument(
+        "--episodes", type=_int_arg, default=20, help="greedy episodes (default 20)"
+    )
     ev.add_argument(
         "--execution", choices=["simultaneous", "sequential"], help="override the move execution"
     )
-    ev.add_argument("--quiet", action="store_true")
+    add_quiet_flag(ev)
 
     sub.add_parser("games", help="list the built-in games")
     return parser
@@ -98,11 +122,11 @@ def _config_from_args(ns: argparse.Namespace) -> tuple[Config, dict | None]:
             )
     state = None
     if ns.resume:
-        from . import checkpoint
+        from . import checkpoint  # torch: only once the arguments are known to be usable
 
         state = checkpoint.load(ns.resume)
         cfg = checkpoint.config_of(state)
-        frozen = {s: dict(getattr(cfg, s).__dict__) for s in ("game", "dqn")}
+        frozen = {s: getattr(cfg, s).model_dump() for s in ("game", "dqn")}
         if game is not None and game != cfg.game.name:
             raise UsageError(f"the checkpoint trains {cfg.game.name!r}, not {game!r}")
     else:
@@ -131,13 +155,64 @@ def _config_from_args(ns: argparse.Namespace) -> tuple[Config, dict | None]:
         set_key(cfg, key, value)
     if state is not None:
         for section, before in frozen.items():
-            after = getattr(cfg, section).__dict__
+            after = getattr(cfg, section).model_dump()
             changed = [k for k in before if before[k] != after[k]]
             if changed:
                 raise UsageError(
                     f"cannot change {section}.{changed[0]} when resuming; start a new run instead"
                 )
+    if smoke_mode():
+        r = cfg.run
+        start = int(state["epoch"]) if state is not None else 0
+        r.epochs = min(r.epochs, start + SMOKE_EPOCHS)
+        r.episodes_per_epoch = min(r.episodes_per_epoch, SMOKE_EPISODES)
+        r.eval_episodes = min(r.eval_episodes, SMOKE_EVAL)
     return cfg, state
+
+
+def _run(ns: argparse.Namespace) -> int:
+    cfg, state = _config_from_args(ns)
+    validate(cfg)
+    check_game_name(cfg.game.name)  # fail fast on a bad game name, before importing torch
+    if is_sorrel(cfg.game.name):
+        from .sorrel_run import train
+    else:
+        from .run import train
+
+    summary = train(
+        cfg, resume_state=state, resume_path=ns.resume, quiet=ns.quiet, overwrite=ns.overwrite
+    )
+    emit_json(summary)
+    if not ns.quiet:
+        print(
+            f"final greedy score {summary['greedy_score']:.2f} {summary['reward_name']} per agent "
+            f"per episode (random play {summary['random_score']:.2f}) in {summary['wall_s']:.1f} s; "
+            f"logs in {summary['run_dir']}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _evaluate(ns: argparse.Namespace) -> int:
+    if ns.episodes < 1:
+        raise UsageError("--episodes must be >= 1")
+    episodes = min(ns.episodes, SMOKE_EVAL) if smoke_mode() else ns.episodes
+    from . import checkpoint
+
+    state = checkpoint.load(ns.checkpoint)
+    if is_sorrel(checkpoint.config_of(state).game.name):
+        from .sorrel_run import evaluate_checkpoint
+    else:
+        from .run import evaluate_checkpoint
+    result = evaluate_checkpoint(ns.checkpoint, episodes, ns.execution, state=state)
+    emit_json(result)
+    if not ns.quiet:
+        print(
+            f"greedy {result['greedy_score']:.2f} vs random {result['random_score']:.2f} "
+            f"{result['reward_name']} per agent per episode over {episodes} episodes",
+            file=sys.stderr,
+        )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,46 +230,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if ns.command == "run":
         ns.args = [*ns.args, *extra]
-    try:
-        if ns.command == "games":
-            for name in GAMES:
-                print(name)
-            return 0
-        if ns.command == "evaluate":
-            from .run import evaluate_checkpoint
 
-            if ns.episodes < 1:
-                raise UsageError("--episodes must be >= 1")
-            result = evaluate_checkpoint(ns.checkpoint, ns.episodes, ns.execution)
-            print(json.dumps(result, indent=2))
-            if not ns.quiet:
-                print(
-                    f"greedy {result['greedy_score']:.2f} vs random {result['random_score']:.2f} "
-                    f"gems per agent per episode over {ns.episodes} episodes",
-                    file=sys.stderr,
-                )
-            return 0
-        cfg, state = _config_from_args(ns)
-        validate(cfg)
-        resolve_factory(cfg.game.name)  # fail fast on a bad game name, before importing torch
-        from .run import train
+    def body() -> int:
+        try:
+            if ns.command == "games":
+                for name in [*GAMES, *(SORREL_PREFIX + g for g in SORREL_GAMES)]:
+                    print(name)
+                return 0
+            if ns.command == "evaluate":
+                return _evaluate(ns)
+            return _run(ns)
+        except (ConfigError, GameError, CheckpointError) as err:
+            raise UsageError(err) from err
+        except LearnerError as err:
+            raise CliError(err) from err
 
-        summary = train(cfg, resume_state=state, resume_path=ns.resume, quiet=ns.quiet)
-        print(json.dumps(summary, indent=2))
-        if not ns.quiet:
-            print(
-                f"final greedy score {summary['greedy_score']:.2f} gems per agent per episode "
-                f"(random play {summary['random_score']:.2f}) in {summary['wall_s']:.1f} s; "
-                f"logs in {summary['run_dir']}",
-                file=sys.stderr,
-            )
-        return 0
-    except (UsageError, ConfigError, GameError, CheckpointError) as err:
-        print(f"agent-train: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("agent-train: interrupted; the last checkpoint is intact", file=sys.stderr)
-        return 130
+    return run_cli(PROG, body, interrupted="interrupted; the last checkpoint is intact")
 
 
 if __name__ == "__main__":

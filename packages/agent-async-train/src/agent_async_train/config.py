@@ -1,94 +1,136 @@
-"""Run configuration: nested dataclasses, YAML/TOML files and ``section.key=value`` overrides."""
+"""Run configuration: pydantic v2 models, YAML/TOML files and ``section.key=value`` overrides.
+
+One configuration library (pydantic) does the typing and the error messages. Numbers are
+accepted wherever a number is expected in any notation a user types: ``5e-4``, ``1e4``,
+``0.0005``, ``20_000``. YAML 1.1 (PyYAML) reads ``5e-4`` as a *string*, so every numeric
+field first goes through :func:`_number`, which turns numeric strings into numbers; ``1e4``
+is a valid integer, ``1.5`` is not.
+
+Torch-free on purpose: the CLI validates its arguments before importing torch.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import math
+import re
 import tomllib
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
 
+_NUMBER = re.compile(r"^[+-]?(\d[\d_]*\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
-@dataclass
-class GameConfig:
+
+def _number(value: Any) -> Any:
+    """Numeric strings (``"5e-4"``, ``"1e4"``, ``"20_000"``) -> int or float; others unchanged."""
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+    return value
+
+
+def _integer(value: Any) -> Any:
+    """Like :func:`_number`, and an integral float (``1e4``) becomes an int."""
+    value = _number(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
+
+
+Float = Annotated[float, BeforeValidator(_number)]
+Int = Annotated[int, BeforeValidator(_integer)]
+
+
+def parse_int(text: str) -> int:
+    """An integer from the command line, scientific notation included (``--epochs 1e3``)."""
+    value = _integer(text)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"not an integer: {text!r}")
+    return value
+
+
+class _Section(BaseModel):
+    # extra="forbid": a misspelt key is an error, never silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=False)
+
+
+class GameConfig(_Section):
     """Which game and its options (the GemGrid options are ignored by other games)."""
 
     name: str = "gemgrid"
-    agents: int = 4
-    size: int = 9
-    gems: int = 8
-    walls: int = 6
-    view_radius: int = 3
-    max_turns: int = 50
-    respawn_delay: int = 5
+    # None = the game's own default (GemGrid: 4). Games with a fixed agent count reject others.
+    agents: Int | None = None
+    size: Int = 9
+    gems: Int = 8
+    walls: Int = 6
+    view_radius: Int = 3
+    max_turns: Int = 50
+    respawn_delay: Int = 5
     execution: str = "simultaneous"  # or "sequential": see games/base.py
-    layout_seed: int = 0
-    options: dict = field(default_factory=dict)  # keyword arguments for a user game factory
+    layout_seed: Int = 0
+    options: dict = Field(default_factory=dict)  # keyword arguments for the game factory
 
 
-@dataclass
-class DQNConfig:
+class DQNConfig(_Section):
     """Double DQN hyper-parameters, identical for every (independent) agent."""
 
-    hidden: list = field(default_factory=lambda: [64, 64])
-    lr: float = 1e-3
-    gamma: float = 0.95
-    batch_size: int = 64
-    buffer_size: int = 20000
-    learning_starts: int = 500  # environment steps before the first update
-    target_update: int = 200  # updates between target-network syncs
-    eps_start: float = 1.0
-    eps_end: float = 0.05
-    eps_decay_steps: int = 5000  # environment steps of the linear epsilon decay
-    huber_delta: float = 1.0
-    grad_clip: float = 10.0
+    hidden: list[Int] = Field(default_factory=lambda: [64, 64])
+    lr: Float = 1e-3
+    gamma: Float = 0.95
+    batch_size: Int = 64
+    buffer_size: Int = 20000
+    learning_starts: Int = 500  # environment steps before the first update
+    target_update: Int = 200  # updates between target-network syncs
+    eps_start: Float = 1.0
+    eps_end: Float = 0.05
+    eps_decay_steps: Int = 5000  # environment steps of the linear epsilon decay
+    huber_delta: Float = 1.0
+    grad_clip: Float = 10.0
 
 
-@dataclass
-class ParallelConfig:
+class ParallelConfig(_Section):
     """Which execution layers are on. All off = the plain sequential loop."""
 
-    parallel_actions: bool = False  # one batched (vmap) forward for all agents' actions
-    parallel_training: bool = False  # all agents' train steps run concurrently (threads)
-    async_learning: bool = (
-        False  # a background learner thread trains while the main thread collects
-    )
-    train_interval: int = 4  # env steps between training rounds (sync), and the async slack
-    replay_ratio: float = 0.25  # gradient updates per agent per environment step
-    num_workers: int = 0  # threads for parallel training; 0 = available cores
-    snapshot_interval: int = 1  # learner rounds between policy snapshots for acting (async)
+    parallel_actions: bool = False  # one batched forward for all agents' actions
+    parallel_training: bool = False  # all agents' train steps run concurrently
+    async_learning: bool = False  # a background learner trains while the main thread collects
+    train_interval: Int = 4  # env steps between training rounds (sync), and the async slack
+    replay_ratio: Float = 0.25  # gradient updates per agent per environment step
+    num_workers: Int = 0  # threads for parallel training; 0 = available cores
+    snapshot_interval: Int = 1  # learner rounds between policy snapshots for acting (async)
     acting_backend: str = "bmm"  # batched acting kernel: "bmm" (fast) or "vmap" (any network)
     training_backend: str = "batched"  # parallel training: "batched" (one bmm pass) or "threads"
 
 
-@dataclass
-class RunConfig:
+class RunConfig(_Section):
     """Budget, seeds, logging and checkpoints."""
 
-    epochs: int = 20
-    episodes_per_epoch: int = 10
-    seed: int = 0
-    eval_episodes: int = 10
-    eval_every: int = 5  # epochs between greedy evaluations (the last epoch is always evaluated)
-    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch always writes one)
+    epochs: Int = 20
+    episodes_per_epoch: Int = 10
+    seed: Int = 0
+    eval_episodes: Int = 10
+    eval_every: Int = 5  # epochs between greedy evaluations (the last epoch is always evaluated)
+    checkpoint_every: Int = 1  # epochs between checkpoints (the last epoch always writes one)
     tensorboard: bool = True
-    torch_threads: int = 1
+    torch_threads: Int = 1
     out: str = ""  # run directory; "" = runs/<game>-<timestamp>
 
 
-@dataclass
-class Config:
-    game: GameConfig = field(default_factory=GameConfig)
-    dqn: DQNConfig = field(default_factory=DQNConfig)
-    parallel: ParallelConfig = field(default_factory=ParallelConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+class Config(_Section):
+    game: GameConfig = Field(default_factory=GameConfig)
+    dqn: DQNConfig = Field(default_factory=DQNConfig)
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, data: dict) -> Config:
@@ -100,53 +142,39 @@ class Config:
 SECTIONS = ("game", "dqn", "parallel", "run")
 
 
-def _coerce(section: str, key: str, current: Any, value: Any) -> Any:
-    """Convert ``value`` to the type of the default, with a clear error if it does not fit."""
-    where = f"{section}.{key}"
-    if isinstance(value, str) and not isinstance(current, str):
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{where}: cannot parse {value!r}") from err
-    if isinstance(current, bool):
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
-    if isinstance(current, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where} must be an integer, got {value!r}")
-    if isinstance(current, float):
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{where} must be a number, got {value!r}")
-    if isinstance(current, str):
-        return str(value)
-    if isinstance(current, list):
-        if isinstance(value, list):
-            return value
-        raise ConfigError(f"{where} must be a list like [64, 64], got {value!r}")
-    if isinstance(current, dict):
-        if isinstance(value, dict):
-            return value
-        raise ConfigError(f"{where} must be a mapping like {{a: 1}}, got {value!r}")
-    return value
+def _first_error(where: str, err: ValidationError, value: Any) -> ConfigError:
+    """One line from pydantic's report: which key, what it must be, what it got."""
+    e = err.errors()[0]
+    loc = ".".join(str(x) for x in e.get("loc", ())[1:])
+    key = f"{where}.{loc}" if loc else where
+    msg = e.get("msg", "invalid value").removeprefix("Input should be").strip()
+    msg = msg.split(", got ")[0]
+    return ConfigError(f"{key} must be {msg}, got {value!r}")
 
 
 def set_key(cfg: Config, dotted: str, value: Any) -> None:
-    """Set ``section.key`` to ``value`` (strings are parsed as YAML scalars)."""
+    """Set ``section.key`` to ``value``; strings for non-string keys are parsed as YAML."""
     section, _, key = dotted.partition(".")
     if section not in SECTIONS or not key:
         raise ConfigError(
             f"bad config key {dotted!r}: use section.key with section one of {', '.join(SECTIONS)}"
         )
     sub = getattr(cfg, section)
-    names = [f.name for f in fields(sub)]
+    names = list(type(sub).model_fields)
     if key not in names:
         raise ConfigError(
             f"unknown config key {dotted!r}; valid {section} keys: {', '.join(names)}"
         )
-    setattr(sub, key, _coerce(section, key, getattr(sub, key), value))
+    annotation = type(sub).model_fields[key].annotation
+    if isinstance(value, str) and annotation is not str:
+        try:  # lists, mappings, booleans written on the command line: `dqn.hidden=[128,128]`
+            value = yaml.safe_load(value) if value.strip() else value
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{dotted}: cannot parse {value!r}") from err
+    try:
+        setattr(sub, key, value)
+    except ValidationError as err:
+        raise _first_error(dotted, err, value) from None
 
 
 def apply_mapping(cfg: Config, data: dict) -> None:
@@ -183,15 +211,15 @@ def load_file(path: str | Path) -> dict:
 def parse_override(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise ConfigError(f"bad override {text!r}: write section.key=value, e.g. dqn.lr=0.0005")
+        raise ConfigError(f"bad override {text!r}: write section.key=value, e.g. dqn.lr=5e-4")
     return key.strip(), value
 
 
 def validate(cfg: Config) -> None:
-    """Cross-field checks that the dataclass types cannot express."""
+    """Cross-field checks that the field types cannot express."""
     p, d, r, g = cfg.parallel, cfg.dqn, cfg.run, cfg.game
     checks = [
-        (g.agents >= 1, "game.agents must be >= 1"),
+        (g.agents is None or g.agents >= 1, "game.agents must be >= 1"),
         (p.train_interval >= 1, "parallel.train_interval must be >= 1"),
         (p.replay_ratio > 0, "parallel.replay_ratio must be > 0"),
         (p.num_workers >= 0, "parallel.num_workers must be >= 0 (0 = available cores)"),
@@ -215,10 +243,7 @@ def validate(cfg: Config) -> None:
         (d.eps_decay_steps >= 0, "dqn.eps_decay_steps must be >= 0"),
         (d.learning_starts >= 0, "dqn.learning_starts must be >= 0"),
         (d.huber_delta > 0 and d.grad_clip > 0, "dqn.huber_delta and dqn.grad_clip must be > 0"),
-        (
-            all(isinstance(h, int) and h > 0 for h in d.hidden),
-            "dqn.hidden must be a list of positive integers",
-        ),
+        (len(d.hidden) >= 1 and all(h > 0 for h in d.hidden), "dqn.hidden must be a list of positive integers"),
         (
             r.epochs >= 1 and r.episodes_per_epoch >= 1,
             "run.epochs and run.episodes_per_epoch must be >= 1",
@@ -229,6 +254,10 @@ def validate(cfg: Config) -> None:
         ),
         (r.torch_threads >= 1, "run.torch_threads must be >= 1"),
         (r.eval_episodes >= 1, "run.eval_episodes must be >= 1"),
+        (
+            g.execution in ("simultaneous", "sequential"),
+            "game.execution must be 'simultaneous' or 'sequential'",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -236,10 +265,9 @@ def validate(cfg: Config) -> None:
 
 
 def game_kwargs(cfg: GameConfig) -> dict:
-    """Keyword arguments for the game factory named by ``cfg.name``."""
+    """Keyword arguments for the game factory named by ``cfg.name`` (``game.agents`` apart)."""
     if cfg.name in ("gemgrid", "gemgrid-pettingzoo"):
         return {
-            "num_agents": cfg.agents,
             "size": cfg.size,
             "gems": cfg.gems,
             "walls": cfg.walls,

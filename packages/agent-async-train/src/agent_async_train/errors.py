@@ -8,3 +8,11 @@ class ConfigError(ValueError):
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt or does not match the configuration."""
+
+
+class GameError(ValueError):
+    """A game name, game option or user game module is not usable."""
+
+
+class LearnerError(RuntimeError):
+    """The background learner failed or died; the run stops with this one-line reason."""

@@ -52,7 +52,7 @@ class Experiment:
         validate(cfg)
         self.cfg = cfg
         g, d, p = cfg.game, cfg.dqn, cfg.parallel
-        self.game = game if game is not None else make_game(g.name, **game_kwargs(g))
+        self.game = game if game is not None else make_game(g.name, agents=g.agents, **game_kwargs(g))
         self.seed = cfg.run.seed
         agents_ss = np.random.SeedSequence(self.seed, spawn_key=(_AGENTS,))
         gm = self.game
@@ -225,7 +225,7 @@ class Experiment:
         """
         if self._eval_game is None:
             g = self.cfg.game
-            self._eval_game = make_game(g.name, **game_kwargs(g))
+            self._eval_game = make_game(g.name, agents=g.agents, **game_kwargs(g))
         game = self._eval_game
         if self.learner is not None:
             snapshot = self.learner.snapshot

@@ -24,15 +24,24 @@ def default_run_dir(cfg: Config) -> Path:
     return Path("runs") / f"{name}-{stamp}"
 
 
-def prepare_run_dir(cfg: Config, resume_path: str | None) -> Path:
-    """The run directory; refuses to mix a fresh run into a directory that holds one."""
+def prepare_run_dir(cfg: Config, resume_path: str | None, overwrite: bool = False) -> Path:
+    """The run directory; refuses to mix a fresh run into a directory that holds one.
+
+    With ``overwrite`` the old run's files are replaced as the new run writes its own (each
+    atomically), so the directory always holds one complete run's files.
+    """
     if resume_path is not None:
         return Path(resume_path).parent
     run_dir = Path(cfg.run.out) if cfg.run.out else default_run_dir(cfg)
-    if (run_dir / CHECKPOINT_NAME).exists():
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {str(run_dir)!r} is a file, not a directory")
+    if overwrite:
+        for name in ("metrics.csv", "summary.json"):
+            (run_dir / name).unlink(missing_ok=True)  # the new run starts its own
+    elif (run_dir / CHECKPOINT_NAME).exists():
         raise ConfigError(
             f"{str(run_dir)!r} already holds a run; resume it with --resume {run_dir / CHECKPOINT_NAME} "
-            "or pick another --out"
+            "pick another --out, or pass --overwrite"
         )
     return run_dir
 
@@ -59,10 +68,11 @@ def train(
     resume_state: dict | None = None,
     resume_path: str | None = None,
     quiet: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Run (or continue) training per ``cfg``; returns the summary that the CLI prints as JSON."""
     set_torch_threads(cfg.run.torch_threads)
-    run_dir = prepare_run_dir(cfg, resume_path)
+    run_dir = prepare_run_dir(cfg, resume_path, overwrite)
     experiment = Experiment(cfg)  # game/config errors surface here, before anything is written
     if resume_state is not None:
         checkpoint.restore(experiment, resume_state)
@@ -114,6 +124,7 @@ def train(
     summary = {
         "game": cfg.game.name,
         "agents": experiment.game.num_agents,
+        "reward_name": reward_name(experiment.game),
         "epochs": experiment.epoch,
         "env_steps": experiment.env_steps,
         "updates_per_agent": experiment.rounds,
@@ -132,9 +143,16 @@ def train(
     return summary
 
 
-def evaluate_checkpoint(path: str, episodes: int, execution: str | None = None) -> dict:
+def reward_name(game) -> str:
+    """What the game's score is called in summaries (the game's own reward)."""
+    return str(getattr(game, "reward_name", "reward"))
+
+
+def evaluate_checkpoint(
+    path: str, episodes: int, execution: str | None = None, state: dict | None = None
+) -> dict:
     """Greedy episodes from a checkpoint, next to random play on the same seeds."""
-    state = checkpoint.load(path)
+    state = checkpoint.load(path) if state is None else state
     cfg = checkpoint.config_of(state)
     if execution is not None:
         cfg.game.execution = execution
@@ -146,6 +164,7 @@ def evaluate_checkpoint(path: str, episodes: int, execution: str | None = None) 
     return {
         "checkpoint": str(path),
         "game": cfg.game.name,
+        "reward_name": reward_name(experiment.game),
         "epoch": experiment.epoch,
         "env_steps": experiment.env_steps,
         "episodes": episodes,

@@ -27,6 +27,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import GameError  # noqa: F401 - re-exported: games raise it
+
 
 @dataclass
 class StepResult:
@@ -62,7 +64,3 @@ class Game(Protocol):
     def get_state(self) -> dict: ...
 
     def set_state(self, state: dict) -> None: ...
-
-
-class GameError(ValueError):
-    """A game name, game option or user game module is not usable."""

@@ -39,6 +39,7 @@ class GemGrid:
     """
 
     obs_dtype = np.dtype(np.uint8)
+    reward_name = "gems"  # what the summaries call the score
     num_actions = len(ACTIONS)
 
     def __init__(

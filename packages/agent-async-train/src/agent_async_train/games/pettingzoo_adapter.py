@@ -29,8 +29,11 @@ class PettingZooGame:
 
     execution = "simultaneous"
 
-    def __init__(self, env: ParallelEnv):
+    def __init__(self, env: ParallelEnv, reward_name: str | None = None):
         self.env = env
+        # What the summaries call the score: the env's own reward, named after the env.
+        env_name = getattr(env, "metadata", {}).get("name") or type(env).__name__
+        self.reward_name = reward_name or f"{env_name} reward"
         self.agents = list(env.possible_agents)
         if not self.agents:
             raise GameError("the PettingZoo env has no possible_agents")
@@ -125,3 +128,24 @@ class GemGridParallelEnv(ParallelEnv):
         if res.done:
             self.agents = []
         return out
+
+
+def gemgrid_pz(**kwargs) -> PettingZooGame:
+    """GemGrid through the PettingZoo API (``gemgrid-pettingzoo``)."""
+    return PettingZooGame(GemGridParallelEnv(**kwargs), reward_name="gems")
+
+
+def pursuit(n_pursuers: int = 8, max_cycles: int = 500, **kwargs) -> PettingZooGame:
+    """PettingZoo SISL ``pursuit_v5`` (``pursuit``): pursuers catch evaders, reward per catch.
+
+    PettingZoo imports pygame for this env (the ``pursuit`` extra). ``game.agents`` sets
+    ``n_pursuers``; ``game.options`` are the env's own keyword arguments.
+    """
+    try:
+        from pettingzoo.sisl import pursuit_v5
+    except ImportError as err:
+        raise GameError(
+            f"pursuit needs pygame ({err}): pip install 'agent-async-train[pursuit]'"
+        ) from err
+    env = pursuit_v5.parallel_env(n_pursuers=n_pursuers, max_cycles=max_cycles, **kwargs)
+    return PettingZooGame(env, reward_name="pursuit reward")
