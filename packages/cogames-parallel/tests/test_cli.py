@@ -58,6 +58,8 @@ def test_tables_status_and_run_alias(capsys):
 
 def test_no_arguments_runs_the_default_job(capsys, monkeypatch):
     monkeypatch.setattr("cogames_parallel.cli.DEFAULT_MISSIONS", ["harvest.open"])
+    # without upstream CoGames the default job is ours (with it: test_upstream.py)
+    monkeypatch.setattr("cogames_parallel.upstream.installed", lambda: False)
     code, out, err = run(capsys)
     assert code == 0
     assert "1 mission(s) x 10 episodes = 10 episodes" in err and "greedy" in out
@@ -70,15 +72,15 @@ def test_no_arguments_runs_the_default_job(capsys, monkeypatch):
             ["eval", "-m", "nope"],
             "cogames: error: no mission matches 'nope'; run `cogames missions`",
         ),
-        (["eval", "-p", "class=x,bad=1"], "unknown key 'bad'"),
-        (["eval", "-p", "nosuch"], "unknown policy 'nosuch'"),
-        (["eval", "-e", "-1"], "--episodes must be >= 0"),
-        (["eval", "-v", "huge"], "has no variant 'huge'"),
-        (["eval", "-c", "0"], "--cogs must be >= 1"),
-        (["eval", "--seed", "-1"], "--seed must be >= 0"),
-        (["eval", "--map-seed", "-1"], "--map-seed must be >= 0"),
-        (["eval", "-p", "class=random,kw.foo=1"], "RandomPolicy takes no options, got kw.foo"),
-        (["eval", "-p", "greedy:-1"], "proportion must be > 0"),
+        (["eval", "-m", "harvest.open", "-p", "class=x,bad=1"], "unknown key 'bad'"),
+        (["eval", "-m", "harvest.open", "-p", "nosuch"], "unknown policy 'nosuch'"),
+        (["eval", "-m", "harvest.open", "-e", "-1"], "--episodes must be >= 0"),
+        (["eval", "-m", "harvest.open", "-v", "huge"], "has no variant 'huge'"),
+        (["eval", "-m", "harvest.open", "-c", "0"], "--cogs must be >= 1"),
+        (["eval", "-m", "harvest.open", "--seed", "-1"], "--seed must be >= 0"),
+        (["eval", "-m", "harvest.open", "--map-seed", "-1"], "--map-seed must be >= 0"),
+        (["eval", "-m", "harvest.open", "-p", "class=random,kw.foo=1"], "RandomPolicy takes no options, got kw.foo"),
+        (["eval", "-m", "harvest.open", "-p", "greedy:-1"], "proportion must be > 0"),
         (["eval", "-o", "."], "-o/--output . is a directory"),
         (["eval", "--save-replay-dir", __file__], "exists and is not a directory"),
     ],

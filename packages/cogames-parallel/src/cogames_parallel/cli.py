@@ -1,6 +1,9 @@
 """``cogames``: evaluate mixes of policies on cooperative multi-agent missions.
 
-A thin shell: parse flags, build the plan, run it on the chosen runner, print.
+A thin shell: parse flags, build the plan, run it on the chosen runner, print. Real
+CoGames missions (``-m cogames:<mission>``, needs the ``upstream`` extra) go through
+:mod:`cogames_parallel.upstream`; subcommands we do not implement (play, replay, login,
+...) are handed to upstream CoGames' own CLI (:mod:`cogames_parallel.coexist`).
 """
 
 from __future__ import annotations
@@ -13,8 +16,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from parallel_core.cli import ArgumentParser, CliError, UsageError, run_cli, smoke_mode
+
 EVAL_EXAMPLES = """\
 examples:
+  cogames eval -m cogames:arena -p starter -e 4 --jobs 2 --format json   (real CoGames)
+  cogames eval -m 'cogames:tutorial.*' -p class=random,proportion=3 -p starter -s 200
   cogames eval -m harvest.open -p greedy -p random --episodes 4
   cogames eval -m 'harvest.*' -v small -p greedy:3 -p random:1 --jobs 2 --format json
   cogames eval -m delivery.open -p class=busy,kw.work=20000 -c 4 --jobs 2 --parallel-policy
@@ -24,10 +31,12 @@ examples:
 
 DEFAULT_MISSIONS = ["harvest.open"]
 DEFAULT_POLICIES = ["greedy", "random"]
-
-
-class UsageError(Exception):
-    """Bad input: one line on stderr, exit code 2."""
+OUR_COMMANDS = ("eval", "run", "missions", "policies", "imitate")
+# PARALLEL_RL_SMOKE=1: documented commands finish in seconds
+SMOKE_EPISODES = 2
+DEFAULT_EPISODES = 10
+DEFAULT_JOB_EPISODES = 2  # `cogames` alone on a real mission: 2 x 1000 steps x 8 agents
+SMOKE_STEPS = 20
 
 
 def _eval_parser(sub) -> argparse.ArgumentParser:
@@ -45,23 +54,33 @@ def _eval_parser(sub) -> argparse.ArgumentParser:
             "--mission",
             action="append",
             metavar="MISSION",
-            help="mission name, shell wildcard ('harvest.*'), .py/.yaml file or module:factory "
-            f"(repeatable; default {DEFAULT_MISSIONS[0]})",
+            help="cogames:NAME for a real CoGames mission (wildcards: 'cogames:tutorial.*'), or one "
+            "of ours: name, shell wildcard ('harvest.*'), .py/.yaml file or module:factory "
+            f"(repeatable; default cogames:arena with upstream installed, else {DEFAULT_MISSIONS[0]})",
         )
         p.add_argument(
             "-p",
             "--policy",
             action="append",
             metavar="SPEC",
-            help="class=NAME_OR_PATH[,data=FILE][,proportion=N][,kw.KEY=VALUE], NAME or NAME:N "
-            f"(repeatable; default {' '.join(DEFAULT_POLICIES)})",
+            help="class=NAME_OR_PATH[,data=FILE][,proportion=N][,kw.KEY=VALUE], NAME or NAME:N; "
+            "for real missions any upstream spec (short names, checkpoint dirs/bundles) "
+            f"(repeatable; default starter for real missions, else {' '.join(DEFAULT_POLICIES)})",
+        )
+        p.add_argument(
+            "--device",
+            default="auto",
+            help="policy device for real CoGames policies, as upstream (auto, cpu, cuda, cuda:0)",
         )
         p.add_argument("-c", "--cogs", type=int, help="number of agents (overrides the mission's)")
         p.add_argument(
             "-v", "--variant", action="append", default=[], help="mission variant (repeatable)"
         )
         p.add_argument(
-            "-e", "--episodes", type=int, default=10, help="episodes per mission (default 10)"
+            "-e",
+            "--episodes",
+            type=int,
+            help=f"episodes per mission (default 10; {DEFAULT_JOB_EPISODES} for the default job)",
         )
         p.add_argument(
             "-s", "--steps", type=int, help="max steps per episode (overrides the mission's)"
@@ -112,17 +131,20 @@ def _eval_parser(sub) -> argparse.ArgumentParser:
         p.add_argument(
             "--save-replay-dir",
             type=Path,
-            help="write one JSON replay (actions, rewards) per episode to this directory",
+            help="write one replay per episode to this directory (real missions: upstream's "
+            ".json.z replays, which `cogames replay` opens)",
         )
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or status lines")
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="cogames",
         description="Parallel multi-agent policy evaluation on cooperative missions. "
-        "With no command, runs a small default evaluation (greedy vs random on harvest.open).",
+        "With no command, runs a default evaluation (starter on cogames:arena with upstream "
+        "CoGames installed, else greedy vs random on harvest.open). Other subcommands "
+        "(play, replay, login, ...) are handed to upstream CoGames' own CLI.",
         epilog=EVAL_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -132,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "-m", "--mission", action="append", help="also load these (files, module:factory)"
     )
-    sub.add_parser("policies", help="list registered policy short names")
+    sub.add_parser(
+        "policies", help="list registered policy short names"
+    )
     im = sub.add_parser(
         "imitate",
         help="train an MLP policy by cloning a scripted one (writes a file for -p class=mlp,data=FILE)",
@@ -150,10 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--seed", type=int, default=0)
     im.add_argument("-o", "--output", type=Path, required=True)
     return parser
-
-
-def _err(msg: str) -> None:
-    print(f"cogames: error: {msg}", file=sys.stderr)
 
 
 def cmd_missions(args) -> int:
@@ -185,7 +205,7 @@ def cmd_missions(args) -> int:
     for m in missions:
         if m.source != "builtin" and m.variants:
             console.print(f"{m.name} variants: {', '.join(m.variants)}")
-    return 0
+    return _upstream_listing(console, "missions", "Real CoGames missions: use -m cogames:NAME")
 
 
 def cmd_policies(args) -> int:
@@ -203,8 +223,25 @@ def cmd_policies(args) -> int:
         else:
             doc = "torch MLP loaded from data=FILE (make one with `cogames imitate`)"
         t.add_row(name, path, doc)
-    Console().print(t)
-    return 0
+    console = Console()
+    console.print(t)
+    return _upstream_listing(
+        console, "policies", "Real CoGames policies (with -m cogames:...): upstream's short names"
+    )
+
+
+def _upstream_listing(console: Console, command: str, title: str) -> int:
+    """Append upstream CoGames' own listing (missions/policies), when it is installed."""
+    from cogames_parallel import upstream
+    from cogames_parallel.coexist import run_upstream
+
+    if not upstream.installed():
+        console.print(
+            "[dim]Real CoGames missions and policies: pip install 'cogames-parallel[upstream]'[/dim]"
+        )
+        return 0
+    console.print(f"\n[bold]{title}[/bold]")
+    return run_upstream([command])
 
 
 def cmd_imitate(args) -> int:
@@ -257,7 +294,184 @@ def cmd_imitate(args) -> int:
     return 0
 
 
+def _check_common(args) -> None:
+    for name in ("episodes", "jobs"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            raise UsageError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.agent_workers is not None and args.agent_workers < 1:
+        raise UsageError(f"--agent-workers must be >= 1, got {args.agent_workers}")
+    # fail before the evaluation, not after it has run for hours
+    if args.output is not None and args.output.is_dir():
+        raise UsageError(f"-o/--output {args.output} is a directory; give a file name")
+    if args.save_replay_dir is not None and args.save_replay_dir.exists():
+        if not args.save_replay_dir.is_dir():
+            raise UsageError(
+                f"--save-replay-dir {args.save_replay_dir} exists and is not a directory"
+            )
+
+
+def _apply_defaults(args) -> bool:
+    """Fill in the default mission/policies and smoke-mode sizes; True for real CoGames missions."""
+    from cogames_parallel import upstream
+
+    missions = args.mission or []
+    real = [m for m in missions if upstream.is_upstream(m)]
+    if real and len(real) != len(missions):
+        raise UsageError(
+            "real CoGames missions (cogames:...) and our own missions cannot be mixed in one run; "
+            "evaluate them separately"
+        )
+    if not missions and not args.policy and upstream.installed():
+        args.mission, args.policy = [upstream.DEFAULT_MISSION], [upstream.DEFAULT_POLICY]
+        if args.episodes is None:
+            args.episodes = DEFAULT_JOB_EPISODES
+    elif not missions and upstream.installed() and any(
+        not _is_ours_policy(p) for p in args.policy
+    ):
+        args.mission = [upstream.DEFAULT_MISSION]
+    elif not missions:
+        args.mission = list(DEFAULT_MISSIONS)
+    is_real = upstream.is_upstream(args.mission[0])
+    if args.episodes is None:
+        args.episodes = DEFAULT_EPISODES
+    if not args.policy:
+        args.policy = [upstream.DEFAULT_POLICY] if is_real else list(DEFAULT_POLICIES)
+    if smoke_mode():
+        args.episodes = min(args.episodes, SMOKE_EPISODES)
+        args.steps = min(args.steps or SMOKE_STEPS, SMOKE_STEPS)
+    return is_real
+
+
+def _is_ours_policy(spec: str) -> bool:
+    from cogames_parallel.policies.base import registry_entry
+
+    name = spec.split(",")[0].removeprefix("class=").rsplit(":", 1)[0]
+    return registry_entry(name) is not None or ":" in name or name.endswith(".py")
+
+
+def _mpi_context(args):
+    from cogames_parallel.evaluate import warn
+
+    if args.backend != "mpi":
+        return None
+    from parallel_core.mpi import get_context
+
+    ctx = get_context()
+    if not ctx.is_distributed and not args.quiet and ctx.is_root:
+        warn("--backend mpi outside mpirun: running everything on this one rank")
+    return ctx
+
+
+def cmd_eval_upstream(args) -> int:
+    """``-m cogames:<mission>``: upstream's missions, policies, rollout and summary; our runners."""
+    from cogames_parallel import upstream
+    from cogames_parallel.evaluate import make_runner, warn, worker_layout
+    from parallel_core.io import atomic_write
+    from parallel_core.progress import progress_bar
+
+    upstream.require_installed()
+    if args.action_timeout_ms < 1:
+        raise UsageError(
+            f"--action-timeout-ms must be >= 1 for real CoGames missions, got {args.action_timeout_ms:g}"
+        )
+    if args.episodes < 1:
+        raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
+    for flag, value in (("--seed", args.seed), ("--map-seed", args.map_seed)):
+        if value is not None and value < 0:
+            raise UsageError(f"{flag} must be >= 0, got {value}")
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"-s/--steps must be >= 1, got {args.steps}")
+    if args.cogs is not None and args.cogs < 1:
+        raise UsageError(f"-c/--cogs must be >= 1, got {args.cogs}")
+    ctx = _mpi_context(args)
+    is_root = ctx is None or ctx.is_root
+    status = is_root and not args.quiet
+    device = upstream.resolve_device(args.device)
+    missions = upstream.resolve_missions(
+        args.mission, variants=args.variant, cogs=args.cogs, steps=args.steps, map_seed=args.map_seed
+    )
+    specs = upstream.parse_policies(args.policy, device)
+    upstream.check_policies_load(specs, missions[0][1], device)
+    tasks = upstream.plan_tasks(
+        missions,
+        specs,
+        episodes=args.episodes,
+        seed=args.seed,
+        action_timeout_ms=int(args.action_timeout_ms),
+        device=device,
+        replay_dir=args.save_replay_dir,
+    )
+    plan = upstream.UpstreamPlan(missions, specs, tasks, device, args.episodes, args.seed)
+    jobs = args.jobs
+    if ctx is not None and ctx.is_distributed and jobs > ctx.local_workers:
+        jobs = ctx.local_workers
+    n_local = len(tasks) if ctx is None else len(ctx.scatter_work(tasks))
+    layout = worker_layout(jobs, n_local, 1, False, None)
+    if args.parallel_policy and status:
+        warn(
+            "--parallel-policy: real CoGames policies run in upstream's own per-episode loop "
+            "(agents sharing a batching policy are stepped together there); the whole budget "
+            "goes to episode workers"
+        )
+    for note in layout.notes:
+        if status:
+            warn(note)
+    if status:
+        ranks = f" on {ctx.size} MPI ranks," if ctx is not None and ctx.is_distributed else ""
+        print(
+            f"cogames: {len(missions)} CoGames mission(s) x {args.episodes} episodes = "
+            f"{len(tasks)} episodes;{ranks} {layout.describe()}, device {device}",
+            file=sys.stderr,
+        )
+    if args.save_replay_dir is not None:
+        args.save_replay_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with make_runner(layout, args.backend, ctx) as runner:
+        with progress_bar(n_local, "episodes", quiet=not status) as bar:
+            results = runner.run(tasks, on_result=lambda r: bar.advance(1))
+    wall = time.perf_counter() - t0
+    code = 0
+    if is_root:
+        doc, summaries = upstream.summarize(plan, results)
+        if args.format:
+            sys.stdout.write(upstream.render(doc, args.format))
+            sys.stdout.flush()
+        else:
+            upstream.print_tables(plan, summaries, Console())
+        if args.output is not None:
+            with atomic_write(args.output, mode="w") as f:
+                f.write(upstream.render(doc, args.format or "json"))
+        failed = doc.get("failed", [])
+        if failed:
+            first = failed[0]
+            print(
+                f"cogames: error: {len(failed)} of {len(tasks)} episodes failed; first: "
+                f"{first['mission']} episode {first['episode']}: {first['error']}",
+                file=sys.stderr,
+            )
+            code = 1
+        elif status:
+            steps = sum(r.steps for r in results)
+            print(
+                f"cogames: {len(tasks)} episodes, {steps} steps in {wall:.2f} s "
+                f"({steps / max(wall, 1e-9):.0f} env steps/s)",
+                file=sys.stderr,
+            )
+        if args.save_replay_dir is not None and status and not failed:
+            print(
+                f"cogames: replays in {args.save_replay_dir}; watch one with: "
+                f"cogames replay {tasks[0].replay_path}",
+                file=sys.stderr,
+            )
+    if ctx is not None:
+        code = ctx.bcast(code, root=0)
+    return code
+
+
 def cmd_eval(args) -> int:
+    _check_common(args)
+    if _apply_defaults(args):
+        return cmd_eval_upstream(args)
     from cogames_parallel.evaluate import (
         make_plan,
         plan_tasks_for_run,
@@ -270,31 +484,11 @@ def cmd_eval(args) -> int:
     from parallel_core.io import atomic_write
     from parallel_core.progress import progress_bar
 
-    ctx = None
-    is_root = True
-    if args.backend == "mpi":
-        from parallel_core.mpi import get_context
-
-        ctx = get_context()
-        is_root = ctx.is_root
-        if not ctx.is_distributed and not args.quiet:
-            warn("--backend mpi outside mpirun: running everything on this one rank")
-    for name in ("episodes", "jobs"):
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name} must be >= 0, got {getattr(args, name)}")
-    if args.agent_workers is not None and args.agent_workers < 1:
-        raise UsageError(f"--agent-workers must be >= 1, got {args.agent_workers}")
-    # fail before the evaluation, not after it has run for hours
-    if args.output is not None and args.output.is_dir():
-        raise UsageError(f"-o/--output {args.output} is a directory; give a file name")
-    if args.save_replay_dir is not None and args.save_replay_dir.exists():
-        if not args.save_replay_dir.is_dir():
-            raise UsageError(
-                f"--save-replay-dir {args.save_replay_dir} exists and is not a directory"
-            )
+    ctx = _mpi_context(args)
+    is_root = ctx is None or ctx.is_root
     plan = make_plan(
-        args.mission or DEFAULT_MISSIONS,
-        args.policy or DEFAULT_POLICIES,
+        args.mission,
+        args.policy,
         variants=args.variant,
         cogs=args.cogs,
         steps=args.steps,
@@ -373,15 +567,24 @@ def _is_root(args) -> bool:
     return get_context().is_root
 
 
-def main(argv: list[str] | None = None) -> int:
+def _forward(argv: list[str]) -> int:
+    """A subcommand we do not implement: upstream CoGames' CLI runs it, if it is installed."""
+    from cogames_parallel import upstream
+    from cogames_parallel.coexist import run_upstream
+
+    if not upstream.installed():
+        raise UsageError(
+            f"'{argv[0]}' is not a cogames-parallel command (ours: {', '.join(OUR_COMMANDS)}); "
+            "upstream CoGames has more: pip install 'cogames-parallel[upstream]'"
+        )
+    return run_upstream(argv)
+
+
+def _dispatch(args) -> int:
+    from cogames_parallel import upstream
     from cogames_parallel.missions.base import MissionError
     from cogames_parallel.policies.base import PolicyError
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
-        argv = ["eval", *argv]  # bare `cogames [flags]` is an eval
-    args = parser.parse_args(argv)
     try:
         if args.command == "missions":
             return cmd_missions(args)
@@ -390,18 +593,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "imitate":
             return cmd_imitate(args)
         return cmd_eval(args)
-    except (UsageError, MissionError, PolicyError) as exc:
-        if _is_root(args):  # every MPI rank finds the same bad input: say it once
-            _err(str(exc))
-        return 2
-    except BrokenPipeError:  # `cogames ... | head`
-        return 1
+    except (MissionError, PolicyError, upstream.UpstreamError, UsageError) as exc:
+        if not _is_root(args):  # every MPI rank finds the same bad input: say it once
+            return 2
+        raise UsageError(str(exc)) from None
     except OSError as exc:  # an output/replay path that cannot be written, say
-        _err(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
-        return 1
-    except KeyboardInterrupt:
-        print("cogames: interrupted; worker processes stopped", file=sys.stderr)
-        return 130
+        if exc.filename:
+            raise CliError(f"{exc.strerror or exc}: {exc.filename}") from None
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and not argv[0].startswith("-") and argv[0] not in OUR_COMMANDS:
+        return run_cli("cogames", lambda: _forward(argv))
+    parser = build_parser()
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["eval", *argv]  # bare `cogames [flags]` is an eval
+    args = parser.parse_args(argv)
+    return run_cli(
+        "cogames", lambda: _dispatch(args), interrupted="interrupted; worker processes stopped"
+    )
 
 
 if __name__ == "__main__":

@@ -56,6 +56,8 @@ def one_line(exc: BaseException) -> str:
 
 
 def failed_result(task: EvalTask, error: str) -> EpisodeResult:
+    if not isinstance(task, EvalTask):  # upstream.UpstreamTask builds its own failed result
+        return task.failed(error)
     return EpisodeResult(
         index=task.index,
         mission=task.mission.label(),

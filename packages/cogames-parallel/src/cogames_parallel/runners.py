@@ -33,8 +33,13 @@ class EpisodeEngine:
             for i in range(self.agents.pool.n):
                 self.agents.pool.ensure(i)
 
-    def run(self, task: EvalTask) -> EpisodeResult:
-        return run_episode(task, self.agents)
+    def run(self, task):
+        if isinstance(task, EvalTask):
+            return run_episode(task, self.agents)
+        # a real CoGames episode (upstream.UpstreamTask): upstream's own rollout in this process
+        from cogames_parallel.upstream import run_task
+
+        return run_task(task)
 
     def close(self) -> None:
         self.agents.close()
