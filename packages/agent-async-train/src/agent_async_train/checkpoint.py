@@ -48,8 +48,12 @@ def _state(experiment, rounds: int) -> dict:
     }
 
 
-def load(path: str | Path) -> dict:
-    """Read and validate a checkpoint; any problem is a ``CheckpointError`` with the reason."""
+SORREL_FORMAT = "agent-async-train/sorrel-checkpoint"  # written by sorrel_run.py
+_SORREL_KEYS = {"config", "epoch", "episodes", "env_steps", "models", "rng"}
+
+
+def read_file(path: str | Path) -> dict:
+    """``torch.load`` a checkpoint file; a missing or corrupt file is a ``CheckpointError``."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
@@ -67,7 +71,29 @@ def load(path: str | Path) -> dict:
         raise CheckpointError(
             f"checkpoint {str(p)!r} is corrupt or not a checkpoint ({reason})"
         ) from err
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    except ImportError as err:  # a sorrel checkpoint without the sorrel extra
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} needs a missing package ({err}); for sorrel runs: "
+            "pip install 'agent-async-train[sorrel]'"
+        ) from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{str(p)!r} is not an agent-train checkpoint")
+    return state
+
+
+def load(path: str | Path) -> dict:
+    """Read and validate a checkpoint (GemGrid/PettingZoo or sorrel run); errors are
+    ``CheckpointError`` with the reason."""
+    p = Path(path)
+    state = read_file(p)
+    if state.get("format") == SORREL_FORMAT:
+        missing = _SORREL_KEYS - set(state)
+        if missing or state.get("version") != 1:
+            raise CheckpointError(
+                f"sorrel checkpoint {str(p)!r} is incomplete or of another version"
+            )
+        return state
+    if state.get("format") != FORMAT:
         raise CheckpointError(f"{str(p)!r} is not an agent-train checkpoint")
     if state.get("version") != VERSION:
         raise CheckpointError(

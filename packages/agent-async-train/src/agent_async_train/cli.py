@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--execution", choices=["simultaneous", "sequential"], help="override the move execution"
     )
+    ev.add_argument(
+        "--record", metavar="GIF", help="also save the first greedy episode as an animated GIF"
+    )
     add_quiet_flag(ev)
 
     sub.add_parser("games", help="list the built-in games")
@@ -204,7 +207,15 @@ def _evaluate(ns: argparse.Namespace) -> int:
         from .sorrel_run import evaluate_checkpoint
     else:
         from .run import evaluate_checkpoint
-    result = evaluate_checkpoint(ns.checkpoint, episodes, ns.execution, state=state)
+    if ns.record is not None:
+        from pathlib import Path
+
+        target = Path(ns.record)
+        if target.suffix.lower() != ".gif":
+            raise UsageError(f"--record {ns.record!r}: give a .gif file name")
+        if not target.parent.is_dir() and str(target.parent) not in ("", "."):
+            raise UsageError(f"--record {ns.record!r}: directory {str(target.parent)!r} does not exist")
+    result = evaluate_checkpoint(ns.checkpoint, episodes, ns.execution, state=state, record=ns.record)
     emit_json(result)
     if not ns.quiet:
         print(

@@ -107,6 +107,9 @@ class ParallelConfig(_Section):
     snapshot_interval: Int = 1  # learner rounds between policy snapshots for acting (async)
     acting_backend: str = "bmm"  # batched acting kernel: "bmm" (fast) or "vmap" (any network)
     training_backend: str = "batched"  # parallel training: "batched" (one bmm pass) or "threads"
+    # sorrel games: worker processes that each play whole episodes on their own copy of the
+    # sorrel environment (parallel collection); 0 = sorrel's own loop in this process.
+    env_workers: Int = 0
 
 
 class RunConfig(_Section):
@@ -223,6 +226,7 @@ def validate(cfg: Config) -> None:
         (p.train_interval >= 1, "parallel.train_interval must be >= 1"),
         (p.replay_ratio > 0, "parallel.replay_ratio must be > 0"),
         (p.num_workers >= 0, "parallel.num_workers must be >= 0 (0 = available cores)"),
+        (p.env_workers >= 0, "parallel.env_workers must be >= 0 (0 = collect in this process)"),
         (p.snapshot_interval >= 1, "parallel.snapshot_interval must be >= 1"),
         (p.acting_backend in ("bmm", "vmap"), "parallel.acting_backend must be 'bmm' or 'vmap'"),
         (

@@ -149,7 +149,11 @@ def reward_name(game) -> str:
 
 
 def evaluate_checkpoint(
-    path: str, episodes: int, execution: str | None = None, state: dict | None = None
+    path: str,
+    episodes: int,
+    execution: str | None = None,
+    state: dict | None = None,
+    record: str | None = None,
 ) -> dict:
     """Greedy episodes from a checkpoint, next to random play on the same seeds."""
     state = checkpoint.load(path) if state is None else state
