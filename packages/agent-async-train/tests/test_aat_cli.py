@@ -156,3 +156,70 @@ def test_help_shows_examples(capsys):
 def test_games_lists_builtins(capsys):
     assert main(["games"]) == 0
     assert capsys.readouterr().out.split() == ["gemgrid", "gemgrid-pettingzoo", "pursuit", "sorrel:treasurehunt", "sorrel:tag"]
+
+
+def test_evaluate_records_a_gemgrid_gif(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code, _, err = run_cli(
+        capsys, "run", "--epochs", "1", "--agents", "2", "--out", str(out_dir), "--quiet",
+        "--no-tensorboard", *TINY,
+    )
+    assert code == 0, err
+    gif = tmp_path / "episode.gif"
+    code, out, err = run_cli(
+        capsys, "evaluate", str(out_dir / "checkpoint.pt"), "--episodes", "2", "--record", str(gif)
+    )
+    assert code == 0, err
+    assert json.loads(out)["recording"] == str(gif)
+    from PIL import Image
+
+    with Image.open(gif) as im:
+        assert im.format == "GIF" and im.size == (7 * 16, 7 * 16)
+        total_ms = 0
+        for i in range(im.n_frames):  # Pillow merges identical frames, adding their durations
+            im.seek(i)
+            total_ms += im.info["duration"]
+        assert total_ms == 21 * 150  # reset + 20 turns (game.max_turns=20), 150 ms each
+    code, out, err = run_cli(capsys, "evaluate", str(out_dir / "checkpoint.pt"), "--record", "x.png")
+    assert code == 2 and "give a .gif file name" in err
+
+
+@pytest.mark.parametrize(
+    "argv, check",
+    [
+        (["dqn.lr=5e-4", "dqn.buffer_size=1e3", "dqn.eps_decay_steps=2e2"], None),
+        (["--epochs", "1e0"], None),
+    ],
+)
+def test_scientific_notation_is_accepted_everywhere(argv, check, tmp_path, capsys):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("dqn:\n  lr: 5e-4\n  learning_starts: 4e1\nrun:\n  epochs: 1\n")
+    code, out, err = run_cli(
+        capsys, "run", "--config", str(cfg_file), "--out", str(tmp_path / "r"), "--quiet",
+        "--no-tensorboard", *TINY, *argv,
+    )
+    assert code == 0, err
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["dqn"]["lr"] == 5e-4 and saved["dqn"]["learning_starts"] == 40
+    assert isinstance(saved["dqn"]["learning_starts"], int)
+
+
+def test_fixed_agent_count_games_refuse_other_counts(capsys, tmp_path):
+    code, _, err = run_cli(
+        capsys, "run", "agent_async_train.games.pettingzoo_adapter:GemGridParallelEnv",
+        "game.options={num_agents: 3}", "--agents", "5", "--out", str(tmp_path / "r"),
+    )
+    assert code == 2 and "fixed number of agents (3)" in err
+
+
+def test_argument_errors_answer_before_importing_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from agent_async_train.cli import main; rc = main(['--agents', '-1']); "
+        "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip() == "agent-train: error: game.agents must be >= 1"

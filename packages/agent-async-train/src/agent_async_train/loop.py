@@ -20,6 +20,7 @@ from parallel_core.budget import available_cores
 
 from .acting import BatchedActor, LoopActor, PolicySnapshot, make_snapshot
 from .config import Config, game_kwargs, validate
+from .errors import GameError
 from .games import Game, make_game
 from .learner_thread import BackgroundLearner
 from .learners.dqn import check_independent, make_agents
@@ -218,7 +219,7 @@ class Experiment:
         return losses
 
     # -- evaluation -----------------------------------------------------------------------
-    def evaluate(self, episodes: int, random_baseline: bool = True) -> dict:
+    def evaluate(self, episodes: int, random_baseline: bool = True, record: str | None = None) -> dict:
         """Greedy episodes on fixed evaluation seeds (same seeds every call), and random play.
 
         Uses a separate game instance and no agent RNG, so evaluating never changes training.
@@ -233,16 +234,32 @@ class Experiment:
             snapshot = make_snapshot(self.agents, self.rounds)
         actor = self.actor
         greedy = []
+        frames: list[np.ndarray] | None = [] if record is not None else None
         for k in range(episodes):
             obs = game.reset(seed=_episode_seed(self.seed, _EVAL_EPISODES, k))
             total = np.zeros(game.num_agents)
+            drawing = frames is not None and k == 0 and hasattr(game, "gem")
+            if drawing:
+                from .render import gemgrid_frame
+
+                frames.append(gemgrid_frame(game))
             while True:
                 res = game.step(actor.greedy(obs, snapshot))
                 total += res.rewards
                 obs = res.obs
+                if drawing:
+                    frames.append(gemgrid_frame(game))
                 if res.done:
                     break
             greedy.append(total)
+        if record is not None:
+            if not frames:
+                raise GameError(
+                    f"--record draws GemGrid and sorrel games; {self.cfg.game.name!r} has no renderer"
+                )
+            from .render import save_gif
+
+            save_gif(frames, record)
         out = {
             "greedy_score": float(np.mean(greedy)),
             "greedy_per_agent": np.mean(greedy, axis=0).tolist(),

@@ -163,8 +163,10 @@ def evaluate_checkpoint(
     set_torch_threads(cfg.run.torch_threads)
     experiment = Experiment(cfg)
     checkpoint.restore(experiment, state)
-    result = experiment.evaluate(episodes)
-    experiment.close()
+    try:
+        result = experiment.evaluate(episodes, record=record)
+    finally:
+        experiment.close()
     return {
         "checkpoint": str(path),
         "game": cfg.game.name,
@@ -173,4 +175,5 @@ def evaluate_checkpoint(
         "env_steps": experiment.env_steps,
         "episodes": episodes,
         **result,
+        **({"recording": record} if record else {}),
     }
