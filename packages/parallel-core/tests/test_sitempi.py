@@ -129,9 +129,23 @@ def test_hydra_in_an_overlay_environment_points_at_the_bundled_mpich(tmp_path, m
     monkeypatch.setattr(sys, "exec_prefix", str(tmp_path / "overlay"))
     choice = choose_libmpi({**HYDRA, "LD_LIBRARY_PATH": ""})
     assert (choice.libmpi, choice.abi) == (str(bundled), "mpich")
-    # ...unless a site MPICH-ABI library is on LD_LIBRARY_PATH (module load mpich).
+
+
+
+def test_hydra_prefers_a_site_mpich_abi_library_on_ld_library_path(tmp_path):
+    """module load mpich / cray-mpich: the site library (fast interconnect) beats the wheel's."""
     site = fake_lib(tmp_path / "site" / "lib", "libmpi.so.12")
-    assert choose_libmpi({**HYDRA, "LD_LIBRARY_PATH": str(site.parent)}).libmpi is None
+    choice = choose_libmpi({**HYDRA, "LD_LIBRARY_PATH": f"/nowhere:{site.parent}"})
+    assert (choice.libmpi, choice.abi) == (str(site), "mpich")
+    # An Open MPI folder's unversioned libmpi.so (a link to libmpi.so.40) cannot join Hydra.
+    ompi = fake_lib(tmp_path / "ompi" / "lib", "libmpi.so.40")
+    (ompi.parent / "libmpi.so").symlink_to("libmpi.so.40")
+    choice = choose_libmpi({**HYDRA, "LD_LIBRARY_PATH": f"{ompi.parent}:{site.parent}"})
+    assert choice.libmpi == str(site)
+    bundled = bundled_libmpi()
+    if bundled is not None:  # the wheel's own folder on LD_LIBRARY_PATH is not a site MPI
+        choice = choose_libmpi({**HYDRA, "LD_LIBRARY_PATH": str(bundled.parent)})
+        assert choice.reason != "site MPICH-ABI library on LD_LIBRARY_PATH"
 
 
 def test_bundled_mpich_is_found_through_its_package_metadata():

@@ -112,16 +112,19 @@ def _ld_library_dirs(env: Mapping[str, str]) -> list[Path]:
     return [Path(entry) for entry in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if entry]
 
 
-def _first(dirs: list[Path], names: tuple[str, ...], skip: Path | None) -> Path | None:
-    """First ``dir/name`` that exists, never from the folder of ``skip`` (the bundled library)."""
+def _all(dirs: list[Path], names: tuple[str, ...], skip: Path | None) -> list[Path]:
+    """Every ``dir/name`` that exists, in order, never from the folder of ``skip`` (the bundled library)."""
+    found = []
     for directory in dirs:
         if skip is not None and directory.resolve() == skip.parent:
             continue
-        for name in names:
-            candidate = directory / name
-            if candidate.is_file():
-                return candidate
-    return None
+        found.extend(directory / name for name in names if (directory / name).is_file())
+    return found
+
+
+def _first(dirs: list[Path], names: tuple[str, ...], skip: Path | None) -> Path | None:
+    found = _all(dirs, names, skip)
+    return found[0] if found else None
 
 
 def _ldconfig_paths(name: str) -> list[Path]:
@@ -170,7 +173,8 @@ def find_openmpi_libmpi(env: Mapping[str, str]) -> Path | None:
 
 
 def _abi_of(path: Path) -> str:
-    return "openmpi" if path.name.startswith(OPENMPI_LIB) else "mpich"
+    """mpi4py's ABI name for a library file (``libmpi.so`` may be a link to Open MPI's)."""
+    return "openmpi" if Path(path).resolve().name.startswith(OPENMPI_LIB) else "mpich"
 
 
 def _hint(kind: str) -> str:
@@ -207,13 +211,18 @@ def choose_libmpi(env: Mapping[str, str] | None = None) -> MPIChoice:
         if found is None:
             raise SiteMPIError(_hint(kind))
         return MPIChoice(kind, str(found), _abi_of(found), f"site MPI for the {kind} launcher")
-    # PMI-1/2 (Hydra, srun --mpi=pmi2): the bundled MPICH works. mpi4py finds it only under
-    # this interpreter's own prefix, so an overlay environment has to be pointed at it,
-    # unless LD_LIBRARY_PATH holds a site MPICH-ABI library (module load mpich/cray-mpich).
+    # PMI-1/2 (Hydra, srun --mpi=pmi2): any MPICH-ABI library can join. A site one on
+    # LD_LIBRARY_PATH (module load mpich / cray-mpich / intel-mpi) is the one to use: it
+    # knows the fast interconnect, and mpi4py would otherwise take the wheel's first.
+    site = next(
+        (p for p in _all(_ld_library_dirs(env), MPICH_LIBS, bundled) if _abi_of(p) == "mpich"), None
+    )
+    if site is not None:
+        return MPIChoice(kind, str(site), "mpich", "site MPICH-ABI library on LD_LIBRARY_PATH")
+    # Else the bundled MPICH. mpi4py looks for it only under this interpreter's own prefix,
+    # so an overlay environment (uv run --with X) has to be pointed at it.
     if bundled is None or bundled.parent == Path(sys.exec_prefix).resolve() / "lib":
         return MPIChoice(kind, None, None, "mpi4py's default library")
-    if _first(_ld_library_dirs(env), MPICH_LIBS, bundled) is not None:
-        return MPIChoice(kind, None, None, "site MPICH-ABI library on LD_LIBRARY_PATH")
     return MPIChoice(kind, str(bundled), "mpich", "bundled MPICH outside this interpreter's prefix")
 
 
