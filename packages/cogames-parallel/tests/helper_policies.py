@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+
+import numpy as np
 import threading
 import time
 
@@ -91,3 +93,27 @@ class MainOnlyPolicy(MultiAgentPolicy):
 
     def agent_policy(self, agent_id):
         return _Counting(lambda t: (t + agent_id) % 5)
+
+
+class HangPolicy(MultiAgentPolicy):
+    """Never returns from step ``at`` on agent ``agent`` (a pure-Python busy loop)."""
+
+    def __init__(self, env_info, at: int = 2, agent: int = 0) -> None:
+        super().__init__(env_info)
+        self.at, self.agent = at, agent
+
+    def agent_policy(self, agent_id):
+        def fn(t):
+            while agent_id == self.agent and t >= self.at:
+                pass
+            return 1
+
+        return _Counting(fn)
+
+
+class BoxPolicy(MultiAgentPolicy):
+    """Continuous actions: a float vector from the action space (for Box-action missions)."""
+
+    def agent_policy(self, agent_id):
+        space = self.env_info.action_space
+        return _Counting(lambda t: np.full(space.shape, 0.25 * (agent_id + 1), dtype=space.dtype))

@@ -26,6 +26,17 @@ from cogames_parallel.policies.spec import build_policy
 from cogames_parallel.procs import exit_description, mp_context, stop_process, worker_setup
 from cogames_parallel.rollout import EpisodeError, one_line
 from cogames_parallel.tasks import EvalTask
+from cogames_parallel.watchdog import Hung, deadline
+
+# An in-process policy call that has not returned after HANG_FACTOR x --action-timeout-ms
+# (at least HANG_MIN_S) is pre-empted and fails its episode: a late action only costs a
+# no-op, but a call that never returns would freeze the whole run.
+HANG_FACTOR = 20
+HANG_MIN_S = 2.0
+
+
+def hang_limit_s(action_timeout_s: float) -> float:
+    return max(HANG_FACTOR * action_timeout_s, HANG_MIN_S) if action_timeout_s > 0 else 0.0
 
 
 class PolicyFailure(EpisodeError):
@@ -46,9 +57,11 @@ class AgentGroup:
         self._policies: dict[tuple, Any] = {}
         self.entries: dict[int, tuple[Any, Any, str]] = {}
         self.timeout_s = 0.0
+        self.noop: Any = 0
 
     def begin(self, task: EvalTask, env_info: PolicyEnvInfo, slots: Sequence[int]) -> None:
         self.timeout_s = task.action_timeout_ms / 1000.0
+        self.noop = noop_action(env_info.action_space)
         self.entries = {}
         for slot in slots:
             spec = task.policies[task.assignment[slot]]
@@ -66,7 +79,7 @@ class AgentGroup:
             self.entries[slot] = (policy, agent, spec.name)
 
     def act(self, slots: Sequence[int], obs: Sequence[Any]) -> tuple[list[int], list[bool]]:
-        actions = [0] * len(slots)
+        actions: list[Any] = [self.noop] * len(slots)
         timed_out = [False] * len(slots)
         # agents of one policy that defines step_batch are stepped with one call
         batches: dict[int, list[int]] = {}
@@ -83,15 +96,23 @@ class AgentGroup:
         for ks in order:
             policy, _, name = self.entries[slots[ks[0]]]
             start = time.perf_counter()
+            limit = hang_limit_s(self.timeout_s)
             try:
-                if len(ks) > 1 or callable(getattr(policy, "step_batch", None)):
-                    out = policy.step_batch(
-                        [self.entries[slots[k]][1] for k in ks],
-                        np.stack([np.asarray(obs[k]) for k in ks]),
-                    )
-                    got = [int(a) for a in out]
-                else:
-                    got = [int(self.entries[slots[ks[0]]][1].step(obs[ks[0]]))]
+                with deadline(
+                    limit,
+                    f"policy {name} did not return an action for agent {slots[ks[0]]} within "
+                    f"{limit:g} s ({HANG_FACTOR} x --action-timeout-ms); episode stopped",
+                ):
+                    if len(ks) > 1 or callable(getattr(policy, "step_batch", None)):
+                        out = policy.step_batch(
+                            [self.entries[slots[k]][1] for k in ks],
+                            np.stack([np.asarray(obs[k]) for k in ks]),
+                        )
+                        got = [_action(a) for a in out]
+                    else:
+                        got = [_action(self.entries[slots[ks[0]]][1].step(obs[ks[0]]))]
+            except Hung as exc:
+                raise PolicyFailure(str(exc)) from None
             except Exception as exc:
                 raise PolicyFailure(
                     f"policy {name} raised on agent {slots[ks[0]]}: {one_line(exc)}"
@@ -99,9 +120,27 @@ class AgentGroup:
             late = self.timeout_s > 0 and time.perf_counter() - start > self.timeout_s
             for k, a in zip(ks, got):
                 # a late action is dropped for the no-op (action 0) and counted
-                actions[k] = 0 if late else a
+                actions[k] = self.noop if late else a
                 timed_out[k] = late
         return actions, timed_out
+
+
+def noop_action(space: Any) -> Any:
+    """The action a late agent gets: 0 for discrete spaces, the point nearest 0 for a Box."""
+    low, high = getattr(space, "low", None), getattr(space, "high", None)
+    if low is not None and high is not None and getattr(space, "shape", ()):
+        return np.clip(np.zeros(space.shape, dtype=space.dtype), low, high)
+    return 0
+
+
+def _action(a: Any) -> Any:
+    """Discrete actions as ints; anything else (Box vectors, dicts) is passed on unchanged."""
+    if isinstance(a, (int, np.integer)):
+        return int(a)
+    arr = np.asarray(a)
+    if arr.ndim == 0 and np.issubdtype(arr.dtype, np.integer):
+        return int(arr)
+    return arr if arr.dtype != object else a
 
 
 class InProcessAgents:
@@ -214,6 +253,7 @@ class WorkerAgents:
         k = min(self.pool.n, n)
         self.groups = [list(range(a, b)) for a, b in partition(n, k)]
         self.timeout_s = task.action_timeout_ms / 1000.0
+        self.noop = noop_action(env_info.action_space)
         self.episode_tag = (os.getpid(), next(self._serial))
         self.step_no = 0
         tag = (self.episode_tag, -1)
@@ -288,11 +328,12 @@ class WorkerAgents:
             # a group computes its agents one after another; small slack for the pipes
             deadline = start + self.timeout_s * max(len(per_worker[i][0]) for i in busy) + 0.05
         replies = self._gather(busy, tag, deadline)  # phase 2: gather
-        actions, timed_out = [0] * len(slots), [True] * len(slots)
+        actions: list[Any] = [self.noop] * len(slots)
+        timed_out = [True] * len(slots)
         for k in range(len(slots)):
             i, j = where[k]
             if i in replies:
-                actions[k] = int(replies[i][2][j])
+                actions[k] = _action(replies[i][2][j])
                 timed_out[k] = bool(replies[i][3][j])
         return actions, timed_out
 

@@ -96,6 +96,12 @@ def _eval_parser(sub) -> argparse.ArgumentParser:
             help="late actions become no-ops and are counted (default 250; 0 disables)",
         )
         p.add_argument(
+            "--episode-timeout-s",
+            type=float,
+            help="real missions: stop an episode that runs longer than this and report it "
+            "failed (default: 60 + 2 x steps x agents x the action timeout)",
+        )
+        p.add_argument(
             "-j",
             "--jobs",
             type=int,
@@ -362,6 +368,15 @@ def _mpi_context(args):
     return ctx
 
 
+C_INT_MAX = 2**31 - 1
+
+
+def _clip(value: object, limit: int = 40) -> str:
+    """A value for an error message, never thousands of characters long."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:20]}...({len(text)} digits)"
+
+
 def cmd_eval_upstream(args) -> int:
     """``-m cogames:<mission>``: upstream's missions, policies, rollout and summary; our runners."""
     from cogames_parallel import upstream
@@ -376,11 +391,18 @@ def cmd_eval_upstream(args) -> int:
         )
     if args.episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
-    for flag, value in (("--seed", args.seed), ("--map-seed", args.map_seed)):
-        if value is not None and value < 0:
-            raise UsageError(f"{flag} must be >= 0, got {value}")
+    for flag, value, top in (
+        ("--seed", args.seed, C_INT_MAX - args.episodes + 1),  # episode k runs seed + k
+        ("--map-seed", args.map_seed, C_INT_MAX),
+    ):
+        if value is not None and not 0 <= value <= top:
+            raise UsageError(
+                f"{flag} must be between 0 and {top} (mettagrid takes a C int), got {_clip(value)}"
+            )
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"-s/--steps must be >= 1, got {args.steps}")
+    if args.episode_timeout_s is not None and not args.episode_timeout_s > 0:
+        raise UsageError(f"--episode-timeout-s must be > 0, got {args.episode_timeout_s:g}")
     if args.cogs is not None and args.cogs < 1:
         raise UsageError(f"-c/--cogs must be >= 1, got {args.cogs}")
     ctx = _mpi_context(args)
@@ -400,6 +422,7 @@ def cmd_eval_upstream(args) -> int:
         action_timeout_ms=int(args.action_timeout_ms),
         device=device,
         replay_dir=args.save_replay_dir,
+        episode_timeout_s=args.episode_timeout_s,
     )
     plan = upstream.UpstreamPlan(missions, specs, tasks, device, args.episodes, args.seed)
     jobs = args.jobs
@@ -611,9 +634,29 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["eval", *argv]  # bare `cogames [flags]` is an eval
     args = parser.parse_args(argv)
-    return run_cli(
+    code = run_cli(
         "cogames", lambda: _dispatch(args), interrupted="interrupted; worker processes stopped"
     )
+    _exit_past_hung_threads(code)
+    return code
+
+
+def _exit_past_hung_threads(code: int) -> None:
+    """After a pre-empted hang, a stuck policy thread may remain; do not wait for it at exit."""
+    import os
+    import threading
+
+    from cogames_parallel import watchdog
+
+    if watchdog.fired and threading.active_count() > 1:
+        if threading.current_thread() is threading.main_thread() and not _in_pytest():
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+
+def _in_pytest() -> bool:
+    return "pytest" in sys.modules
 
 
 if __name__ == "__main__":

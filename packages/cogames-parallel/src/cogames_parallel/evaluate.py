@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cogames_parallel.missions.base import Mission, MissionRef
+from cogames_parallel.missions.base import Mission, MissionError, MissionRef
 from cogames_parallel.missions.loading import build_mission, resolve_missions
 from cogames_parallel.policies.spec import (
     PolicySpec,
@@ -125,7 +125,13 @@ def make_plan(
     resolved = []
     for base in resolve_missions(missions):
         ref = MissionRef(base.source, base.name, tuple(variants), cogs, steps)
-        resolved.append((ref, build_mission(ref)))
+        mission = build_mission(ref)
+        if map_seed is not None and not mission.accepts("map_seed"):
+            raise MissionError(
+                f"mission {mission.name!r}: its env factory does not declare map_seed, "
+                "so --map-seed cannot fix its map; drop --map-seed"
+            )
+        resolved.append((ref, mission))
     tasks = plan_tasks(resolved, specs, episodes, seed, map_seed, action_timeout_ms)
     config = {
         "episodes": episodes,

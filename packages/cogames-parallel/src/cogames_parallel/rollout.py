@@ -38,6 +38,7 @@ class EpisodeResult:
     timeouts: tuple[int, ...] = ()
     stats: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    traceback: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -123,7 +124,7 @@ def run_episode(task: EvalTask, agents: Agents) -> EpisodeResult:
                 rewards[i] += rew.get(a, 0.0)
             steps += 1
             if replay is not None:
-                replay["actions"].append([int(a) for a in actions])
+                replay["actions"].append([np.asarray(a).tolist() for a in actions])
                 replay["rewards"].append([float(rew.get(a, 0.0)) for a in names])
         stats_fn = getattr(env, "episode_stats", None)
         stats = {k: float(v) for k, v in stats_fn().items()} if callable(stats_fn) else {}
@@ -141,10 +142,36 @@ def run_episode(task: EvalTask, agents: Agents) -> EpisodeResult:
             stats=stats,
         )
     except Exception as exc:
-        return failed_result(task, one_line(exc))
+        result = failed_result(task, one_line(exc))
+        result.traceback = trimmed_traceback(exc)
+        return result
     finally:
         try:
             agents.end()
         finally:
             if env is not None:
-                env.close()
+                _close_quietly(env, task)
+
+
+def _close_quietly(env, task: EvalTask) -> None:
+    """A failing ``env.close()`` must not discard a finished episode or stop the run."""
+    import sys
+
+    try:
+        env.close()
+    except Exception as exc:  # noqa: BLE001 - reported, not fatal
+        print(
+            f"cogames: warning: {task.mission.label()} episode {task.episode}: env.close() "
+            f"raised {one_line(exc)}; the episode's results are kept",
+            file=sys.stderr,
+        )
+
+
+def trimmed_traceback(exc: BaseException, lines: int = 12) -> str:
+    """The last ``lines`` lines of ``exc``'s traceback (kept in the JSON of a failed episode)."""
+    import traceback
+
+    text = "".join(traceback.format_exception(exc)).rstrip().splitlines()
+    if len(text) > lines:
+        text = ["...", *text[-lines:]]
+    return "\n".join(text)

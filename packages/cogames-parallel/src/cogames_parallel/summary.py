@@ -103,8 +103,9 @@ def summarize(
         else:
             err = r.error if r is not None else "no result came back for this episode"
             ep["error"] = err
-            data["failed"].append(
-                {"mission": t.mission.label(), "episode": t.episode, "error": err}
-            )
+            failure = {"mission": t.mission.label(), "episode": t.episode, "error": err}
+            if r is not None and r.traceback:  # trimmed: the last lines, where it happened
+                ep["traceback"] = failure["traceback"] = r.traceback
+            data["failed"].append(failure)
         data["episodes"].append(ep)
     return data

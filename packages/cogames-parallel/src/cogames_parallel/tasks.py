@@ -34,8 +34,13 @@ class EvalTask:
     replay_dir: str | None = None  # write a replay of this episode here (does not change results)
 
 
-def _u63(ss: np.random.SeedSequence) -> int:
-    return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+# Seeds handed to envs and policies are below 2**31: C engines (mettagrid among them)
+# take a C int, and numpy/random/torch all accept that range.
+SEED_BITS = 31
+
+
+def _seed(ss: np.random.SeedSequence) -> int:
+    return int(ss.generate_state(1, dtype=np.uint32)[0] >> np.uint32(32 - SEED_BITS))
 
 
 def plan_tasks(
@@ -69,9 +74,9 @@ def plan_tasks(
                     episode=ep,
                     num_agents=mission.num_agents,
                     max_steps=mission.max_steps,
-                    env_seed=_u63(env_ss),
+                    env_seed=_seed(env_ss),
                     assignment=tuple(int(a) for a in assignment),
-                    agent_seeds=tuple(_u63(s) for s in agents_ss.spawn(mission.num_agents)),
+                    agent_seeds=tuple(_seed(s) for s in agents_ss.spawn(mission.num_agents)),
                     policies=specs,
                     map_seed=map_seed,
                     action_timeout_ms=float(action_timeout_ms),

@@ -25,7 +25,6 @@ import json
 import os
 import random
 import sys
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,6 @@ PREFIX = "cogames:"
 GAME = "cogs_vs_clips"
 DEFAULT_MISSION = PREFIX + "arena"
 DEFAULT_POLICY = "starter"
-TRACEBACK_LINES = 12  # an episode failure keeps the last lines of its traceback, not all of it
 
 
 class UpstreamError(ValueError):
@@ -221,6 +219,7 @@ class UpstreamTask:
     device: str | None
     action_timeout_ms: int
     replay_path: str | None = None
+    episode_timeout_s: float | None = None
 
     @property
     def env_seed(self) -> int:
@@ -281,6 +280,7 @@ def plan_tasks(
     action_timeout_ms: int,
     device: str,
     replay_dir: str | os.PathLike | None = None,
+    episode_timeout_s: float | None = None,
 ) -> list[UpstreamTask]:
     """Every episode's assignment and seed, exactly as upstream's sequential loop draws them.
 
@@ -320,16 +320,20 @@ def plan_tasks(
                     device=device,
                     action_timeout_ms=int(action_timeout_ms),
                     replay_path=replay,
+                    episode_timeout_s=(
+                        episode_timeout_s
+                        if episode_timeout_s is not None
+                        else default_episode_timeout_s(env_cfg, action_timeout_ms)
+                    ),
                 )
             )
     return tasks
 
 
-def trimmed_traceback(exc: BaseException, lines: int = TRACEBACK_LINES) -> str:
-    text = "".join(traceback.format_exception(exc)).rstrip().splitlines()
-    if len(text) > lines:
-        text = ["..."] + text[-lines:]
-    return "\n".join(text)
+def default_episode_timeout_s(env_cfg: Any, action_timeout_ms: float) -> float:
+    """A bound no honest episode reaches: every agent late on every step, twice over, + 60 s."""
+    agents, steps = int(env_cfg.game.num_agents), int(env_cfg.game.max_steps)
+    return 60.0 + 2.0 * steps * agents * action_timeout_ms / 1000.0
 
 
 def run_task(task: UpstreamTask) -> UpstreamResult:
@@ -338,17 +342,28 @@ def run_task(task: UpstreamTask) -> UpstreamResult:
         from mettagrid.runner.rollout import run_episode_local
         from mettagrid.simulator.multi_episode.rollout import EpisodeRolloutResult
 
+        from cogames_parallel.watchdog import Hung, deadline
+
         replay_path = Path(task.replay_path) if task.replay_path else None
-        res, _ = run_episode_local(
-            policy_specs=list(task.policy_specs),
-            assignments=list(task.assignment),
-            env=task.env_cfg,
-            results_path=None,
-            replay_path=replay_path,
-            seed=task.seed,
-            max_action_time_ms=task.action_timeout_ms,
-            device=task.device,
-        )
+        limit = task.episode_timeout_s
+        try:
+            with deadline(
+                limit,
+                f"episode did not finish within --episode-timeout-s {limit:g} s "
+                "(a policy that never returns?); stopped",
+            ):
+                res, _ = run_episode_local(
+                    policy_specs=list(task.policy_specs),
+                    assignments=list(task.assignment),
+                    env=task.env_cfg,
+                    results_path=None,
+                    replay_path=replay_path,
+                    seed=task.seed,
+                    max_action_time_ms=task.action_timeout_ms,
+                    device=task.device,
+                )
+        except Hung as exc:
+            return task.failed(str(exc))
         rollout = EpisodeRolloutResult(
             assignments=list(task.assignment),
             rewards=list(res.rewards),
@@ -360,6 +375,8 @@ def run_task(task: UpstreamTask) -> UpstreamResult:
             time_averaged_game_stats=res.time_averaged_game_stats,
         )
     except Exception as exc:  # noqa: BLE001 - reported per episode, never as zeros
+        from cogames_parallel.rollout import trimmed_traceback
+
         result = task.failed(f"{type(exc).__name__}: {_short(exc)}")
         result.traceback = trimmed_traceback(exc)
         return result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,12 +18,21 @@ class MissionError(ValueError):
 
 
 def _accepts(factory: Callable, name: str) -> bool:
+    """True only if ``factory`` declares a parameter ``name``.
+
+    A factory that only takes ``**kwargs`` (common for PettingZoo ``env(**kwargs)``
+    wrappers) is not assumed to understand ``num_agents``/``max_steps``/``map_seed``:
+    passing them would fail every episode, so ``-c``/``--map-seed`` are refused up front
+    and ``-s`` only caps the rollout.
+    """
     try:
         sig = inspect.signature(factory)
     except (TypeError, ValueError):
-        return True
-    return name in sig.parameters or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()
+        return False
+    p = sig.parameters.get(name)
+    return p is not None and p.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
     )
 
 
@@ -43,6 +54,10 @@ class Mission:
     applied: tuple[str, ...] = ()
     num_agents: int = 0
     max_steps: int = 0
+
+    def accepts(self, name: str) -> bool:
+        """Whether the env factory declares the parameter ``name``."""
+        return _accepts(self.factory, name)
 
     def make_env(self, **extra: Any):
         """Create a fresh env; ``extra`` (e.g. ``map_seed``) is passed when the factory takes it."""
@@ -112,7 +127,8 @@ def probe_num_agents(factory: Callable, params: Mapping[str, Any]) -> int:
     finally:
         close = getattr(env, "close", None)
         if callable(close):
-            close()
+            with contextlib.suppress(Exception):  # a probe env; episodes report close errors
+                close()
     return n
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import fnmatch
 import hashlib
 import importlib
@@ -49,7 +51,8 @@ def _from_factory(
     finally:
         close = getattr(env, "close", None)
         if callable(close):
-            close()
+            with contextlib.suppress(Exception):  # a probe env; episodes report close errors
+                close()
     return Mission(
         name=name,
         factory=factory,
@@ -109,7 +112,8 @@ def _missions_from_object(obj: Any, name: str, source: str) -> list[Mission]:
         # the callable itself is the env factory; we built one env already, close it
         close = getattr(made, "close", None)
         if callable(close):
-            close()
+            with contextlib.suppress(Exception):  # a probe env; episodes report close errors
+                close()
         return [_from_factory(name, obj, source)]
     raise MissionError(f"{source}: expected a Mission, a list of Missions or an env factory")
 
