@@ -1,20 +1,32 @@
 #!/usr/bin/env python
-"""Benchmark agent-async-train's execution layers side by side on the same seed and budget.
+"""Benchmark agent-async-train's execution layers side by side on the same budget.
 
-Modes (each in a fresh subprocess, one after another, one torch thread per thread):
+GemGrid (``--game gemgrid``, default) modes:
 
-  sequential              the plain loop: per-agent acting, per-agent training inline
-  parallel_actions        one batched forward for all agents' actions
-  parallel_training       all agents' updates in one batched pass (inline)
-  async                   background learner thread, per-agent acting
-  async_parallel_actions  background learner + batched acting
-  all                     background learner + batched acting + batched training
+  sequential        the plain loop: per-agent acting, per-agent training inline
+  batched_acting    one batched forward for all agents' actions
+  batched_training  all agents' updates in one batched pass (inline)
+  async             the learner beside collection, nothing else
+  all               learner + batched acting + batched training
 
-Every mode does the same number of environment steps and the same number of updates per
-agent (same replay ratio). Writes JSON (wall time, env steps/s, updates/s, final greedy
-score, time split, peak memory, speedup vs sequential) and prints a table.
+sorrel games (``--game sorrel:treasurehunt``) modes:
 
-  uv run python tools/bench_async_train.py --epochs 10 --out bench_async_train.json
+  upstream          sorrel's own ``Environment.run_experiment`` (no logging, no animation)
+  sequential        our loop with every layer off (sorrel's loop, step for step)
+  parallel_collection  ``parallel.env_workers=N`` worker processes play episodes
+  all               parallel collection + the learner training beside it (``--async-learning``)
+
+  (batched acting / batched training do not apply to sorrel: its agents observe one after
+  another within a turn; they are listed under ``not_applicable``.)
+
+Each mode runs in a fresh subprocess at one torch/BLAS thread per process; modes are
+interleaved (repeat 1: every mode, repeat 2: every mode, ...) and repeat r uses seed
+``--seed + r``, so the reported medians cover several seeds, for speed and for the final
+greedy score. Writes JSON (``modes``: mode, env_steps_per_s, speedup_vs_sequential, wall
+time, final score, peak RSS) and prints a table.
+
+  uv run python tools/bench_async_train.py --quick
+  uv run python tools/bench_async_train.py --game sorrel:treasurehunt --repeats 3 --output th.json
 """
 
 from __future__ import annotations
@@ -24,22 +36,33 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
-MODES = {
+GEMGRID_MODES = {
     "sequential": {},
-    "parallel_actions": {"parallel_actions": True},
-    "parallel_training": {"parallel_training": True},
+    "batched_acting": {"parallel_actions": True},
+    "batched_training": {"parallel_training": True},
     "async": {"async_learning": True},
-    "async_parallel_actions": {"async_learning": True, "parallel_actions": True},
     "all": {"async_learning": True, "parallel_actions": True, "parallel_training": True},
+}
+SORREL_MODES = ["upstream", "sequential", "parallel_collection", "all"]
+SORREL_NOT_APPLICABLE = {
+    "batched_acting": "sorrel's agents observe and act one after another within a turn",
+    "batched_training": "sorrel's models sample minibatches from the global numpy RNG",
+    "async": "the learner runs beside collection workers; see `all`",
 }
 
 
-def child(mode: str, args: argparse.Namespace) -> dict:
-    """Run one mode in this process and return its measurements."""
+def _smoke() -> bool:
+    return os.environ.get("PARALLEL_RL_SMOKE", "") not in ("", "0")
+
+
+# -- children (one mode, one process) ----------------------------------------------------------
+def child_gemgrid(mode: str, args) -> dict:
     import torch
 
     from agent_async_train.config import Config, parse_override, set_key, validate
@@ -54,7 +77,7 @@ def child(mode: str, args: argparse.Namespace) -> dict:
     cfg.parallel.train_interval = args.train_interval
     for item in args.overrides:
         set_key(cfg, *parse_override(item))
-    for key, value in MODES[mode].items():
+    for key, value in GEMGRID_MODES[mode].items():
         setattr(cfg.parallel, key, value)
     validate(cfg)
     ex = Experiment(cfg)
@@ -64,180 +87,229 @@ def child(mode: str, args: argparse.Namespace) -> dict:
         ex.run_epoch()
     ex.close()  # includes the learner draining its last due rounds
     wall = time.perf_counter() - t0
-    h = ex.history
     ev = ex.evaluate(args.eval_episodes)
-    n = ex.game.num_agents
     return {
-        "mode": mode,
-        "flags": MODES[mode],
-        "wall_s": wall,
         "env_steps": ex.env_steps,
         "updates_per_agent": ex.rounds,
+        "wall_s": wall,
         "env_steps_per_s": ex.env_steps / wall,
-        "updates_per_s": ex.rounds * n / wall,
-        "final_greedy_score": ev["greedy_score"],
+        "final_score": ev["greedy_score"],
         "random_score": ev["random_score"],
-        "policy_lag_mean": sum(r["policy_lag_mean"] for r in h) / len(h),
-        "time_split_s": {
-            "env": sum(r["time_env_s"] for r in h),
-            "inference": sum(r["time_inference_s"] for r in h),
-            "buffer_write": sum(r["time_buffer_s"] for r in h),
-            "training": sum(r["time_training_s"] for r in h),
-            "learner_wait": sum(r["time_learner_wait_s"] for r in h),
-            "lock_wait": sum(r["time_lock_wait_s"] for r in h),
-        },
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "reward_name": ex.game.reward_name,
     }
 
 
+def child_sorrel(mode: str, args) -> dict:
+    import torch
+
+    from agent_async_train.config import Config, parse_override, set_key, validate
+    from agent_async_train.sorrel_run import SorrelExperiment
+
+    torch.set_num_threads(1)
+    cfg = Config()
+    cfg.game.name = args.game
+    cfg.run.seed = args.seed
+    cfg.run.tensorboard = False
+    cfg.run.episodes_per_epoch = args.episodes
+    for item in args.overrides:
+        set_key(cfg, *parse_override(item))
+    if mode in ("parallel_collection", "all"):
+        cfg.parallel.env_workers = args.env_workers
+    if mode == "all":
+        cfg.parallel.async_learning = True
+    validate(cfg)
+    ex = SorrelExperiment(cfg)
+    ex.start()  # workers start (and build their environments) before the clock
+    t0 = time.perf_counter()
+    if mode == "upstream":
+        ex.env.config.experiment.epochs = args.episodes - 1  # run_experiment runs epochs + 1
+        with tempfile.TemporaryDirectory() as tmp:
+            ex.env.run_experiment(animate=False, logging=False, output_dir=tmp)
+        wall = time.perf_counter() - t0
+        ex.episodes = args.episodes
+        ex.env_steps = args.episodes * ex.max_turns * ex.num_agents
+    else:
+        ex.run_epoch()
+        wall = time.perf_counter() - t0
+    ex.close()
+    ev = ex.evaluate(args.eval_episodes)
+    return {
+        "env_steps": ex.env_steps,
+        "updates_per_agent": ex.episodes,
+        "wall_s": wall,
+        "env_steps_per_s": ex.env_steps / wall,
+        "final_score": ev["greedy_score"],
+        "random_score": ev["random_score"],
+        "reward_name": ex.reward_name,
+    }
+
+
+# -- parent -------------------------------------------------------------------------------------
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog="example: uv run python tools/bench_async_train.py --epochs 10 --modes sequential all",
+        epilog="example: uv run python tools/bench_async_train.py --quick --output bench.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--epochs", type=int, default=10, help="epochs of 10 episodes x 50 turns (default 10)"
-    )
-    p.add_argument("--agents", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--replay-ratio", type=float, default=0.25, help="updates per agent per env step"
-    )
+    p.add_argument("--game", default="gemgrid", help="gemgrid (default) or sorrel:treasurehunt")
+    p.add_argument("--quick", action="store_true", help="a small budget, one repeat: seconds")
+    p.add_argument("--epochs", type=int, default=10, help="GemGrid: epochs of 10 episodes x 50 turns")
+    p.add_argument("--episodes", type=int, default=40, help="sorrel: episodes per mode (default 40)")
+    p.add_argument("--env-workers", type=int, default=2, help="sorrel: collection processes")
+    p.add_argument("--agents", type=int, default=4, help="GemGrid agents")
+    p.add_argument("--seed", type=int, default=0, help="repeat r uses seed + r")
+    p.add_argument("--replay-ratio", type=float, default=0.25, help="GemGrid updates per agent per step")
     p.add_argument("--train-interval", type=int, default=4)
-    p.add_argument("--eval-episodes", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=1, help="runs per mode; the fastest is reported")
-    p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
-    p.add_argument("--out", default="bench_async_train.json")
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats per mode (medians)")
+    p.add_argument("--modes", nargs="+", help="a subset of the game's modes")
+    p.add_argument("--output", "--out", dest="output", default="bench_async_train.json")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--child", choices=list(MODES), help=argparse.SUPPRESS)
+    p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", help="config overrides like dqn.batch_size=128")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.quick or _smoke():
+        args.epochs, args.episodes, args.repeats = 1, min(args.episodes, 4), 1
+        args.eval_episodes = 2
+        if args.game.startswith("sorrel:"):
+            args.overrides = [
+                "game.options={world: {height: 9, width: 9}, experiment: {max_turns: 20}}",
+                *args.overrides,
+            ]
+    return args
+
+
+def _fail(message: str) -> int:
+    print(f"bench_async_train: error: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    sorrel = args.game.startswith("sorrel:")
     if args.child:
-        print(json.dumps(child(args.child, args)))
+        fn = child_sorrel if sorrel else child_gemgrid
+        print(json.dumps(fn(args.child, args)))
         return 0
     from agent_async_train.config import Config, ConfigError, parse_override, set_key, validate
+    from agent_async_train.errors import GameError
+    from agent_async_train.games import check_game_name
 
-    try:  # reject a bad override here, in one line, instead of a traceback from every child
+    all_modes = SORREL_MODES if sorrel else list(GEMGRID_MODES)
+    modes = args.modes or all_modes
+    bad = [m for m in modes if m not in all_modes]
+    if bad:
+        return _fail(f"unknown mode {bad[0]!r} for {args.game}; choose from {', '.join(all_modes)}")
+    if min(args.epochs, args.episodes, args.repeats, args.eval_episodes, args.env_workers) < 1:
+        return _fail("--epochs, --episodes, --repeats, --eval-episodes and --env-workers must be >= 1")
+    try:  # reject a bad game or override here, in one line, instead of from every child
+        check_game_name(args.game)
         cfg = Config()
         for item in args.overrides:
             set_key(cfg, *parse_override(item))
         validate(cfg)
-    except ConfigError as err:
-        print(f"bench_async_train: error: {err}", file=sys.stderr)
-        return 2
+    except (ConfigError, GameError) as err:
+        return _fail(str(err))
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as err:
+        return _fail(f"--output {args.output!r}: cannot create {out_dir!r} ({err.strerror})")
+
     from rich.console import Console
     from rich.table import Table
 
     from parallel_core.io import atomic_write
     from parallel_core.progress import progress_bar
 
-    passthrough = [
-        "--epochs",
-        str(args.epochs),
-        "--agents",
-        str(args.agents),
-        "--seed",
-        str(args.seed),
-        "--replay-ratio",
-        str(args.replay_ratio),
-        "--train-interval",
-        str(args.train_interval),
-        "--eval-episodes",
-        str(args.eval_episodes),
-        *args.overrides,
-    ]
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-    }
-    results = {}
-    with progress_bar(len(args.modes) * args.repeats, "benchmark", quiet=args.quiet) as bar:
-        for _ in range(args.repeats):
-            for mode in args.modes:
-                proc = subprocess.run(
-                    [sys.executable, __file__, "--child", mode, *passthrough],
-                    capture_output=True,
-                    text=True,
-                    env=env,
-                )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
+    with progress_bar(len(modes) * args.repeats, "benchmark", quiet=args.quiet) as bar:
+        for r in range(args.repeats):  # interleaved: every mode once per repeat
+            for mode in modes:
+                cmd = [
+                    sys.executable, __file__, "--child", mode, "--game", args.game,
+                    "--epochs", str(args.epochs), "--episodes", str(args.episodes),
+                    "--env-workers", str(args.env_workers), "--agents", str(args.agents),
+                    "--seed", str(args.seed + r), "--replay-ratio", str(args.replay_ratio),
+                    "--train-interval", str(args.train_interval),
+                    "--eval-episodes", str(args.eval_episodes), "--repeats", "1",
+                    *args.overrides,
+                ]
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if proc.returncode != 0:
-                    print(f"bench_async_train: mode {mode} failed:\n{proc.stderr}", file=sys.stderr)
+                    tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+                    print(f"bench_async_train: mode {mode} failed:\n{tail}", file=sys.stderr)
                     return 1
                 res = json.loads(proc.stdout.strip().splitlines()[-1])
-                if mode not in results or res["wall_s"] < results[mode]["wall_s"]:
-                    results[mode] = res
+                res["seed"] = args.seed + r
+                runs[mode].append(res)
                 bar.advance(1)
-    base = results.get("sequential")
-    for res in results.values():
-        res["speedup_env_steps_vs_sequential"] = (
-            res["env_steps_per_s"] / base["env_steps_per_s"] if base else None
+    med = {m: statistics.median(x["env_steps_per_s"] for x in v) for m, v in runs.items()}
+    base = med.get("sequential")
+    rows = []
+    for mode, rs in runs.items():
+        rows.append(
+            {
+                "mode": mode,
+                "env_steps_per_s": med[mode],
+                "speedup_vs_sequential": med[mode] / base if base else None,
+                "wall_s_median": statistics.median(x["wall_s"] for x in rs),
+                "final_score_median": statistics.median(x["final_score"] for x in rs),
+                "final_score_per_seed": [x["final_score"] for x in rs],
+                "random_score_median": statistics.median(x["random_score"] for x in rs),
+                "env_steps": rs[0]["env_steps"],
+                "updates_per_agent": rs[0]["updates_per_agent"],
+                "runs": rs,
+            }
         )
     report = {
         "benchmark": "agent-async-train execution layers",
+        "game": args.game,
+        "reward_name": rows[0]["runs"][0]["reward_name"],
         "machine": {
             "cores": os.cpu_count(),
             "affinity": len(os.sched_getaffinity(0)),
+            "load_average_at_end": os.getloadavg(),
             "python": platform.python_version(),
+            "note": "wall-clock numbers on a shared machine are noisy; compare ratios",
         },
         "settings": {
             k: getattr(args, k)
-            for k in (
-                "epochs",
-                "agents",
-                "seed",
-                "replay_ratio",
-                "train_interval",
-                "eval_episodes",
-                "repeats",
-                "overrides",
-            )
+            for k in ("quick", "epochs", "episodes", "env_workers", "agents", "seed", "replay_ratio",
+                      "train_interval", "eval_episodes", "repeats", "overrides")
         },
-        "results": list(results.values()),
+        "modes": rows,
+        "peak_rss_mib_parent": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }
-    with atomic_write(args.out, "w") as f:
+    if sorrel:
+        report["not_applicable"] = SORREL_NOT_APPLICABLE
+        if "upstream" in med:
+            report["upstream_env_steps_per_s"] = med["upstream"]
+            if "all" in med:
+                report["speedup_vs_upstream"] = med["all"] / med["upstream"]
+    with atomic_write(args.output, "w") as f:
         json.dump(report, f, indent=2)
     table = Table(
-        title=f"agent-async-train: {args.agents} agents, replay ratio {args.replay_ratio}, {args.epochs} epochs"
+        title=f"agent-async-train on {args.game}: medians of {args.repeats} interleaved repeat(s) "
+        f"(seeds {args.seed}..{args.seed + args.repeats - 1})"
     )
-    for col in (
-        "mode",
-        "wall s",
-        "env steps/s",
-        "updates/s",
-        "speedup",
-        "greedy",
-        "env s",
-        "infer s",
-        "train s",
-        "wait s",
-        "lock s",
-        "RSS MiB",
-    ):
-        table.add_column(col, justify="right" if col != "mode" else "left")
-    for r in results.values():
-        t = r["time_split_s"]
+    for col in ("mode", "env steps/s", "speedup", "wall s", f"score ({report['reward_name']})", "random"):
+        table.add_column(col, justify="left" if col == "mode" else "right")
+    for row in rows:
         table.add_row(
-            r["mode"],
-            f"{r['wall_s']:.2f}",
-            f"{r['env_steps_per_s']:.0f}",
-            f"{r['updates_per_s']:.0f}",
-            f"{r['speedup_env_steps_vs_sequential']:.2f}x" if base else "-",
-            f"{r['final_greedy_score']:.2f}",
-            f"{t['env']:.2f}",
-            f"{t['inference']:.2f}",
-            f"{t['training']:.2f}",
-            f"{t['learner_wait']:.2f}",
-            f"{t['lock_wait']:.3f}",
-            f"{r['peak_rss_mib']:.0f}",
+            row["mode"],
+            f"{row['env_steps_per_s']:.0f}",
+            f"{row['speedup_vs_sequential']:.2f}x" if base else "-",
+            f"{row['wall_s_median']:.2f}",
+            f"{row['final_score_median']:.2f}",
+            f"{row['random_score_median']:.2f}",
         )
-    Console(file=sys.stderr if args.quiet else sys.stdout, width=160).print(table)
-    print(f"wrote {args.out}", file=sys.stderr)
+    console = Console(file=sys.stderr if args.quiet else sys.stdout, width=140)
+    console.print(table)
+    if "speedup_vs_upstream" in report:
+        console.print(f"all vs sorrel's own loop: {report['speedup_vs_upstream']:.2f}x")
+    print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 
