@@ -162,6 +162,11 @@ def test_world_size_mismatch_is_one_clear_line():
         check_world_size(1, {"PMI_SIZE": "2"})
 
 
+def rank_lines(folder: Path) -> list[str]:
+    """What each rank of a probe wrote, in rank order."""
+    return [p.read_text() for p in sorted(folder.glob("rank*.txt"))]
+
+
 def _clean_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_", "MPI_LOCAL", "MPI4PY_"))}
     env.pop("PARALLEL_CORE_SIMULATE_NODES", None)
@@ -175,7 +180,8 @@ PROBE = textwrap.dedent(
     from parallel_core.mpi import get_context
     ctx = get_context()
     from mpi4py import MPI
-    print(ctx.rank, ctx.size, MPI.Get_library_version().split(",")[0].split()[0], flush=True)
+    line = f"{ctx.rank} {ctx.size} {MPI.Get_library_version().split(',')[0].split()[0]}"
+    open(f"rank{ctx.rank}.txt", "w").write(line)  # files: ranks' stdout lines can interleave
     """
 )
 
@@ -195,12 +201,14 @@ def test_overlay_environment_under_bundled_mpiexec_runs_real_ranks(tmp_path):
     ).stdout.strip()
     # Like uv's overlay: the base environment's site-packages (and its .pth files) on sys.path.
     Path(target, "base.pth").write_text(f"import site; site.addsitedir({site_packages!r})\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
     result = subprocess.run(
         [str(bindir / "mpiexec"), "-n", "2", str(python), "-c", PROBE],
-        env=_clean_env(), capture_output=True, text=True, timeout=120,
+        env=_clean_env(), capture_output=True, text=True, timeout=120, cwd=run_dir,
     )
     assert result.returncode == 0, result.stderr
-    lines = sorted(result.stdout.split("\n"))[-2:]
+    lines = rank_lines(run_dir)
     assert [line.split()[:2] for line in lines] == [["0", "2"], ["1", "2"]], result.stdout
     assert all(line.split()[2] == "MPICH" for line in lines), result.stdout
 
@@ -214,16 +222,30 @@ def open_mpi_mpirun() -> str | None:
     return str(mpirun) if mpirun.exists() else None
 
 
-def test_open_mpi_mpirun_gets_the_site_library():
+# Importing parallel_core is enough for a program that then imports mpi4py itself.
+BARE_PROBE = textwrap.dedent(
+    """
+    import parallel_core
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    line = f"{comm.Get_rank()} {comm.Get_size()} {MPI.Get_library_version().split(',')[0].split()[0]}"
+    open(f"rank{comm.Get_rank()}.txt", "w").write(line)
+    """
+)
+
+
+@pytest.mark.parametrize("probe", [PROBE, BARE_PROBE], ids=["get_context", "import-then-mpi4py"])
+def test_open_mpi_mpirun_gets_the_site_library(probe, tmp_path):
     """The bug in the issue: under Open MPI's mpirun every rank aborted in MPI_Init."""
     mpirun = open_mpi_mpirun()
     if mpirun is None:
         pytest.skip("Open MPI is not installed (CI installs openmpi-bin)")
     env = _clean_env(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1")
     result = subprocess.run(
-        [mpirun, "-n", "2", sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120
+        [mpirun, "-n", "2", sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    lines = sorted(line for line in result.stdout.splitlines() if line.strip())
+    lines = rank_lines(tmp_path)
     assert [line.split()[:2] for line in lines] == [["0", "2"], ["1", "2"]], result.stdout
     assert all("Open" in line.split()[2] for line in lines), result.stdout

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .budget import MAX_WORKERS_ENV, available_cores
-from .sitempi import bundled_bindir, check_world_size, configure_mpi4py
+from .sitempi import SiteMPIError, bundled_bindir, check_world_size, configure_mpi4py
 
 #: Set in the ranks of a simulated multi-node run; also read by the package CLIs as a default.
 SIMULATE_ENV = "PARALLEL_CORE_SIMULATE_NODES"
@@ -55,6 +55,15 @@ def launched_under_mpi() -> bool:
     if forced is not None:
         return forced == "1"
     return any(name in os.environ for name in _LAUNCHER_ENV)
+
+
+# Under a launcher, choose the MPI library as soon as parallel_core is imported, so that code
+# importing mpi4py itself afterwards gets the library that matches the launcher too.
+if launched_under_mpi():
+    try:
+        configure_mpi4py()
+    except SiteMPIError:
+        pass  # get_context() raises it again, where a CLI reports it as one line
 
 
 class LocalContext:
