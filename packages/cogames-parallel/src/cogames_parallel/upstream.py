@@ -187,13 +187,26 @@ def check_policies_load(specs: Sequence[Any], env_cfg: Any, device: str) -> None
             hint = ""
             if missing.split(".")[0] in ("pufferlib", "einops", "torch"):
                 hint = " (neural policies need upstream's neural extra; see docs/cogames-parallel.md)"
-            raise UpstreamError(f"policy {spec.class_path}: cannot load: {exc}{hint}") from None
+            raise UpstreamError(
+                f"policy {spec.class_path}: cannot load: {_plain(_translate(exc))}{hint}"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - any loader error is the user's input
+            if "Invalid symbol name" in str(exc):
+                raise UpstreamError(
+                    f"policy {spec.class_path}: {_plain(_translate(exc))} "
+                    "(run `cogames policies` to list the short names)"
+                ) from None
             where = f" from {spec.data_path}" if spec.data_path else ""
             raise UpstreamError(
                 f"policy {spec.class_path}{where} cannot be loaded: {type(exc).__name__}: "
                 f"{_short(exc)}"
             ) from None
+
+
+def _translate(exc: BaseException) -> str:
+    from cogames.cli.policy import _translate_error
+
+    return _translate_error(exc)
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:

@@ -1,0 +1,151 @@
+"""Real CoGames missions end to end: our `cogames eval` against upstream's own `cogames run`.
+
+Upstream's CLI is run as `python -m cogames run ...` (its own entry point); ours as the
+`cogames` console script and `python -m cogames_parallel`. Episodes are a few steps long
+(`-s`) so the suite stays short; the values still come from real missions and policies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("cogames.cli.mission", reason="upstream CoGames (the upstream extra) not installed")
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG_TESTS = ROOT / "packages" / "cogames-parallel" / "tests"
+BIN = Path(sys.executable).parent
+OURS = [str(BIN / "cogames")]
+UPSTREAM = [sys.executable, "-m", "cogames"]
+# two missions (mission-level parallelism), a 3:1 mix, fewer cogs, a fixed map seed
+FLAGS = ["-m", "arena", "-m", "tutorial", "-p", "starter:3", "-p", "noop", "-c", "4",
+         "-e", "3", "-s", "12", "--seed", "7", "--map-seed", "3", "--format", "json"]  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PARALLEL_RL_SMOKE", None)  # smoke mode would shrink our run, not upstream's
+    env["PYTHONPATH"] = os.pathsep.join([str(PKG_TESTS), env.get("PYTHONPATH", "")])
+    return env
+
+
+def sh(cmd: list[str], rc: int | None = 0, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=_env())
+    if rc is not None:
+        assert proc.returncode == rc, proc.stderr[-3000:]
+    return proc
+
+
+def ours_flags() -> list[str]:
+    return [("cogames:" + f if prev == "-m" else f) for prev, f in zip(["", *FLAGS], FLAGS)]
+
+
+@pytest.fixture(scope="module")
+def upstream_json() -> str:
+    return sh([*UPSTREAM, "run", *FLAGS]).stdout
+
+
+def test_serial_equals_upstream_cogames_run_byte_for_byte(upstream_json):
+    data = json.loads(upstream_json)
+    assert [m["mission_name"] for m in data["missions"]] == ["arena", "tutorial"]
+    assert [p["agent_count"] for p in data["missions"][0]["mission_summary"]["policy_summaries"]] == [3, 1]
+    assert sh([*OURS, "eval", *ours_flags(), "-q"]).stdout == upstream_json
+
+
+def run_ours(capsys, *argv: str) -> tuple[int, str, str]:
+    """Our CLI in this process (imports paid once); episode workers are still real processes."""
+    from cogames_parallel.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def helpers_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(PKG_TESTS))
+
+
+def test_episode_and_mission_workers_equal_upstream(upstream_json, capsys):
+    code, out, err = run_ours(capsys, "eval", *ours_flags(), "--jobs", "2", "-q")
+    assert code == 0 and out == upstream_json, err
+    # --parallel-policy is accepted and gives the same numbers
+    code, out, err = run_ours(capsys, "eval", *ours_flags(), "--jobs", "2", "--parallel-policy", "-q")
+    assert code == 0 and out == upstream_json, err
+
+
+@pytest.mark.skipif(shutil.which("mpirun", path=str(BIN)) is None, reason="no mpirun")
+def test_mpi_ranks_equal_upstream(upstream_json):
+    out = sh([str(BIN / "mpirun"), "-n", "2", *OURS, "eval", *ours_flags(), "--backend", "mpi", "-q"])
+    assert out.stdout == upstream_json
+
+
+def test_replays_are_upstreams_format(tmp_path, capsys):
+    from cogames_parallel.coexist import run_upstream
+
+    code, _, err = run_ours(capsys, "eval", "-m", "cogames:arena", "-p", "starter", "-e", "2",
+                            "-s", "5", "-q", "--format", "json",
+                            "--save-replay-dir", str(tmp_path / "ours"))  # fmt: skip
+    assert code == 0, err
+    assert run_upstream(["run", "-m", "arena", "-p", "starter", "-e", "1", "-s", "5",
+                         "--format", "json", "--save-replay-dir", str(tmp_path / "up")]) == 0  # fmt: skip
+    capsys.readouterr()
+    ours = sorted((tmp_path / "ours").glob("*.json.z"))
+    (up,) = (tmp_path / "up").glob("*.json.z")
+    assert [p.name for p in ours] == ["arena.ep0000.json.z", "arena.ep0001.json.z"]
+    a, b = (json.loads(zlib.decompress(p.read_bytes())) for p in (ours[0], up))
+    # the same replay document as upstream's own file (which `cogames replay` opens),
+    # and for the same seed the same episode
+    assert set(a) == set(b) and a.get("num_agents") == b.get("num_agents")
+    assert a.get("max_steps") == b.get("max_steps")
+
+
+def test_a_hung_real_policy_fails_its_episode_and_the_run_ends(capsys, helpers_on_path):
+    code, out, err = run_ours(capsys, "eval", "-m", "cogames:arena", "-p",
+                              "class=upstream_helpers.HangPolicy", "-e", "1", "-s", "10",
+                              "--episode-timeout-s", "3", "--format", "json", "-q")  # fmt: skip
+    data = json.loads(out)
+    assert code == 1 and "did not finish within --episode-timeout-s 3 s" in data["failed"][0]["error"]
+    assert data["missions"][0]["mission_summary"] is None
+
+
+def test_real_policy_error_keeps_a_trimmed_traceback_and_exit_1(capsys, helpers_on_path):
+    code, out, err = run_ours(capsys, "eval", "-m", "cogames:arena", "-p",
+                              "class=upstream_helpers.CrashPolicy", "-e", "1", "-s", "5",
+                              "--format", "json", "-q", "--jobs", "2")  # fmt: skip
+    failed = json.loads(out)["failed"][0]
+    assert code == 1 and "ValueError: boom from a real-mission policy" in failed["error"]
+    assert "boom" in failed["traceback"] and len(failed["traceback"].splitlines()) <= 13
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-m", "cogames:nosuch"], "mission 'cogames:nosuch'"),
+        (["-m", "cogames:arena", "-p", "nosuchpolicy"], "Could not find policy class"),
+        (["-m", "cogames:arena", "-p", "/nonexistent-bundle"], "policy '/nonexistent-bundle'"),
+        (["-m", "cogames:arena", "-m", "harvest.open"], "cannot be mixed"),
+        (["-m", "cogames:arena", "--seed", str(2**31)], "mettagrid takes a C int"),
+    ],
+)
+def test_real_mission_usage_errors_are_one_line_exit_2(capsys, args, message):
+    code, out, err = run_ours(capsys, "eval", *args, "-e", "1", "-s", "2")
+    assert code == 2 and message in err and err.count("\n") == 1 and out == ""
+
+
+def test_upstream_subcommands_are_forwarded_and_eval_stays_ours(tmp_path):
+    # upstream's own console script (as installed when it wins the bin/cogames race) runs
+    # our eval through the .pth hook; the commands we do not implement stay upstream's
+    script = tmp_path / "cogames"
+    script.write_text("import sys\nfrom cogames.main import app\nsys.exit(app())\n")
+    proc = sh([sys.executable, str(script), "eval", "--help"])
+    assert "--parallel-policy" in proc.stdout and "cogames:arena" in proc.stdout
+    proc = sh([*OURS, "replay", "--help"])
+    assert "--parallel-policy" not in proc.stdout and "replay" in proc.stdout.lower()
