@@ -105,3 +105,46 @@ def test_bad_world_file_exit_2(tmp_path):
     assert r.stderr.strip().endswith(
         "grid rows have different lengths; pad every row to the same width"
     )
+
+
+# --- an unchanged upstream EMPO MultiGrid env through the CLI (issue 12 item 1) ----------
+UPSTREAM = os.environ.get("EMPO_UPSTREAM")  # a checkout of github.com/mensch72/empo
+UPSTREAM_PYTHON = os.environ.get("EMPO_UPSTREAM_PYTHON")  # has upstream's deps + this package
+MULTIGRID = ROOT / "packages" / "empo-distributed" / "examples" / "upstream_multigrid.py"
+
+
+@pytest.mark.skipif(
+    not (UPSTREAM and UPSTREAM_PYTHON),
+    reason="needs EMPO_UPSTREAM (an upstream EMPO checkout) and EMPO_UPSTREAM_PYTHON (a python "
+    "with gymnasium, matplotlib, cloudpickle, tqdm, psutil, pyyaml and this package)",
+)
+def test_unchanged_upstream_multigrid_env_matches_upstream(tmp_path):
+    """Reference: upstream EMPO commit 9e4ba2ce6a49aa5ad59de139804b3a52c6425798,
+    ``compute_human_policy_prior(env, env.human_agent_indices, env.possible_goal_generator,
+    beta_h=10, gamma_h=0.9, optimistic=True, use_float16=False, use_attainment_cache=False,
+    return_Vh=True)`` on ``MultiGridEnv(config_file="multigrid_worlds/trivial.yaml",
+    max_steps=4)``: 156 states; at the root, human 1's marginal and the policy and V of the
+    first goal (V stored by upstream in float16, hence the tolerances)."""
+    out = tmp_path / "prior.npz"
+    env = dict(os.environ, EMPO_UPSTREAM=UPSTREAM, PARALLEL_CORE_MPI="0")
+    r = subprocess.run(
+        [UPSTREAM_PYTHON, "-m", "empo_distributed.cli", "--world", f"{MULTIGRID}:make",
+         "--max-steps", "4", "--gamma-h", "0.9", "--optimistic", "--quiet", "--output", str(out)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["states"] == 156 and summary["humans"] == [1]
+    np.testing.assert_allclose(
+        summary["root_marginal"], [0.3766086274, 0.214544667, 0.1989047448, 0.2099419608], atol=2e-4
+    )
+    code = (
+        "import sys; from empo_distributed import load_prior\n"
+        f"p = load_prior({str(out)!r}, allow_pickle=True)\n"
+        "print(*p(p.states[0], 1, int(p.goal_ids[0])), p.values[0, 0])\n"
+    )
+    r = subprocess.run([UPSTREAM_PYTHON, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    got = [float(x) for x in r.stdout.split()]
+    np.testing.assert_allclose(got[:4], [0.2596517646, 0.2872680021, 0.1934284686, 0.2596517646], atol=2e-4)
+    assert abs(got[4] - 0.75537109375) < 1e-3

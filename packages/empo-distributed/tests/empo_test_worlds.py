@@ -187,3 +187,82 @@ class InterruptedWorld(ChainWorld):
 
 def make_interrupted():
     return InterruptedWorld(max_steps=3)
+
+
+# --- worlds of each kind upstream EMPO handles (issue 12 item 1); reference numbers in
+# test_upstream_exact.py were computed by upstream EMPO on these very objects -------------
+def interfering_robot(places, actions):
+    """Human 0 (actions: 0 stay, 1 step, 2 jump two places); robot 1 (0 stay, 1 step, 2 interfere).
+
+    An interfering robot makes the human's move fail with probability 1/2.
+    """
+    h, r = places
+    a_h, a_r = actions
+    if a_h == 0:
+        return [(1.0, (h, r + (a_r == 1)))]
+    step = 1 if a_h == 1 else 2
+    if a_r == 2:
+        return [(0.5, (h + step, r)), (0.5, (h, r))]
+    return [(1.0, (h + step, r + (a_r == 1)))]
+
+
+class DurationWorld(ChainWorld):
+    """Durations through EMPO's ``transition_durations``: a jump takes longer, interference too."""
+
+    def __init__(self, max_steps=3):
+        super().__init__(
+            n_agents=2, n_actions=3, humans=(0,), robots=(1,), max_steps=max_steps,
+            rule=interfering_robot,
+        )
+
+    def transition_durations(self, state, actions, transitions):
+        return [1.0 + 0.5 * (s2[1] - state[1]) + 0.25 * (actions[1] == 2) for _, s2 in transitions]
+
+    def goal_generator(self):
+        return Goals([1, 2, 3])
+
+
+class GoalsAhead:
+    """Goals that depend on the state: reach the next place (weight 2) or the one after (1)."""
+
+    def generate(self, state, h):
+        here = state[1 + h]
+        yield Goal(h, here + 1), 2.0
+        yield Goal(h, here + 2), 1.0
+
+
+def two_humans_one_robot(places, actions):
+    """Humans 0 and 1 step forward on action 1; moving together, each fails with 1/2 (one
+    of them gets through); robot 2 on action 1 holds human 1 back."""
+    h0, h1, r = places
+    a0, a1, ar = actions
+    go1 = a1 == 1 and ar == 0
+    if a0 == 1 and go1:
+        return [(0.5, (h0 + 1, h1, r)), (0.5, (h0, h1 + 1, r))]
+    return [(1.0, (h0 + (a0 == 1), h1 + go1, r + (ar == 1)))]
+
+
+def make_duration_world(max_steps=None):
+    return DurationWorld(max_steps=max_steps or 3)
+
+
+class GoalsAheadWorld(ChainWorld):
+    def goal_generator(self):
+        return GoalsAhead()
+
+
+def make_goals_ahead_world():
+    return GoalsAheadWorld(
+        n_agents=2, n_actions=3, humans=(0,), robots=(1,), max_steps=3, rule=interfering_robot
+    )
+
+
+class TwoHumansWorld(ChainWorld):
+    def goal_generator(self):
+        return Goals([1, 2])
+
+
+def make_two_humans_world():
+    return TwoHumansWorld(
+        n_agents=3, n_actions=2, humans=(0, 1), robots=(2,), max_steps=3, rule=two_humans_one_robot
+    )

@@ -180,7 +180,107 @@ def test_sigterm_during_phase1_removes_shared_files(tmp_path):
         env=dict(os.environ, PARALLEL_CORE_MPI="0"),
     )
     assert r.returncode == 143, r.stderr
-    assert r.stderr.strip() == "empo-prior: terminated"
+    assert r.stderr.strip() == "empo-prior: terminated; worker processes stopped"
     shared_dir = r.stdout.split()[0]
     assert not os.path.exists(shared_dir)  # no leftover shared-memory files
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+SIGTERM_TO_GROUP_WHILE_WORKERS_START = """
+import os, signal, sys, time
+from empo_distributed import cli, phase1
+
+phase1._LocalRunner.MIN_PARALLEL_WORK = 1
+phase1._LocalRunner.MIN_CHUNK = 1
+init = phase1._init_kernel_worker
+
+def init_then_terminate_everyone(*args):
+    # Like SLURM or `kill -TERM -PGID`: the signal reaches the parent and every worker,
+    # some of them still starting.
+    print(os.getpid(), flush=True)
+    os.killpg(0, signal.SIGTERM)
+    init(*args)
+
+phase1._init_kernel_worker = init_then_terminate_everyone
+sys.argv[1:] = ["--world", "tiny", "--workers", "2", "--quiet", "--output", sys.argv[1]]
+sys.exit(cli.main())
+"""
+
+
+def test_sigterm_to_the_whole_group_while_workers_start(tmp_path):
+    """Issue 12 item 6: workers ignore SIGTERM; the parent reports once and cleans up."""
+    out = tmp_path / "prior.npz"
+    before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SIGTERM_TO_GROUP_WHILE_WORKERS_START, str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PARALLEL_CORE_MPI="0"),
+        start_new_session=True,  # its own process group: the signal stays inside it
+    )
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert stderr.strip() == "empo-prior: terminated; worker processes stopped"
+    assert "Traceback" not in stderr and "initializer" not in stderr
+    worker_pids = [int(x) for x in stdout.split()]
+    assert worker_pids
+    for pid in worker_pids:  # no worker outlives the run
+        with pytest.raises(ProcessLookupError):
+            for _ in range(50):
+                os.kill(pid, 0)
+                import time
+
+                time.sleep(0.1)
+    after = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    assert not {n for n in after - before if n.startswith("empo-")}
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_output_never_replaces_a_device_or_fifo(tmp_path):
+    """Issue 12 item 5: as root, --output /dev/null used to replace the device."""
+    r = run("--world", "tiny", "--output", "/dev/null", "--quiet")
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        "empo-prior: error: --output /dev/null exists and is not a regular file (a device, "
+        "pipe or socket); it is never replaced: give a file name"
+    )
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    r = run("--world", "tiny", "--output", str(fifo), "--quiet")
+    assert r.returncode == 2 and "is not a regular file" in r.stderr
+    assert not os.path.isfile(fifo) and os.path.exists(fifo)
+
+
+def test_max_memory_stops_cleanly_and_keeps_the_old_file(tmp_path):
+    out = tmp_path / "prior.npz"
+    out.write_bytes(b"previous result")
+    r = run("--world", "medium", "--max-memory", "1M", "--output", str(out), "--quiet")
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("empo-prior: error: stopped after DAG wave 1")
+    assert "would exceed the limit 1.0 MB (--max-memory)" in lines[0]
+    assert out.read_bytes() == b"previous result"
+    r = run("--max-memory", "lots")
+    assert r.returncode == 2 and "expected a size such as 8G or 500M" in r.stderr
+
+
+def test_smoke_mode_shrinks_big_worlds():
+    env_run = subprocess.run(
+        [sys.executable, "-m", "empo_distributed.cli", "--world", "huge", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PARALLEL_CORE_MPI="0", PARALLEL_RL_SMOKE="1"),
+    )
+    assert env_run.returncode == 0, env_run.stderr
+    summary = json.loads(env_run.stdout)
+    assert summary["smoke"] is True and summary["states"] <= 5000 and summary["levels"] == 5
+
+
+def test_output_records_the_mode(tmp_path):
+    out = tmp_path / "prior.npz"
+    r = run("--world", "tiny", "--workers", "2", "--output", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert load_prior(out).meta["mode"] == "2 workers"

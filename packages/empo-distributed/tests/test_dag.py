@@ -120,12 +120,14 @@ def test_map_file_and_unknown_world(tmp_path):
 def test_save_load_with_non_integer_states(tmp_path):
     from empo_test_worlds import Goals
 
-    from empo_distributed import compute_human_policy_prior, load_prior
+    from empo_distributed import PriorFileError, compute_human_policy_prior, load_prior
 
     world = NoClockWorld(n_actions=2)
     prior = compute_human_policy_prior(world, [0], Goals([3]), beta_h=float("inf"))
     prior.save(tmp_path / "p.npz")
-    back = load_prior(tmp_path / "p.npz")
+    with pytest.raises(PriorFileError, match="allow_pickle=True only for a file you trust"):
+        load_prior(tmp_path / "p.npz")  # never unpickles unless asked (issue 12 item 5)
+    back = load_prior(tmp_path / "p.npz", allow_pickle=True)
     assert back.states == [("n", 0), ("n", 1), ("n", 2), ("n", 3), ("n", 4)]
     assert back.value(("n", 0), 0, 0) == prior.value(("n", 0), 0, 0) == 1.0
     assert back(("n", 4), 0) is None  # terminal
@@ -143,3 +145,29 @@ def test_loaded_prior_answers_for_a_fresh_goal_object(tmp_path):
     assert goals and all(g.goal_id is None for g in goals)
     for g in goals:
         np.testing.assert_array_equal(back(root, 0, g), prior(root, 0, g))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "not a readable prior"),
+        (b"garbage that is no zip file at all", "not a readable prior"),
+        ("truncated", "not a readable prior"),
+        ("other_npz", "is an .npz file but not a prior: it lacks"),
+    ],
+)
+def test_load_prior_rejects_garbage_and_truncated_files(tmp_path, content, message):
+    from empo_distributed import PriorFileError, compute_human_policy_prior, load_prior, load_world
+
+    path = tmp_path / "p.npz"
+    if content == "truncated":
+        world = load_world("tiny")
+        compute_human_policy_prior(world, [0], world.goal_generator()).save(path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif content == "other_npz":
+        np.savez(path, x=np.arange(3))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(PriorFileError, match=message):
+        load_prior(path)

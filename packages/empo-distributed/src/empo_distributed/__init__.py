@@ -8,7 +8,8 @@ Public API (names mirror EMPO)::
 from .dag import Dag, build_dag, get_dag
 from .goals import GoalSet, PossibleGoal, PossibleGoalGenerator, enumerate_goals
 from .phase1 import Phase1Params
-from .prior import HumanPolicyPrior, load_prior
+from .memory import MemoryLimitError
+from .prior import HumanPolicyPrior, PriorFileError, load_prior
 from .solver import compute_human_policy_prior
 from .world_model import WorldError, WorldModel, joint_actions
 from .worlds import GridWorld, list_worlds, load_world
@@ -18,9 +19,11 @@ __all__ = [
     "GoalSet",
     "GridWorld",
     "HumanPolicyPrior",
+    "MemoryLimitError",
     "Phase1Params",
     "PossibleGoal",
     "PossibleGoalGenerator",
+    "PriorFileError",
     "WorldError",
     "WorldModel",
     "build_dag",

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
-import signal
 import sys
 import time
 
@@ -48,23 +46,27 @@ _nonneg_int = _checked(int, "an integer", lambda v: v >= 0, ">= 0")
 _beta = _checked(float, "a number or 'inf'", lambda v: v >= 0, ">= 0 (or inf)")  # NaN fails too
 _gamma = _checked(float, "a number in (0, 1]", lambda v: 0.0 < v <= 1.0, "in (0, 1]")
 _rho = _checked(float, "a number >= 0", lambda v: 0.0 <= v < math.inf, "a finite number >= 0")
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors in one line (what is wrong, where to look), exit code 2."""
+def _parse_size(text: str) -> int:
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1:] if t[-1:] in _UNITS else ""
+    return int(float(t[: len(t) - len(unit)]) * _UNITS[unit])
 
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+_memory_size = _checked(_parse_size, "a size such as 8G or 500M", lambda v: v > 0, "> 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``empo-prior`` argument parser (usage errors: one line, exit code 2)."""
-    p = _Parser(
+    from parallel_core.cli import ArgumentParser, add_quiet_flag
+
+    p = ArgumentParser(
         prog="empo-prior",
         description="EMPO Phase 1: build the state DAG of a world and compute the goal-conditioned "
         "Boltzmann human policy prior by backward induction (serial, local processes, MPI).",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--world",
@@ -120,16 +122,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", default=None, help="write the prior here (.npz), atomically, by rank 0"
     )
     p.add_argument(
+        "--max-memory",
+        type=_memory_size,
+        default=None,
+        metavar="SIZE",
+        help="stop cleanly (exit 1) when a rank's memory would exceed SIZE (e.g. 8G, 500M); "
+        "default: 90%% of the memory available at the start, shared by the ranks of a node",
+    )
+    p.add_argument(
         "--mpi-simulate-nodes",
         type=_nonneg_int,
-        default=0,
+        default=None,
         metavar="K",
-        help="re-run as K MPI ranks on this machine (the real MPI path)",
+        help="re-run as K MPI ranks on this machine (the real MPI path); "
+        "default: $PARALLEL_CORE_SIMULATE_NODES, else 0",
     )
     p.add_argument("--list-worlds", action="store_true", help="list the built-in worlds and exit")
-    p.add_argument(
-        "--quiet", action="store_true", help="no progress bars or summary line on stderr"
-    )
+    add_quiet_flag(p)
     return p
 
 
@@ -167,25 +176,40 @@ class _PhaseProgress:
         self.stack.close()
 
 
-def _err(ctx, message: str) -> int:
-    if ctx is None or ctx.is_root:
-        print(f"empo-prior: error: {message}", file=sys.stderr)
-    return 2
+class _Failed(Exception):
+    """A failure already decided on every rank: ``code`` 2 (usage) or 1 (runtime)."""
 
-
-def _terminated(signum, frame) -> None:
-    print("empo-prior: terminated", file=sys.stderr, flush=True)
-    raise SystemExit(128 + signum)
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
 
 
 def _output_problem(path: str) -> str | None:
-    """Why ``--output path`` cannot be written (one line), or None when it looks writable."""
+    """Why ``--output path`` cannot be written (one line), or None when it can.
+
+    Only a regular file is ever replaced (``--output /dev/null`` as root must not replace
+    the device); the folder must be writable now, before the run, not after it.
+    """
     import os
+    import stat
     from pathlib import Path
 
     target = Path(path)
     if target.is_dir():
         return f"--output {path} is a directory; give a file name such as {target / 'prior.npz'}"
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        return f"--output {path}: {exc.strerror}"
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        return (
+            f"--output {path} exists and is not a regular file (a device, pipe or socket); "
+            "it is never replaced: give a file name"
+        )
+    if st is not None and not os.access(target, os.W_OK):
+        return f"--output {path}: the existing file is not writable"
     parent = target.parent
     while not parent.exists() and parent != parent.parent:  # missing folders are created
         parent = parent.parent
@@ -196,66 +220,96 @@ def _output_problem(path: str) -> str | None:
     return None
 
 
+SMOKE_MAX_STEPS = 4  # PARALLEL_RL_SMOKE=1: every built-in world/map shrinks to <= a few thousand states
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``empo-prior`` with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(args_list)
-    if argv is None and hasattr(signal, "SIGPIPE"):
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `empo-prior | head` ends quietly
-    if argv is None:  # `kill`, a batch scheduler's time limit: unwind, so pools stop and the
-        signal.signal(signal.SIGTERM, _terminated)  # shared-memory files in /dev/shm are removed
+    from parallel_core.cli import run_cli
 
-    from .worlds import list_worlds
+    return run_cli(
+        "empo-prior", lambda: _main(argv), interrupted="interrupted; worker processes stopped"
+    )
+
+
+def _main(argv: list[str] | None) -> int:
+    from parallel_core.cli import UsageError
+
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(args_list)  # usage errors answer here, before numpy
 
     if args.list_worlds:
+        from .worlds import list_worlds
+
         worlds = list_worlds()
         if not args.quiet:
             _print_world_table(worlds)
-        print(json.dumps(worlds, indent=2))
+        from parallel_core.cli import emit_json
+
+        emit_json(worlds)
         return 0
 
-    from parallel_core.mpi import get_context, relaunch_simulated
+    from parallel_core.mpi import get_context, relaunch_simulated, simulate_nodes_from_env
 
-    code = relaunch_simulated(args.mpi_simulate_nodes, ["-m", "empo_distributed.cli", *args_list])
+    nodes = args.mpi_simulate_nodes
+    if nodes is None:
+        nodes = simulate_nodes_from_env()  # PARALLEL_CORE_SIMULATE_NODES=K, as documented
+    code = relaunch_simulated(nodes, ["-m", "empo_distributed.cli", *args_list])
     if code is not None:
         return code
     ctx = get_context()
-    try:
-        with ctx.abort_on_error():
+    with ctx.abort_on_error():
+        try:
             return _run(args, ctx)
-    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback; pools and shared files are closed
-        print("empo-prior: interrupted; worker processes stopped", file=sys.stderr)
-        return 130
+        except _Failed as exc:
+            failure = exc
+    if not ctx.is_root:
+        return failure.code
+    if failure.code == 2:
+        raise UsageError(str(failure))
+    from parallel_core.cli import CliError
+
+    raise CliError(str(failure))
 
 
 def _run(args, ctx) -> int:
+    from parallel_core.cli import emit_json, smoke_mode
+
+    from .memory import MemoryGuard, MemoryLimitError, default_limit, peak_rss
     from .solver import compute_human_policy_prior
     from .world_model import WorldError
     from .worlds import load_world
 
     t0 = time.perf_counter()
+    max_steps = args.max_steps
+    smoke = smoke_mode()
     try:
-        world = load_world(args.world, args.max_steps)
+        world = load_world(args.world, max_steps, smoke_max_steps=SMOKE_MAX_STEPS if smoke else None)
     except WorldError as exc:
-        return _err(ctx, str(exc))
-    if not hasattr(world, "goal_generator"):
-        return _err(
-            ctx,
-            f"world {args.world!r} has no goal_generator() method; the CLI needs one to enumerate goals",
+        raise _Failed(2, str(exc)) from None
+    goals = _goal_generator(world)
+    if goals is None:
+        raise _Failed(
+            2,
+            f"world {args.world!r} has neither a goal_generator() method nor a "
+            "possible_goal_generator attribute; the CLI needs one to enumerate goals",
         )
     # Check --output before the (possibly long) run; rank 0 decides for every rank.
     problem = _output_problem(args.output) if (args.output and ctx.is_root) else None
     problem = ctx.bcast(problem)
     if problem:
-        return _err(ctx, problem)
+        raise _Failed(2, problem)
     workers = args.workers if args.workers > 0 else ctx.local_workers
     quiet = args.quiet or not ctx.is_root
+    limit = args.max_memory if args.max_memory is not None else default_limit(ctx.local_size)
+    guard = MemoryGuard(limit, ctx)
     progress = _PhaseProgress(quiet, (getattr(world, "max_steps", 0) or 0) + 1)
+    humans = list(world.human_agent_indices)
     try:
         prior = compute_human_policy_prior(
             world,
-            world.human_agent_indices,
-            world.goal_generator(),
+            humans,
+            goals,
             beta_h=args.beta_h,
             gamma_h=args.gamma_h,
             rho_h=args.rho_h,
@@ -266,10 +320,14 @@ def _run(args, ctx) -> int:
             levels=args.levels,
             on_phase=progress,
             max_states=args.max_states,
+            memory_guard=guard,
         )
+    except MemoryLimitError as exc:
+        progress.close()
+        raise _Failed(1, str(exc)) from None
     except (WorldError, ValueError) as exc:
         progress.close()
-        return _err(ctx, str(exc))
+        raise _Failed(2, str(exc)) from None
     except BaseException:  # Ctrl-C, a dying rank: finish the bar before the message
         progress.close()
         raise
@@ -278,24 +336,28 @@ def _run(args, ctx) -> int:
     t_write = 0.0
     if args.output and ctx.is_root:
         tw = time.perf_counter()
+        spec = getattr(world, "spec", None)
         prior.meta.update(
             world=args.world,
-            world_name=getattr(world, "name", args.world),
-            max_steps=getattr(world, "max_steps", None),
-            map=list(world.spec.rows) if hasattr(world, "spec") else None,
+            world_name=str(getattr(world, "name", None) or args.world),
+            max_steps=_plain_int(getattr(world, "max_steps", None)),
+            map=list(spec.rows) if hasattr(spec, "rows") else None,
             ranks=ctx.size,
             workers=workers,
+            mode=_mode(ctx.size, workers),
         )
         try:
             prior.save(args.output)
         except OSError as exc:  # e.g. disk full, permissions changed during the run
-            return _err(ctx, f"cannot write --output {args.output}: {exc.strerror or exc}")
+            raise _Failed(1, f"cannot write --output {args.output}: {exc.strerror or exc}") from None
         t_write = time.perf_counter() - tw
+    rss = ctx.gather(peak_rss())
     if not ctx.is_root:
         return 0
     t = prior.timings
     summary = {
         "world": args.world,
+        "smoke": smoke,
         "states": len(prior),
         "terminal_states": int(prior.terminal.sum()),
         "levels": prior.meta["levels"],
@@ -317,7 +379,10 @@ def _run(args, ctx) -> int:
             "write": round(t_write, 4),
             "total": round(time.perf_counter() - t0, 4),
         },
-        "root_marginal": _rounded(prior(prior.states[0], prior.human_agent_indices[0])),
+        "phase1_pool_batches": t["phase1_parallel_batches"],
+        "peak_rss_mb_per_rank": [round(r / 2**20, 1) for r in rss],
+        "peak_rss_bytes_per_state": round(max(rss) / max(1, len(prior)), 1),
+        "root_marginal": _rounded(prior(prior.states[0], humans[0])),
         "output": args.output,
     }
     if not args.quiet:
@@ -328,8 +393,28 @@ def _run(args, ctx) -> int:
             + (f" -> {args.output}" if args.output else ""),
             file=sys.stderr,
         )
-    print(json.dumps(summary, indent=2))
+    emit_json(summary)
     return 0
+
+
+def _goal_generator(world):
+    """The CLI's goals: ``world.goal_generator()`` (built-in) or EMPO's ``possible_goal_generator``."""
+    if hasattr(world, "goal_generator"):
+        return world.goal_generator()
+    return getattr(world, "possible_goal_generator", None)
+
+
+def _mode(ranks: int, workers: int) -> str:
+    if ranks > 1:
+        return f"mpi x{ranks}" + (f" + {workers} workers" if workers > 1 else "")
+    return f"{workers} workers" if workers > 1 else "serial"
+
+
+def _plain_int(value):
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _rounded(probs) -> list[float] | None:

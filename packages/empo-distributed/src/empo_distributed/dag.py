@@ -104,9 +104,14 @@ class Expansion:
     error: str | None = None
 
 
-def expand_states(world_model, states: list, joint: list[list[int]]) -> Expansion:
+def expand_states(
+    world_model, states: list, joint: list[list[int]], want_durations: bool = False
+) -> Expansion:
     """Call ``transition_probabilities`` for every state and joint action; check the results.
 
+    With ``want_durations`` (only when discounting needs them, as in EMPO) and a world
+    that has EMPO's ``transition_durations(state, actions, transitions)``, the durations
+    come from that method; otherwise from an optional third element of each outcome.
     Errors (bad probabilities, exceptions of the world model) come back in ``error``
     instead of being raised, so MPI ranks can agree on failing together.
     """
@@ -120,6 +125,7 @@ def expand_states(world_model, states: list, joint: list[list[int]]) -> Expansio
     local: dict = {}
     succ_states: list = []
     tp = world_model.transition_probabilities
+    td = getattr(world_model, "transition_durations", None) if want_durations else None
     try:
         for i, state in enumerate(states):
             for k, actions in enumerate(joint):
@@ -134,10 +140,18 @@ def expand_states(world_model, states: list, joint: list[list[int]]) -> Expansio
                     terminal[i] = 1
                     break
                 total = 0.0
-                for out in outs:
+                given = None
+                if td is not None:
+                    given = list(td(state, list(actions), [(float(o[0]), o[1]) for o in outs]))
+                    if len(given) != len(outs):
+                        return _failed(
+                            f"state {state!r}, actions {actions}: transition_durations returned "
+                            f"{len(given)} durations for {len(outs)} outcomes"
+                        )
+                for n_out, out in enumerate(outs):
                     p, s2 = out[0], out[1]
-                    if len(out) > 2:
-                        d = float(out[2])
+                    if given is not None or len(out) > 2:
+                        d = float(given[n_out] if given is not None else out[2])
                         if not d > 0:
                             return _failed(
                                 f"state {state!r}, actions {actions}: duration {d} must be > 0"
@@ -184,18 +198,14 @@ def _failed(message: str) -> Expansion:
 _WORKER: dict = {}
 
 
-def _init_expand_worker(world_model, joint) -> None:
-    import signal
-
-    signal.signal(
-        signal.SIGTERM, signal.SIG_DFL
-    )  # a forked worker must not inherit the CLI's handler
+def _init_expand_worker(world_model, joint, want_durations) -> None:
     _WORKER["wm"] = world_model
     _WORKER["joint"] = joint
+    _WORKER["durations"] = want_durations
 
 
 def _expand_chunk(states: list) -> Expansion:
-    return expand_states(_WORKER["wm"], states, _WORKER["joint"])
+    return expand_states(_WORKER["wm"], states, _WORKER["joint"], _WORKER["durations"])
 
 
 class WaveExpander:
@@ -203,27 +213,27 @@ class WaveExpander:
 
     MIN_CHUNK = 64  # below this a chunk costs more in pickling than it saves
 
-    def __init__(self, world_model, joint, workers: int = 1):
+    def __init__(self, world_model, joint, workers: int = 1, want_durations: bool = False):
         self.world_model = world_model
         self.joint = joint
+        self.want_durations = want_durations
         self.workers = max(1, int(workers))
         self.pool = None
 
     def __enter__(self):
         if self.workers > 1:
-            from parallel_core.pools import make_executor
+            from .workers import WorkerPool
 
-            self.pool = make_executor(
+            self.pool = WorkerPool(
                 self.workers,
-                initializer=_init_expand_worker,
-                initargs=(self.world_model, self.joint),
+                _init_expand_worker,
+                (self.world_model, self.joint, self.want_durations),
             )
-            self.pool.__enter__()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
         if self.pool is not None:
-            self.pool.__exit__(*exc)
+            self.pool.close(failed=exc_type is not None)
             self.pool = None
         return False
 
@@ -231,7 +241,7 @@ class WaveExpander:
         """Expansions of consecutive chunks of ``states`` (one chunk when run in-process)."""
         n = len(states)
         if self.pool is None or n < 2 * self.MIN_CHUNK:
-            return [expand_states(self.world_model, states, self.joint)]
+            return [expand_states(self.world_model, states, self.joint, self.want_durations)]
         n_chunks = min(self.workers * 4, max(1, n // self.MIN_CHUNK))
         bounds = np.linspace(0, n, n_chunks + 1).astype(int)
         futures = [
@@ -251,9 +261,13 @@ def build_dag(
     ctx=None,
     progress: Callable[[int, int], None] | None = None,
     max_states: int | None = None,
+    durations: bool = False,
+    memory_guard=None,
 ) -> Dag:
     """Explore every state reachable from ``reset()`` and return the :class:`Dag`.
 
+    ``durations``: ask the world for transition durations (needed only when discounting).
+    ``memory_guard`` (:class:`.memory.MemoryGuard`) is checked after every wave.
     ``workers`` local processes expand each wave (per rank); ``ctx`` is a
     ``parallel_core.mpi`` context (default: ``get_context()``). ``progress(wave,
     n_states)`` is called after each wave. Raises :class:`WorldError` (identically on every
@@ -277,7 +291,7 @@ def build_dag(
     state_to_idx = {root: 0}
     parts: list[tuple] = []
     start, stop, wave = 0, 1, 0
-    with WaveExpander(world_model, joint, workers) as expander:
+    with WaveExpander(world_model, joint, workers, durations) as expander:
         while start < stop:
             lo, hi = ctx.work_range(stop - start)
             mine = expander.expand(states[start + lo : start + hi])
@@ -303,6 +317,8 @@ def build_dag(
                     f"more than {max_states} reachable states after {wave} waves; "
                     "lower --max-steps or raise --max-states"
                 )
+            if memory_guard is not None:
+                memory_guard.check(f"after DAG wave {wave} ({len(states)} states)")
             if progress is not None:
                 progress(wave, len(states))
             start, stop = stop, len(states)

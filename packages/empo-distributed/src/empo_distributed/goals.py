@@ -2,14 +2,21 @@
 
 EMPO identifies goals by object equality/hash; Python's ``hash`` is salted per process,
 so it cannot name a goal across ranks or worker processes. Here every goal gets an
-integer ``goal_id``: sequential in generator order (humans in ``human_agent_indices``
-order, goals in the order their generator yields them), the same on every rank because
-every rank runs the same deterministic generator. A generator may instead yield
-``(goal, goal_id, weight)`` to choose the ids itself.
+integer ``goal_id``: sequential in first-seen order (humans in ``human_agent_indices``
+order; states in the canonical DAG order; goals in the order the generator yields
+them), the same on every rank because every rank runs the same deterministic generator
+over the same ordered states. A generator may instead yield ``(goal, goal_id, weight)``
+to choose the ids itself.
+
+A generator may yield different goals in different states (EMPO calls it in every
+state): :func:`enumerate_goals_per_state` then makes one column per distinct goal (by
+equality, as EMPO's dicts do) and records which goals, with which weights, each state
+has. A generator with ``state_independent = True`` is asked once, at the root.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -109,6 +116,77 @@ def enumerate_goals(generator, state, human_agent_indices: Sequence[int]) -> lis
             raise ValueError(f"goal generator yielded no goals for human {h}")
         out.append(GoalSet(h, tuple(goals), np.asarray(ids, dtype=np.int64), np.asarray(weights)))
     return out
+
+
+def _items(generator, state, human: int):
+    for item in _generate(generator, state, human):
+        if len(item) == 3:
+            goal, goal_id, weight = item
+            yield goal, int(goal_id), float(weight)
+        elif len(item) == 2:
+            goal, weight = item
+            yield goal, None, float(weight)
+        else:
+            raise ValueError(
+                f"goal generator must yield (goal, weight) or (goal, goal_id, weight), got {item!r}"
+            )
+
+
+def enumerate_goals_per_state(
+    generator, states: Sequence, terminal: np.ndarray, human_agent_indices: Sequence[int]
+) -> tuple[list[GoalSet], np.ndarray]:
+    """Goals of every non-terminal state: ``(goal_sets, weights)``.
+
+    ``goal_sets``: one column per distinct goal of each human (first-seen order over
+    ``states``); ``weights``: ``(N, columns)`` float64, the generator's weight of that goal
+    in that state, 0 where the state does not generate it (terminal rows are all 0).
+    """
+    per_human: list[dict] = []
+    rows: list[list[tuple[int, int, float]]] = []  # per human: (state, local column, weight)
+    explicit: list[dict] = []
+    for h in human_agent_indices:
+        index: dict = {}
+        found: list = []
+        ids: dict = {}
+        for i, state in enumerate(states):
+            if terminal[i]:
+                continue
+            for goal, goal_id, weight in _items(generator, state, h):
+                col = index.get(goal)
+                if col is None:
+                    col = index[goal] = len(index)
+                    if goal_id is not None:
+                        ids[col] = goal_id
+                found.append((i, col, weight))
+        if not index:
+            raise ValueError(f"goal generator yielded no goals for human {h}")
+        per_human.append(index)
+        rows.append(found)
+        explicit.append(ids)
+    out: list[GoalSet] = []
+    next_id = 0
+    seen: set[int] = set()
+    for h, index, ids in zip(human_agent_indices, per_human, explicit):
+        goals = list(index)  # dicts keep insertion (first-seen) order
+        gids = []
+        for col, goal in enumerate(goals):
+            goal_id = ids.get(col, next_id)
+            if goal_id in seen:
+                raise ValueError(f"goal id {goal_id} is used twice; goal ids must be unique")
+            seen.add(goal_id)
+            next_id = max(next_id, goal_id + 1)
+            with contextlib.suppress(AttributeError):
+                goal.goal_id = goal_id
+            gids.append(goal_id)
+        out.append(GoalSet(h, tuple(goals), np.asarray(gids, dtype=np.int64), np.ones(len(goals))))
+    weights = np.zeros((len(states), sum(len(gs) for gs in out)))
+    c0 = 0
+    for gs, found in zip(out, rows):
+        if found:
+            arr = np.asarray(found, dtype=np.float64)
+            weights[arr[:, 0].astype(np.int64), c0 + arr[:, 1].astype(np.int64)] = arr[:, 2]
+        c0 += len(gs)
+    return out, weights
 
 
 def achieved_matrix(

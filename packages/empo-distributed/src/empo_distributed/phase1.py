@@ -151,6 +151,7 @@ class LevelKernel:
         # Remaining agent axes, in the order they now appear.
         remaining = [i for i in sorted(range(n_agents), reverse=True) if i not in meta.robots]
         ach_rows = self.a["achieved"][idx]
+        act_rows = self.a["active"][idx] if "active" in self.a else None
         for h, (c0, c1) in zip(meta.humans, meta.columns):
             others = [i for i in range(n_agents) if i != h and i not in meta.robots]
             order = [0, 1 + remaining.index(h)] + [1 + remaining.index(o) for o in others]
@@ -167,7 +168,13 @@ class LevelKernel:
                 for o in range(n_o):
                     Q += U[:, :, o, None] * M[:, :, o, :]
             pi, V = boltzmann(Q, p.beta_h)
-            done = ach_rows[:, c0:c1]  # (n, G_h): goal already achieved here -> "stay", V = 0
+            if act_rows is not None:  # goals this state does not generate: V = 0, no policy
+                on = act_rows[:, c0:c1]
+                V = np.where(on, V, 0.0)
+                pi = np.where(on[:, None, :], pi, np.nan)
+                done = ach_rows[:, c0:c1] & on
+            else:
+                done = ach_rows[:, c0:c1]  # (n, G_h): goal already achieved here -> "stay", V = 0
             if done.any():
                 stay = np.zeros(nA)
                 stay[0] = 1.0
@@ -214,13 +221,7 @@ _KERNEL: dict = {}
 
 
 def _init_kernel_worker(spec: dict, meta: KernelMeta, believed, states) -> None:
-    import signal
-
     from .shm import attach
-
-    signal.signal(
-        signal.SIGTERM, signal.SIG_DFL
-    )  # a forked worker must not inherit the CLI's handler
 
     _KERNEL["k"] = LevelKernel(attach(spec), meta, believed, states)
 
@@ -256,24 +257,18 @@ class _LocalRunner:
         self.work_per_state = meta.num_actions**meta.num_agents * arrays["V"].shape[1]
 
     def _start_pool(self) -> None:
-        from parallel_core.pools import make_executor
-
         from .shm import SharedArrays
+        from .workers import WorkerPool
 
         self.shared = SharedArrays()
         for name, arr in self.arrays.items():
             self.shared.share(name, arr)  # V and P carry the rows computed so far
         self.arrays = self.shared.arrays
         self.kernel = LevelKernel(self.arrays, self.meta, self.believed, self.states)
-        self.pool = make_executor(
+        self.pool = WorkerPool(
             self.workers,
-            initializer=_init_kernel_worker,
-            initargs=(
-                self.shared.spec(),
-                self.meta,
-                self.believed,
-                self.states if self.believed else None,
-            ),
+            _init_kernel_worker,
+            (self.shared.spec(), self.meta, self.believed, self.states if self.believed else None),
         )
 
     def run(self, idx: np.ndarray) -> None:
@@ -294,10 +289,8 @@ class _LocalRunner:
 
     def close(self, failed: bool = False) -> None:
         if self.pool is not None:
-            if failed:
-                self.pool.__exit__(RuntimeError, None, None)
-            else:
-                self.pool.shutdown(wait=True)
+            self.pool.close(failed)
+            self.pool = None
         if self.shared is not None:
             self.shared.close()
 
@@ -314,11 +307,15 @@ def backward_induction(
     ctx=None,
     believed_others_policy=None,
     progress: Callable[[int, int], None] | None = None,
+    active: np.ndarray | None = None,
+    memory_guard=None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Run Phase 1 over ``levels``; return ``(V, P, timings)`` with every row filled on every rank.
 
     ``V``: ``(N, goals)``, ``P``: ``(N, goals, actions)`` (NaN for terminal states), goal
-    columns grouped by human in ``goal_sets`` order.
+    columns grouped by human in ``goal_sets`` order. ``active`` (``(N, goals)`` bool, for
+    generators whose goals depend on the state): goals a state does not generate get
+    V = 0 and a NaN policy row, as in EMPO, where such values are simply absent.
     """
     from parallel_core.mpi import get_context
 
@@ -338,6 +335,9 @@ def backward_induction(
         tuple(columns),
         params,
     )
+    if memory_guard is not None:
+        itemsize = dtype.itemsize
+        memory_guard.check("before Phase 1", extra=N * G * (nA + 1) * itemsize)
     arrays = {
         "sk_offsets": dag.sk_offsets,
         "probs": dag.probs,
@@ -346,6 +346,8 @@ def backward_induction(
         "V": np.zeros((N, G), dtype=dtype),
         "P": np.full((N, G, nA), np.nan, dtype=dtype),
     }
+    if active is not None:
+        arrays["active"] = active
     if dag.durations is not None and params.rho_h != 0.0:
         arrays["delta"] = np.exp(-params.rho_h * dag.durations)
     t0 = time.perf_counter()
@@ -366,6 +368,8 @@ def backward_induction(
                 all_idx = ctx.allgatherv(my_idx)
                 V[all_idx] = ctx.allgatherv(np.ascontiguousarray(V[my_idx]))
                 t_exchange += time.perf_counter() - te
+            if memory_guard is not None:
+                memory_guard.check(f"after Phase 1 level {li + 1} of {len(levels)}")
             if progress is not None:
                 progress(li + 1, len(levels))
         V, P = runner.arrays["V"], runner.arrays["P"]

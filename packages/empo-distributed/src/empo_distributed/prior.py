@@ -7,7 +7,13 @@ File layout (``numpy.savez``, no pickles unless states are not integer tuples):
 * ``policy``: ``(N, goals, actions)`` float (NaN rows for terminal states);
 * ``values``: ``(N, goals)`` float;
 * ``goal_ids``, ``goal_humans``, ``goal_weights``: one entry per goal column;
-* ``meta``: a JSON string (world, parameters, goal labels, run summary).
+* ``state_goal_weights``: ``(N, goals)`` (only when the goals depend on the state: the
+  weight of each goal in each state, 0 where the state does not generate it);
+* ``meta``: a JSON string (world, parameters, goal labels, run summary, mode).
+
+:func:`load_prior` never unpickles unless asked (``allow_pickle=True``): a prior whose
+states are not integer tuples stores them pickled, and unpickling a file from someone
+else can run arbitrary code.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ class HumanPolicyPrior:
         goal_weights: np.ndarray,
         meta: dict | None = None,
         goals: list | None = None,
+        state_goal_weights: np.ndarray | None = None,
     ):
         self.states = states
         self.state_to_idx = {s: i for i, s in enumerate(states)}
@@ -50,6 +57,7 @@ class HumanPolicyPrior:
         self.goal_weights = np.asarray(goal_weights, dtype=np.float64)
         self.meta = meta or {}
         self.goals = goals  # goal objects in column order (in-memory results only)
+        self.state_goal_weights = state_goal_weights
         self.human_agent_indices = sorted(set(self.goal_humans.tolist()))
         self.dag = None
         self.timings: dict = {}
@@ -91,15 +99,20 @@ class HumanPolicyPrior:
         if self.terminal[i]:
             return None
         if possible_goal is not None:
-            return np.asarray(
-                self.policy[i, self.goal_column(human_agent_index, possible_goal)], dtype=np.float64
-            )
+            c = self.goal_column(human_agent_index, possible_goal)
+            if self.state_goal_weights is not None and not self.state_goal_weights[i, c] > 0:
+                raise KeyError(f"goal {possible_goal!r} is not a goal of this state")
+            return np.asarray(self.policy[i, c], dtype=np.float64)
         cols = np.flatnonzero(self.goal_humans == human_agent_index)
         if not cols.size:
             raise KeyError(
                 f"agent {human_agent_index} has no prior (humans: {self.human_agent_indices})"
             )
-        w = self.goal_weights[cols]
+        if self.state_goal_weights is not None:
+            w = self.state_goal_weights[i, cols]
+            cols, w = cols[w > 0], w[w > 0]
+        else:
+            w = self.goal_weights[cols]
         return (w[:, None] * self.policy[i, cols].astype(np.float64)).sum(axis=0) / w.sum()
 
     def value(self, state, human_agent_index: int, goal) -> float:
@@ -117,6 +130,9 @@ class HumanPolicyPrior:
         arr = _states_array(self.states)
         meta = dict(self.meta)
         meta["format_version"] = FORMAT_VERSION
+        extra = {}
+        if self.state_goal_weights is not None:
+            extra["state_goal_weights"] = self.state_goal_weights
         with atomic_write(path, "wb") as f:
             np.savez(
                 f,
@@ -128,6 +144,7 @@ class HumanPolicyPrior:
                 goal_humans=self.goal_humans,
                 goal_weights=self.goal_weights,
                 meta=np.array(json.dumps(meta)),
+                **extra,
             )
 
 
@@ -144,27 +161,78 @@ def _states_array(states: list) -> np.ndarray:
     return out
 
 
-def load_prior(path: str | os.PathLike) -> HumanPolicyPrior:
-    """Read a prior written by :meth:`HumanPolicyPrior.save` (or ``empo-prior --output``)."""
-    with np.load(path, allow_pickle=False) as z:
-        try:
-            states_arr = z["states"]
-        except ValueError:  # object array of non-integer states: stored with pickle
-            states_arr = None
-        fields = {k: z[k] for k in z.files if k != "states"}
-    if states_arr is None:
-        with np.load(path, allow_pickle=True) as z:
-            states = [tuple(s) if isinstance(s, list) else s for s in z["states"].tolist()]
+class PriorFileError(ValueError):
+    """The file is not a readable prior (garbage, truncated, wrong format, pickled states)."""
+
+
+_REQUIRED = ("states", "terminal", "policy", "values", "goal_ids", "goal_humans", "goal_weights", "meta")
+
+
+def load_prior(path: str | os.PathLike, *, allow_pickle: bool = False) -> HumanPolicyPrior:
+    """Read a prior written by :meth:`HumanPolicyPrior.save` (or ``empo-prior --output``).
+
+    Nothing is unpickled unless ``allow_pickle=True`` (needed only for priors whose states
+    are not integer tuples, and only for files you trust). A file that is not a prior,
+    or is truncated, raises :class:`PriorFileError` with one clear line.
+    """
+    import zipfile
+
+    name = os.fspath(path)
+    with open(name, "rb") as f:  # FileNotFoundError/PermissionError propagate as they are
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":  # an .npz is a zip file
+        raise PriorFileError(
+            f"{name} is not a readable prior (not an .npz file; write priors with "
+            "empo-prior --output or HumanPolicyPrior.save)"
+        )
+    try:
+        with np.load(name, allow_pickle=allow_pickle) as z:
+            if not hasattr(z, "files"):
+                raise PriorFileError(f"{name} is a single .npy array, not a prior (.npz)")
+            missing = [k for k in _REQUIRED if k not in z.files]
+            if missing:
+                raise PriorFileError(
+                    f"{name} is an .npz file but not a prior: it lacks {missing} "
+                    "(write priors with empo-prior --output or HumanPolicyPrior.save)"
+                )
+            fields = {k: z[k] for k in z.files}
+    except PriorFileError:
+        raise
+    except FileNotFoundError:
+        raise
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
+            raise PriorFileError(
+                f"{name} stores its states with pickle (they are not integer tuples); "
+                "unpickling can run code from the file: pass allow_pickle=True only for a "
+                "file you trust"
+            ) from None
+        raise PriorFileError(f"{name} is not a readable prior: {exc}") from None
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
+        raise PriorFileError(
+            f"{name} is not a readable prior (truncated or not an .npz file: {exc})"
+        ) from None
+    try:
+        meta = json.loads(str(fields["meta"]))
+    except json.JSONDecodeError:
+        raise PriorFileError(f"{name}: the prior's metadata is not valid JSON") from None
+    states_arr = fields["states"]
+    if states_arr.dtype == object:
+        states = [tuple(s) if isinstance(s, list) else s for s in states_arr.tolist()]
     else:
         states = [tuple(row) for row in states_arr.tolist()]
-    meta = json.loads(str(fields["meta"]))
+    N = len(states)
+    policy, values = fields["policy"], fields["values"]
+    if policy.shape[:1] != (N,) or values.shape[:1] != (N,) or len(fields["terminal"]) != N:
+        raise PriorFileError(f"{name}: array lengths disagree; the file is damaged")
     return HumanPolicyPrior(
         states,
         fields["terminal"],
-        fields["policy"],
-        fields["values"],
+        policy,
+        values,
         fields["goal_ids"],
         fields["goal_humans"],
         fields["goal_weights"],
         meta,
+        state_goal_weights=fields.get("state_goal_weights"),
     )

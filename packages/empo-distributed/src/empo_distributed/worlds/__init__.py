@@ -132,16 +132,24 @@ def list_worlds(max_steps: int | None = None) -> list[dict]:
     return out
 
 
-def load_world(world: str, max_steps: int | None = None):
+def load_world(world: str, max_steps: int | None = None, *, smoke_max_steps: int | None = None):
     """A built-in world by name, a map file by path, or ``module:factory`` / ``file.py:factory``.
 
-    ``factory(max_steps=None)`` (or ``factory()``) must return an EMPO world model; give it
-    a ``goal_generator()`` method for the CLI; ``max_steps`` given to a factory without that
-    parameter is an error, not silently ignored. Raises ``WorldError`` with a clear message.
+    ``factory()`` (or ``factory(max_steps=N)`` when ``max_steps`` is given) must return an
+    EMPO world model, e.g. an unchanged upstream MultiGrid env; the CLI takes its goals
+    from ``goal_generator()`` or EMPO's ``possible_goal_generator``. ``max_steps`` given to
+    a factory without that parameter is an error, not silently ignored.
+    ``smoke_max_steps`` caps the horizon of built-in worlds and map files (smoke runs).
+    Raises ``WorldError`` with a clear message.
     """
+
+    def horizon(spec):
+        steps = max_steps if max_steps is not None else spec.max_steps
+        return min(steps, smoke_max_steps) if smoke_max_steps else steps
+
     if world in BUILTIN_MAPS:
         spec = parse_map(BUILTIN_MAPS[world][1], world)
-        return GridWorld(spec, max_steps)
+        return GridWorld(spec, horizon(spec))
     path = Path(world)
     if not path.exists() and ":" in world:
         return _load_python_world(world, max_steps)
@@ -154,7 +162,8 @@ def load_world(world: str, max_steps: int | None = None):
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise WorldError(f"cannot read map file {world}: {exc}") from None
-    return GridWorld(parse_map(text, path.name), max_steps)
+    spec = parse_map(text, path.name)
+    return GridWorld(spec, horizon(spec))
 
 
 def _load_python_world(spec: str, max_steps: int | None):
@@ -178,7 +187,10 @@ def _load_python_world(spec: str, max_steps: int | None):
     except Exception as exc:
         raise WorldError(f"cannot load world {spec!r}: {type(exc).__name__}: {exc}") from None
     try:
-        takes_steps = "max_steps" in inspect.signature(factory).parameters
+        params = inspect.signature(factory).parameters
+        takes_steps = "max_steps" in params or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+        )
     except (TypeError, ValueError):
         takes_steps = False
     if max_steps is not None and not takes_steps:
@@ -187,7 +199,8 @@ def _load_python_world(spec: str, max_steps: int | None):
             f"{max_steps} cannot be applied; drop it or add a max_steps parameter"
         )
     try:
-        world = factory(max_steps=max_steps) if takes_steps else factory()
+        # max_steps only when given: an upstream env keeps its own default otherwise
+        world = factory(max_steps=max_steps) if max_steps is not None else factory()
     except Exception as exc:
         raise WorldError(f"world factory {spec!r} failed: {type(exc).__name__}: {exc}") from None
     missing = [

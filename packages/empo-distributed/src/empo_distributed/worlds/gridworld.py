@@ -246,6 +246,8 @@ class ReachCellGoal(PossibleGoal):
 class GridGoalGenerator(PossibleGoalGenerator):
     """One goal per goal cell for each human, equal weights, in cell order."""
 
+    state_independent = True  # the same goals in every state: enumerated once, at the root
+
     def __init__(self, world: GridWorld):
         self.world = world
 
