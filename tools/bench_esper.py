@@ -1,209 +1,274 @@
-"""Benchmark esper's vectorised environment loop: env-epochs/s for n_envs 1, 2, 4.
+"""Benchmark esper: does growth pay and does PPO learn it (``--learning``), and how fast
+the vectorised env loop runs (env-epochs/s, always).
 
-Modes, run side by side for every n_envs:
+**Learning** (``--learning``): PPO is trained for ``--train-episodes`` on the default
+task, then the fixed host, the heuristic and the trained PPO controller (greedy, no
+updates) each run ``--eval-episodes`` held-out episodes (hosts from another root seed
+that training never saw). JSON ``learning: {fixed_host, heuristic, ppo}`` with
+``val_acc_mean``, ``val_acc_ci95``, ``added_params_mean``, ``return_mean``, plus the PPO
+reward curve (mean return per training batch).
 
-* ``serial``      one environment at a time (n batches of 1 env, one CPU device group)
-* ``vectorised``  n envs in one batch on one device group (interleaved, one batched policy forward)
-* ``cpu-threads`` n envs spread over min(n, cores) CPU device groups (``--devices cpu cpu ...``,
-                  one thread and one torch thread each)
-* ``cuda[-amp]``  n envs on cuda:0 with AMP off / bf16 / fp16, and over all GPUs (only with CUDA)
+**Throughput**: env-epochs/s for 1, 2, 4 envs, heuristic and PPO controllers, modes
+``serial`` (one env at a time), ``vectorised`` (n envs, one device group) and
+``cpu-threads`` (n envs over min(n, cores) CPU groups), plus ``cuda:0`` AMP off/bf16/fp16
+and all GPUs where CUDA is present. Every configuration runs ``--repeats`` times,
+interleaved (r1: A B C, r2: A B C, ...), and the median is reported with the spread, so
+a 2x is told from noise on a shared machine. Timings are the training loop only.
 
-Each configuration runs in its own subprocess (clean peak-memory numbers); the time
-measured is the training loop only (no interpreter start, no data loading).
+    uv run python tools/bench_esper.py --quick --output bench_esper.json
+    uv run python tools/bench_esper.py --learning --quick --output bench_learning.json
 
-The default controller is the heuristic: its decisions follow a fixed schedule, so every
-mode does the same training work and the numbers compare execution layers only. With
-``--controller ppo`` a random initial policy picks different seeds (and costs) in each
-mode, and each batch adds a PPO update.
-
-    uv run python tools/bench_esper.py --out bench_esper.json
-    uv run python tools/bench_esper.py --n-envs 1 2 --max-epochs 3 --quick
+``--quick`` keeps the learning part within ~25 min on 2 cores; ``PARALLEL_RL_SMOKE=1``
+shrinks everything to seconds (for the documentation test).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import math
 import resource
-import subprocess
+import statistics
 import sys
 import time
 
+from parallel_core.cli import smoke_mode
 
-def run_one(spec: dict) -> dict:
-    """Run one configuration in this process and return its measurements."""
-    import torch
 
+def _cfg(mode: str, **over):
     from esper_multigpu.config import build_config
+
+    base = dict(telemetry_dir=None, quiet=True, cpu_threads=1, tensorboard=False)
+    base.update(over)
+    return build_config(mode, {}, base)
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of a normal 95% interval of the mean."""
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return m, float("nan")
+    return m, 1.96 * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def evaluate(mode: str, devices, episodes: int, seed: int, max_epochs: int, agent_state=None) -> dict:
+    """``episodes`` held-out episodes of one controller in one batch; no learning."""
     from esper_multigpu.train import run_training
 
-    overrides = dict(
-        task=spec["task"],
-        devices=spec["devices"],
-        n_envs=spec["n_envs"],
-        episodes=spec["episodes"],
-        max_epochs=spec["max_epochs"],
-        amp=spec.get("amp", "off"),
-        telemetry_dir=None,
-        quiet=True,
-        cpu_threads=1,
-        seed=0,
+    cfg = _cfg(mode, devices=devices, n_envs=episodes, episodes=episodes, seed=seed, max_epochs=max_epochs)
+    summary, _ = run_training(
+        cfg, log=lambda s: None, agent_state=agent_state, learn=False, greedy=True
     )
-    cfg = build_config(spec.get("controller", "heuristic"), {}, overrides)
-    t0 = time.perf_counter()
-    summary, _ = run_training(cfg, log=lambda s: None)
-    wall = time.perf_counter() - t0
-    env_epochs = spec["episodes"] * spec["max_epochs"]
-    per_batch = min(spec["n_envs"], spec["episodes"]) * spec["max_epochs"]
-    loop_wall = sum(
-        per_batch / b["env_epochs_per_s"] for b in summary["batches"]
-    )  # training loop only
-    out = {
-        "wall_s": wall,
-        "loop_wall_s": loop_wall,
-        "env_epochs": env_epochs,
-        "env_epochs_per_s": env_epochs / loop_wall,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "final_val_acc": summary["batches"][-1]["mean_final_val_acc"],
+    acc = [a for b in summary["batches"] for a in b["final_val_acc"]]
+    params = [p for b in summary["batches"] for p in b["seed_params"]]
+    rets = [r for b in summary["batches"] for r in b["returns"]]
+    added = [a for b in summary["batches"] for a in b["added_acc"]]
+    m, ci = _stats(acc)
+    return {
+        "episodes": len(acc),
+        "val_acc_mean": m,
+        "val_acc_ci95": ci,
+        "added_params_mean": statistics.fmean(params),
+        "return_mean": statistics.fmean(rets),
+        "added_acc_mean": statistics.fmean(added),
+        "val_acc": acc,
+        "added_params": params,
     }
-    if any(d.startswith("cuda") for d in spec["devices"]):
-        out["peak_cuda_mb"] = (
-            max(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count()))
-            / 2**20
+
+
+def learning(args, devices) -> dict:
+    from esper_multigpu.train import run_training
+
+    t0 = time.perf_counter()
+    cfg = _cfg(
+        "ppo",
+        devices=devices,
+        n_envs=args.n_envs_train,
+        episodes=args.train_episodes,
+        seed=args.seed,
+        max_epochs=args.max_epochs,
+        telemetry_dir=args.telemetry_dir,
+        ppo={"lr": args.ppo_lr},
+    )
+    print(
+        f"bench: training PPO for {args.train_episodes} episodes ({args.n_envs_train} envs on {devices})",
+        file=sys.stderr,
+    )
+    summary, trainer = run_training(cfg, log=lambda s: print(s, file=sys.stderr) if s.startswith("batch") else None)
+    train_s = time.perf_counter() - t0
+    state = trainer.agent.state_dict()
+    curve = [b["mean_return"] for b in summary["batches"]]
+    held_out = args.seed + 10_000  # another root seed: hosts training never saw
+    out = {}
+    for name, mode in (("fixed_host", "fixed"), ("heuristic", "heuristic"), ("ppo", "ppo")):
+        print(f"bench: held-out evaluation of {name} ({args.eval_episodes} episodes)", file=sys.stderr)
+        out[name] = evaluate(
+            mode, devices, args.eval_episodes, held_out, args.max_epochs,
+            agent_state=state if mode == "ppo" else None,
+        )  # fmt: skip
+    half = max(1, len(curve) // 2)
+    return {
+        **out,
+        "ppo_reward_curve": curve,
+        "ppo_train_val_acc_curve": [b["mean_final_val_acc"] for b in summary["batches"]],
+        "ppo_curve_first_half_mean": statistics.fmean(curve[:half]),
+        "ppo_curve_second_half_mean": statistics.fmean(curve[half:]) if curve[half:] else None,
+        "train_episodes": args.train_episodes,
+        "eval_episodes": args.eval_episodes,
+        "eval_policy": "greedy",
+        "max_epochs": args.max_epochs,
+        "train_wall_s": train_s,
+        "total_wall_s": time.perf_counter() - t0,
+        "ppo_lr": args.ppo_lr,
+        "host_params": summary["host_params"],
+        "devices": devices,
+    }
+
+
+def throughput_configs(n_envs_list, cores, cuda_count):
+    for controller in ("heuristic", "ppo"):
+        for n in n_envs_list:
+            yield controller, n, "serial", dict(devices=["cpu"], n_envs=1, episodes=n)
+            if n > 1:
+                yield controller, n, "vectorised", dict(devices=["cpu"], n_envs=n, episodes=n)
+            groups = max(1, min(n, cores))
+            if groups > 1:
+                yield controller, n, "cpu-threads", dict(devices=["cpu"] * groups, n_envs=n, episodes=n)
+            if cuda_count:
+                for amp in ("off", "bf16", "fp16"):
+                    yield controller, n, f"cuda:0 amp={amp}", dict(devices=["cuda:0"], n_envs=n, episodes=n, amp=amp)
+                if cuda_count > 1:
+                    devs = [f"cuda:{i}" for i in range(cuda_count)]
+                    yield controller, n, f"cuda:0-{cuda_count - 1} amp=bf16", dict(devices=devs, n_envs=n, episodes=n, amp="bf16")
+
+
+def run_throughput(controller: str, spec: dict, max_epochs: int, task: str) -> float:
+    """env-epochs/s of the training loop (batches only: no imports, no data loading)."""
+    from esper_multigpu.train import run_training
+
+    cfg = _cfg(controller, task=task, max_epochs=max_epochs, seed=0, **spec)
+    summary, _ = run_training(cfg, log=lambda s: None)
+    loop = sum(
+        len(b["episodes"]) * max_epochs / b["env_epochs_per_s"] for b in summary["batches"]
+    )
+    return spec["episodes"] * max_epochs / loop
+
+
+def throughput(args, cores, cuda_count) -> list[dict]:
+    configs = list(throughput_configs(args.n_envs, cores, cuda_count))
+    samples: dict[int, list[float]] = {i: [] for i in range(len(configs))}
+    for r in range(args.repeats):  # interleaved: every configuration once per round
+        for i, (controller, _n, _mode, spec) in enumerate(configs):
+            samples[i].append(run_throughput(controller, spec, args.throughput_epochs, args.task))
+        print(f"bench: throughput round {r + 1}/{args.repeats} done", file=sys.stderr)
+    rows = []
+    for i, (controller, n, mode, spec) in enumerate(configs):
+        s = samples[i]
+        rows.append(
+            {
+                "controller": controller,
+                "n_envs": n,
+                "mode": mode,
+                "devices": spec["devices"],
+                "amp": spec.get("amp", "off"),
+                "repeats": len(s),
+                "env_epochs_per_s": statistics.median(s),
+                "min": min(s),
+                "max": max(s),
+                "samples": s,
+            }
         )
-    return out
-
-
-def configurations(n_envs_list, max_epochs, task, cores, cuda_count, controller):
-    for n in n_envs_list:
-        base = dict(task=task, n_envs=n, max_epochs=max_epochs, controller=controller)
-        yield n, "serial", dict(base, devices=["cpu"], n_envs=1, episodes=n)
-        yield n, "vectorised", dict(base, devices=["cpu"], episodes=n)
-        groups = max(1, min(n, cores))
-        if groups > 1:
-            yield n, "cpu-threads", dict(base, devices=["cpu"] * groups, episodes=n)
-        if cuda_count:
-            for amp in ("off", "bf16", "fp16"):
-                yield n, f"cuda:0 amp={amp}", dict(base, devices=["cuda:0"], episodes=n, amp=amp)
-            if cuda_count > 1:
-                yield (
-                    n,
-                    f"cuda:0-{cuda_count - 1} amp=bf16",
-                    dict(
-                        base,
-                        devices=[f"cuda:{i}" for i in range(cuda_count)],
-                        episodes=n,
-                        amp="bf16",
-                    ),
-                )
+    for row in rows:
+        serial = next(
+            r for r in rows
+            if r["controller"] == row["controller"] and r["n_envs"] == row["n_envs"] and r["mode"] == "serial"
+        )  # fmt: skip
+        row["speedup_vs_serial"] = row["env_epochs_per_s"] / serial["env_epochs_per_s"]
+    return rows
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--learning", action="store_true", help="also run the learning comparison (fixed host vs heuristic vs trained PPO)")
+    p.add_argument("--no-throughput", action="store_true", help="skip the throughput part")
+    p.add_argument("--quick", action="store_true", help="smaller budgets (learning within ~25 min on 2 cores)")
+    p.add_argument("--output", "--out", dest="output", default="bench_esper.json", help="JSON report (written atomically)")
     p.add_argument("--n-envs", type=int, nargs="+", default=[1, 2, 4])
-    p.add_argument("--max-epochs", type=int, default=6)
-    p.add_argument("--controller", choices=("heuristic", "ppo"), default="heuristic")
+    p.add_argument("--repeats", type=int, help="interleaved rounds per throughput configuration (default 5; quick 3)")
     p.add_argument("--task", default="digits")
-    p.add_argument("--out", default="bench_esper.json")
-    p.add_argument(
-        "--repeat", type=int, default=1, help="runs per configuration; the best is reported"
-    )
-    p.add_argument(
-        "--quick", action="store_true", help="synthetic task (seconds, for smoke checks)"
-    )
-    p.add_argument("--one", help=argparse.SUPPRESS)
+    p.add_argument("--max-epochs", type=int, default=12, help="epochs per learning episode")
+    p.add_argument("--train-episodes", type=int, help="PPO training episodes (default 96; quick 48)")
+    p.add_argument("--eval-episodes", type=int, help="held-out episodes per controller (default 16; quick 8)")
+    p.add_argument("--ppo-lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--telemetry-dir", default=None, help="keep the PPO training telemetry here")
+    p.add_argument("--upstream", metavar="PATH", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.one:
-        print(json.dumps(run_one(json.loads(args.one))))
-        return 0
+    if args.upstream:
+        p.error("--upstream is not implemented yet (see docs/esper-multigpu.md)")
+    args.repeats = args.repeats or (3 if args.quick else 5)
+    args.train_episodes = args.train_episodes or (48 if args.quick else 96)
+    args.eval_episodes = args.eval_episodes or (8 if args.quick else 16)
+    args.throughput_epochs = 3 if args.quick else 6
+    args.n_envs_train = 4
+    if smoke_mode():
+        args.n_envs, args.repeats, args.throughput_epochs = [2], 1, 2
+        args.train_episodes, args.eval_episodes, args.max_epochs, args.n_envs_train = 2, 2, 3, 2
+
+    import torch
 
     from parallel_core.budget import available_cores
     from parallel_core.devices import cuda_device_count
+    from parallel_core.io import atomic_write
 
-    task = "synthetic" if args.quick else args.task
+    torch.set_num_threads(1)
     cores, cuda_count = available_cores(), cuda_device_count()
-    results = []
-    for n, mode, spec in configurations(
-        args.n_envs, args.max_epochs, task, cores, cuda_count, args.controller
-    ):
-        runs = []
-        for _ in range(args.repeat):
-            proc = subprocess.run(
-                [sys.executable, __file__, "--one", json.dumps(spec)],
-                capture_output=True,
-                text=True,
-                env=dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"),
-            )
-            if proc.returncode != 0:
-                print(f"bench: {mode} n_envs={n} failed:\n{proc.stderr}", file=sys.stderr)
-                return 1
-            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        best = max(
-            runs, key=lambda r: r["env_epochs_per_s"]
-        )  # best of --repeat: least disturbed by other load
-        row = {
-            "n_envs": n,
-            "mode": mode,
-            "devices": spec["devices"],
-            "amp": spec.get("amp", "off"),
-            "repeats": args.repeat,
-            **best,
-        }
-        results.append(row)
-        print(
-            f"bench: n_envs={n} {mode}: {row['env_epochs_per_s']:.2f} env-epochs/s", file=sys.stderr
-        )
-    for row in results:
-        serial = next(r for r in results if r["n_envs"] == row["n_envs"] and r["mode"] == "serial")
-        row["speedup_vs_serial"] = row["env_epochs_per_s"] / serial["env_epochs_per_s"]
-    import torch
-
+    devices = ["cuda:0"] if cuda_count else ["cpu"] * max(1, min(2, cores))
     report = {
-        "benchmark": "esper env-epochs/s",
-        "task": task,
-        "max_epochs": args.max_epochs,
-        "controller": args.controller,
+        "benchmark": "esper",
+        "task": args.task,
         "cores": cores,
         "cuda_devices": cuda_count,
         "gpu": torch.cuda.get_device_name(0) if cuda_count else None,
         "torch": torch.__version__,
-        "results": results,
+        "quick": args.quick,
+        "smoke": smoke_mode(),
     }
-    from parallel_core.io import atomic_write
-
-    with atomic_write(args.out, "w", encoding="utf-8") as f:  # never a half-written report
+    if args.learning:
+        report["learning"] = learning(args, devices)
+    if not args.no_throughput:
+        report["throughput"] = {
+            "max_epochs": args.throughput_epochs,
+            "repeats": args.repeats,
+            "statistic": "median of interleaved repeats",
+            "results": throughput(args, cores, cuda_count),
+        }
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with atomic_write(args.output, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
+
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(
-        title=f"esper: env-epochs/s ({task}, {args.controller}, {args.max_epochs} epochs/episode, {cores} cores)"
-    )
-    for col in (
-        "n_envs",
-        "mode",
-        "env-epochs/s",
-        "speedup",
-        "loop s",
-        "peak RSS MB",
-        "peak CUDA MB",
-    ):
-        table.add_column(col, justify="right")
-    for r in results:
-        table.add_row(
-            str(r["n_envs"]),
-            r["mode"],
-            f"{r['env_epochs_per_s']:.2f}",
-            f"{r['speedup_vs_serial']:.2f}x",
-            f"{r['loop_wall_s']:.1f}",
-            f"{r['peak_rss_mb']:.0f}",
-            f"{r['peak_cuda_mb']:.0f}" if "peak_cuda_mb" in r else "-",
-        )
-    Console(width=120).print(table)
-    print(f"bench: wrote {args.out}", file=sys.stderr)
+    console = Console(width=120, stderr=False)
+    if "learning" in report:
+        L = report["learning"]
+        t = Table(title=f"esper learning: held-out {L['eval_episodes']} episodes, PPO trained {L['train_episodes']}")
+        for col in ("controller", "val acc", "±95%", "added params", "return"):
+            t.add_column(col, justify="right")
+        for name in ("fixed_host", "heuristic", "ppo"):
+            r = L[name]
+            t.add_row(name, f"{r['val_acc_mean']:.4f}", f"{r['val_acc_ci95']:.4f}", f"{r['added_params_mean']:.0f}", f"{r['return_mean']:+.4f}")
+        console.print(t)
+        console.print("PPO reward curve (mean return per batch): " + " ".join(f"{x:+.3f}" for x in L["ppo_reward_curve"]))
+    if "throughput" in report:
+        t = Table(title=f"esper env-epochs/s ({args.task}, {args.throughput_epochs} epochs, median of {args.repeats}, {cores} cores)")
+        for col in ("controller", "n_envs", "mode", "env-epochs/s", "min-max", "speedup"):
+            t.add_column(col, justify="right")
+        for r in report["throughput"]["results"]:
+            t.add_row(r["controller"], str(r["n_envs"]), r["mode"], f"{r['env_epochs_per_s']:.2f}", f"{r['min']:.2f}-{r['max']:.2f}", f"{r['speedup_vs_serial']:.2f}x")
+        console.print(t)
+    print(f"bench: wrote {args.output}", file=sys.stderr)
     return 0
 
 

@@ -24,13 +24,13 @@ def test_config_file_is_strict(tmp_path):
         read_config_file(nested)
     with pytest.raises(ConfigError, match="does not exist"):
         read_config_file(tmp_path / "nope.yaml")
-    with pytest.raises(ConfigError, match="slots must be"):
+    with pytest.raises(ConfigError, match="--slots: input should be 'early', 'mid' or 'late'; got 'top'"):
         build_config("ppo", {}, {"slots": ["top"]})
 
 
 def test_heuristic_defaults_to_one_env():
     cfg = build_config("heuristic", {}, {})
-    assert (cfg.n_envs, cfg.episodes, cfg.max_epochs) == (1, 1, 25)
+    assert (cfg.n_envs, cfg.episodes, cfg.max_epochs, cfg.env.width) == (1, 1, 12, 4)
     assert build_config("ppo", {}, {}).n_envs == 4
 
 
@@ -117,7 +117,7 @@ def test_help_shows_examples(capsys):
 
 def test_bad_telemetry_file_is_reported(tmp_path, capsys):
     p = tmp_path / "t.jsonl"
-    p.write_text('{"schema": "esper.telemetry/1", "type": "epoch"}\nnot json\n')
+    p.write_text('{"schema": "esper.telemetry/2", "type": "epoch"}\nnot json\n')
     assert main(["telemetry", "validate", str(p)]) == 1
     err = capsys.readouterr().err
     assert "line 1: epoch: missing field 'train_loss'" in err and "line 2: not JSON" in err
@@ -142,12 +142,17 @@ def test_cifar10_never_downloads_and_reports_bad_files(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("n_envs: two\n", "n_envs must be an integer"),
-        ("devices: cpu\n", "devices must be a list"),
-        ("gates: {grad_vanish: 1e-7}\n", "gates.grad_vanish must be a number"),
-        ("env: {width: 6}\n", "width must be a positive multiple of 4"),
-        ("env: {batch_size: 0}\n", "env.batch_size must be >= 1"),
-        ("ppo: {lr: -1}\n", "ppo.lr (learning rate) must be > 0"),
+        ("n_envs: two\n", "n_envs: input should be a valid integer; got 'two'"),
+        ("devices: cpu\n", "devices: input should be a valid list"),
+        ("gates: {grad_vanish: 1e-7}\n", "gates.grad_vanish: input should be a valid number; got '1e-7'"),
+        ("env: {width: 6}\n", "env.width: input should be a multiple of 4; got 6"),
+        ("env: {batch_size: 0}\n", "env.batch_size: input should be greater than or equal to 1; got 0"),
+        ("ppo: {lr: -1}\n", "ppo.lr: input should be greater than 0; got -1"),
+        ("gates: {min_grad_health: 2}\n", "gates.min_grad_health: input should be less than or equal to 1"),
+        ("gates: {blend_epochs: 0}\n", "gates.blend_epochs: input should be greater than or equal to 1"),
+        ("gates: {grad_vanish: 1.0, grad_explode: 0.5}\n", "gates.grad_vanish (1.0) must be below gates.grad_explode (0.5)"),
+        ("heuristic: {preferences: {early: [big]}}\n", "heuristic.preferences.early: unknown blueprint(s) ['big']"),
+        ("amp: fp8\n", "amp: input should be 'off', 'bf16' or 'fp16'; got 'fp8'"),
     ],
 )
 def test_bad_config_values_are_one_line_usage_errors(tmp_path, capsys, text, message):
@@ -157,6 +162,35 @@ def test_bad_config_values_are_one_line_usage_errors(tmp_path, capsys, text, mes
     assert main(["train", "ppo", "--config", str(bad), *flags]) == 2
     err = capsys.readouterr().err
     assert err.startswith("esper: error: ") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--n-envs", "0"], "argument --n-envs: --n-envs must be >= 1; got 0"),
+        (["--episodes", "x"], "argument --episodes: --episodes must be an integer; got 'x'"),
+        (["--max-epochs", "1"], "argument --max-epochs: --max-epochs must be >= 2; got 1"),
+        (["--lr", "-1"], "argument --lr: --lr must be a finite number > 0; got -1"),
+        (["--width", "6"], "--width: input should be a multiple of 4; got 6"),
+        (["--devices", "tpu"], "--devices: unknown device 'tpu'"),
+        (["--resume", "missing.pt"], "--resume: checkpoint missing.pt does not exist"),
+    ],
+)
+def test_each_bad_flag_names_itself_before_torch_is_imported(tmp_path, args, message):
+    """One line, exit 2, the flag in the message, and torch never imported (so it is fast)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from esper_multigpu.cli import main; rc = main(sys.argv[1:]); "
+        "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "train", "ppo", *args],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
 
 
 def test_unwritable_output_is_one_line_error(tmp_path, capsys):
@@ -173,4 +207,4 @@ def test_unwritable_output_is_one_line_error(tmp_path, capsys):
     ]
     assert main(args) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the env -> device line
-    assert last.startswith("esper: error: ") and "Not a directory" in last
+    assert last.startswith("esper: error: --telemetry-dir ") and "cannot write there" in last

@@ -28,10 +28,13 @@ def records(path):
 def test_device_labels_and_seeds():
     assert device_labels(["cpu", "cpu"]) == ["cpu#0", "cpu#1"]
     assert device_labels(["cuda:0", "cuda:1"]) == ["cuda:0", "cuda:1"]
-    a, _, _ = batch_seeds(42, 3, 4)
-    b, _, _ = batch_seeds(42, 3, 2)
-    assert a[:2] == b  # an env's seed depends on (seed, batch, env index) only
-    assert len(set(a)) == 4 and batch_seeds(42, 4, 4)[0] != a
+    a, sa, ua = batch_seeds(42, 3, 12, 4)
+    b, _, _ = batch_seeds(42, 7, 12, 2)
+    assert a[:2] == b  # an env's seed belongs to its episode, not to its batch or place
+    c, _, _ = batch_seeds(42, 0, 14, 2)
+    assert a[2:] == c
+    assert len(set(a)) == 4 and batch_seeds(42, 4, 16, 4)[0] != a
+    assert batch_seeds(42, 4, 12, 4)[1:] != (sa, ua)  # sampling/update seeds belong to the batch
 
 
 def test_two_cpu_devices_equal_one(tiny_config, tmp_path):
@@ -78,6 +81,7 @@ def test_amp_on_cpu_is_a_warned_noop(tiny_config):
         )
         env = trainer.envs[0]
         assert env.amp == "off" and env.scaler is None and env.amp_dtype is None
+        assert summary["amp"] == amp and summary["amp_effective"] == {"cpu": "off"}
         results[amp] = (summary["batches"], policy_params(trainer), lines)
     assert not any("warning" in s for s in results["off"][2])
     for amp in ("bf16", "fp16"):
@@ -98,7 +102,7 @@ def test_checkpoint_save_resume_equals_uninterrupted(tiny_config, tmp_path):
     resumed, resumed_trainer = run_training(
         tiny_config(n_envs=2, episodes=4, resume=str(ckpt), save=str(ckpt)), log=lines.append
     )
-    assert any("resumed from" in s and "batch 1" in s for s in lines)
+    assert any("resumed from" in s and "2 of 4 episodes done" in s for s in lines)
     assert resumed["episodes"] == 4 and len(resumed["batches"]) == 2
     assert all(
         torch.equal(a, b)
@@ -124,7 +128,9 @@ def test_telemetry_file_validates_and_covers_every_slot(tiny_config, tmp_path):
     n, errors = validate_file(path)
     assert errors == [] and n == sum(summary["telemetry_records"].values())
     recs = records(path)
-    assert recs[0]["type"] == "run" and recs[-1]["type"] == "batch"
+    assert recs[0]["type"] == "run" and recs[-2]["type"] == "batch"
+    assert recs[-1]["type"] == "end" and recs[-1]["status"] == "completed"
+    assert recs[0]["amp_effective"] == {"cpu": "off"}
     slots = [r for r in recs if r["type"] == "slot"]
     assert len(slots) == 2 * 8 * 3  # envs x epochs x slots
     assert {(r["env"], r["epoch"], r["slot"]) for r in slots} == {
@@ -143,3 +149,42 @@ def test_resume_with_a_different_policy_shape_is_a_checkpoint_error(tiny_config,
     cfg = tiny_config(n_envs=1, episodes=2, max_epochs=2, resume=str(ckpt), ppo={"hidden": 16})
     with pytest.raises(CheckpointError, match="does not fit this run's policy"):
         run_training(cfg, log=lambda s: None)
+
+
+def test_resume_after_a_partial_batch_and_on_other_envs_and_devices(tiny_config, tmp_path):
+    """--episodes counts episodes: 3 episodes on 2 envs end in a partial batch; resuming to 5
+    on 1 env, then to 6 on two CPU groups, trains exactly the missing episodes, and episode
+    k trains the same host whatever the batch layout (its seed belongs to the episode)."""
+    ckpt, tel = tmp_path / "ckpt.pt", tmp_path / "tel"
+    part, _ = run_training(
+        tiny_config(n_envs=2, episodes=3, save=str(ckpt), telemetry_dir=str(tel)), log=lambda s: None
+    )
+    assert part["episodes"] == 3 and [len(b["episodes"]) for b in part["batches"]] == [2, 1]
+    state = torch.load(ckpt, weights_only=True)  # plain tensors and values only
+    assert state["episodes_done"] == 3
+    more, _ = run_training(
+        tiny_config(n_envs=1, episodes=5, resume=str(ckpt), save=str(ckpt), telemetry_dir=str(tel)),
+        log=lambda s: None,
+    )
+    assert more["episodes"] == 5 and more["episodes_this_run"] == 2
+    assert [b["episodes"] for b in more["batches"]] == [[0, 1], [2], [3], [4]]
+    last, _ = run_training(
+        tiny_config(n_envs=2, episodes=6, devices=["cpu", "cpu"], resume=str(ckpt), telemetry_dir=str(tel)),
+        log=lambda s: None,
+    )
+    assert last["episodes_this_run"] == 1 and last["batches"][-1]["episodes"] == [5]
+    recs = records(tel / "ppo.jsonl")  # appended, never overwritten
+    assert [r["start_episode"] for r in recs if r["type"] == "run"] == [0, 3, 5]
+    assert [r["status"] for r in recs if r["type"] == "end"] == ["completed"] * 3
+    assert sorted(e for r in recs if r["type"] == "batch" for e in r["episodes"]) == list(range(6))
+    with pytest.raises(CheckpointError, match="already has 5 episode"):
+        run_training(tiny_config(n_envs=2, episodes=5, resume=str(ckpt)), log=lambda s: None)
+
+
+def test_fresh_run_moves_old_telemetry_aside(tiny_config, tmp_path):
+    cfg = lambda: tiny_config(mode="fixed", n_envs=1, episodes=1, max_epochs=2, telemetry_dir=str(tmp_path))  # noqa: E731
+    run_training(cfg(), log=lambda s: None)
+    first = (tmp_path / "fixed.jsonl").read_text()
+    run_training(cfg(), log=lambda s: None)
+    assert (tmp_path / "fixed.1.jsonl").read_text() == first
+    assert validate_file(tmp_path / "fixed.jsonl")[1] == []

@@ -1,51 +1,139 @@
-"""The run configuration: defaults < config file (strict) < command-line flags."""
+"""The run configuration: defaults < config file (strict) < command-line flags.
+
+Every section is a pydantic dataclass (one configuration library, strict types, ranges
+declared next to the fields), so a wrong key, type or range is one clear line before any
+work starts. This module imports neither torch nor numpy: the CLI checks a whole
+configuration in well under a second, before the heavy imports.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
-from .kasmina.host import SLOT_NAMES
-from .kasmina.slot import Gates
-from .simic.ppo import PPOConfig
-from .simic.rewards import RewardConfig
-from .tamiyo.heuristic import HeuristicConfig
-from .tolaria.env import EnvConfig
+from pydantic import ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass
+
+#: Slot names in forward order; observations and telemetry always use this order.
+SLOT_NAMES: tuple[str, ...] = ("early", "mid", "late")
+TASKS: tuple[str, ...] = ("digits", "cifar10", "synthetic")
+AMP_MODES: tuple[str, ...] = ("off", "bf16", "fp16")
+BLEND_SCHEDULES: tuple[str, ...] = ("linear", "sigmoid")
+BLUEPRINT_NAMES: tuple[str, ...] = (
+    "noop",
+    "norm",
+    "attention",
+    "depthwise",
+    "conv_light",
+    "conv_heavy",
+)
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
 
 
 class ConfigError(ValueError):
-    """A config file or value that cannot be used (unknown key, wrong type)."""
+    """A config file or value that cannot be used (unknown key, wrong type, out of range)."""
 
 
-@dataclass
-class TrainConfig:
-    mode: str = "ppo"  # ppo | heuristic
-    task: str = "digits"
-    data_dir: str | None = None
-    devices: list[str] | None = None  # None -> parallel_core.devices.default_device()
-    device_strategy: str = "round_robin"
-    policy_device: str | None = None  # None -> the first device
-    n_envs: int = 4
-    episodes: int = 4
-    max_epochs: int = 25
-    slots: list[str] = field(default_factory=lambda: list(SLOT_NAMES))
-    amp: str = "off"
-    seed: int = 42
-    cpu_threads: int | None = None  # torch intra-op threads per CPU device group; None -> 1
-    telemetry_dir: str | None = "esper-telemetry"
-    save: str | None = None
-    resume: str | None = None
-    quiet: bool = False
-    env: EnvConfig = field(default_factory=EnvConfig)
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    gates: Gates = field(default_factory=Gates)
-    heuristic: HeuristicConfig = field(default_factory=HeuristicConfig)
+@dataclass(frozen=True, config=_STRICT)
+class EnvConfig:
+    """One environment: the host's training and how it is measured."""
 
-    def env_config(self) -> EnvConfig:
-        return dataclasses.replace(self.env, max_epochs=self.max_epochs)
+    max_epochs: Annotated[int, Field(ge=2)] = 12
+    batch_size: PosInt = 64
+    host_lr: PosFloat = 1e-3
+    seed_lr: PosFloat = 1e-3
+    #: channels of the host's first stage; 4 (1.7k parameters) is deliberately too small
+    #: for digits, so that growth has something to add (docs/esper-multigpu.md, "Tasks")
+    width: Annotated[int, Field(ge=4, multiple_of=4)] = 4
+    grad_clip: PosFloat = 5.0
+    #: validation samples used for the per-slot counterfactual evaluations (all when smaller)
+    counterfactual_samples: PosInt = 2048
+    eval_chunk: PosInt = 512
+
+
+@dataclass(frozen=True, config=_STRICT)
+class Gates:
+    """Thresholds of the lifecycle gates (G1..G4)."""
+
+    #: G2: epochs a seed trains in isolation before it may blend.
+    min_training_epochs: NonNegInt = 2
+    #: G2: fraction of the last epoch's batches whose seed gradient was finite, not
+    #: vanishing (< grad_vanish) and not exploding (> grad_explode).
+    min_grad_health: Fraction = 0.5
+    grad_vanish: NonNegFloat = 1e-7
+    grad_explode: PosFloat = 1e2
+    #: G3: epochs the alpha schedule takes to go from 0 to 1.
+    blend_epochs: PosInt = 3
+    #: G4: epochs at alpha = 1 before a seed may be fossilised (so its counterfactual is measured).
+    min_probation_epochs: NonNegInt = 1
+    #: G4: a seed is fossilised only if its counterfactual contribution exceeds this.
+    min_contribution: Annotated[float, Field(ge=-1, le=1)] = 0.0
+
+    def __post_init__(self) -> None:
+        if self.grad_vanish >= self.grad_explode:
+            raise ValueError(
+                f"gates.grad_vanish ({self.grad_vanish}) must be below gates.grad_explode ({self.grad_explode})"
+            )
+
+
+@dataclass(frozen=True, config=_STRICT)
+class PPOConfig:
+    lr: PosFloat = 1e-3
+    gamma: Fraction = 0.99
+    gae_lambda: Fraction = 0.95
+    clip: PosFloat = 0.2
+    vf_coef: NonNegFloat = 0.5
+    ent_coef: NonNegFloat = 0.01
+    update_epochs: PosInt = 8
+    minibatch_envs: PosInt = 4
+    target_kl: PosFloat = 0.03
+    max_grad_norm: PosFloat = 0.5
+    hidden: PosInt = 128
+
+
+@dataclass(frozen=True, config=_STRICT)
+class RewardConfig:
+    """Weights of the reward (simic/rewards.py)."""
+
+    #: weight of the *added* accuracy: the grown model's minus the paired fixed host's
+    added_weight: NonNegFloat = 1.0
+    #: rent per epoch on log(1 + seed params / host params)
+    rent: NonNegFloat = 0.002
+
+
+@dataclass(frozen=True, config=_STRICT)
+class HeuristicConfig:
+    warmup_epochs: NonNegInt = 2
+    germinate_interval: PosInt = 3
+    cull_below: float = -0.01
+    max_probation_epochs: PosInt = 3
+    max_training_epochs: PosInt = 6
+    blend: Literal["linear", "sigmoid"] = "sigmoid"
+    preferences: dict[str, list[str] | tuple[str, ...]] = dataclasses.field(
+        default_factory=lambda: {
+            "early": ("conv_light", "depthwise", "norm", "conv_heavy", "attention"),
+            "mid": ("depthwise", "conv_light", "conv_heavy", "attention", "norm"),
+            "late": ("attention", "conv_heavy", "conv_light", "depthwise", "norm"),
+        }
+    )
+
+    def __post_init__(self) -> None:
+        for slot, bps in self.preferences.items():
+            if slot not in SLOT_NAMES:
+                raise ValueError(f"heuristic.preferences: unknown slot {slot!r}")
+            bad = [b for b in bps if b not in BLUEPRINT_NAMES]
+            if bad or not bps:
+                raise ValueError(
+                    f"heuristic.preferences.{slot}: unknown blueprint(s) {bad} (choose from {', '.join(BLUEPRINT_NAMES)})"
+                )
 
 
 _NESTED = {
@@ -55,7 +143,69 @@ _NESTED = {
     "gates": Gates,
     "heuristic": HeuristicConfig,
 }
+
+
+@dataclass(config=ConfigDict(extra="forbid", strict=True, validate_assignment=False))
+class TrainConfig:
+    mode: Literal["ppo", "heuristic", "fixed"] = "ppo"
+    task: Literal["digits", "cifar10", "synthetic"] = "digits"
+    data_dir: str | None = None
+    devices: list[str] | None = None  # None -> parallel_core.devices.default_device()
+    device_strategy: Literal["round_robin", "balanced"] = "round_robin"
+    policy_device: str | None = None  # None -> the first device
+    n_envs: PosInt = 4
+    episodes: PosInt = 4
+    max_epochs: Annotated[int, Field(ge=2)] = 12
+    slots: list[Literal["early", "mid", "late"]] = dataclasses.field(
+        default_factory=lambda: list(SLOT_NAMES)
+    )
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    seed: NonNegInt = 42
+    cpu_threads: PosInt | None = None  # torch intra-op threads per CPU device group; None -> 1
+    telemetry_dir: str | None = "esper-telemetry"
+    tensorboard: bool = True
+    save: str | None = None
+    resume: str | None = None
+    quiet: bool = False
+    env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
+    ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
+    reward: RewardConfig = dataclasses.field(default_factory=RewardConfig)
+    gates: Gates = dataclasses.field(default_factory=Gates)
+    heuristic: HeuristicConfig = dataclasses.field(default_factory=HeuristicConfig)
+
+    def __post_init__(self) -> None:
+        if not self.slots:
+            raise ValueError("slots must name at least one of early, mid, late")
+        if self.devices is not None and not self.devices:
+            raise ValueError("devices must name at least one device, e.g. [cpu]")
+
+    def env_config(self) -> EnvConfig:
+        return dataclasses.replace(self.env, max_epochs=self.max_epochs)
+
+
 _TOP = {f.name for f in dataclasses.fields(TrainConfig)} - {"mode"}
+
+#: the command-line flag of each config key, so an error names what the user typed
+FLAGS = {
+    "task": "--task",
+    "data_dir": "--data-dir",
+    "devices": "--devices",
+    "device_strategy": "--device-strategy",
+    "policy_device": "--policy-device",
+    "n_envs": "--n-envs",
+    "episodes": "--episodes",
+    "max_epochs": "--max-epochs",
+    "slots": "--slots",
+    "amp": "--amp",
+    "seed": "--seed",
+    "cpu_threads": "--cpu-threads",
+    "telemetry_dir": "--telemetry-dir",
+    "save": "--save",
+    "resume": "--resume",
+    "env.batch_size": "--batch-size",
+    "env.width": "--width",
+    "ppo.lr": "--lr",
+}
 
 
 def _check_keys(where: str, data: dict, allowed: set[str]) -> None:
@@ -80,8 +230,9 @@ def read_config_file(path: str | Path) -> dict:
 
             data = yaml.safe_load(text) or {}
     except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError
+        first = " ".join(str(exc).split())
         raise ConfigError(
-            f"config file {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}"
+            f"config file {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {first}"
         ) from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping of keys to values")
@@ -94,127 +245,54 @@ def read_config_file(path: str | Path) -> dict:
     return data
 
 
+def _describe(exc: ValidationError, prefix: str, flags: set[str]) -> str:
+    """One line for the first problem, naming the flag when the value came from one."""
+    err = exc.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"] if not isinstance(x, int))
+    key = f"{prefix}{loc}" if loc else prefix.rstrip(".")
+    name = FLAGS[key] if key in flags and key in FLAGS else key
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        return msg.removeprefix("Value error, ")
+    value = err.get("input")
+    return f"{name}: {msg[0].lower()}{msg[1:]}; got {value!r}" if name else msg
+
+
 def build_config(
     mode: str, file_values: dict | None = None, overrides: dict | None = None
 ) -> TrainConfig:
-    """A :class:`TrainConfig` for ``mode`` from config-file values, then explicit flag values."""
-    cfg = TrainConfig(mode=mode)
-    if mode == "heuristic":  # the baseline is one environment by default
-        cfg.n_envs, cfg.episodes = 1, 1
-    merged = dict(file_values or {})
+    """A :class:`TrainConfig` for ``mode`` from config-file values, then explicit flag values.
+
+    Raises :class:`ConfigError` with one line naming the bad key (or flag) and value.
+    """
+    merged: dict = {}
+    if mode in ("heuristic", "fixed"):  # the baselines are one environment by default
+        merged.update(n_envs=1, episodes=1)
+    merged.update(file_values or {})
+    flags: set[str] = set()
     for k, v in (overrides or {}).items():
-        if v is not None:
-            if k in _NESTED and k in merged:
-                merged[k] = {**merged[k], **v}
-            else:
-                merged[k] = v
-    for key, value in merged.items():
-        if key in _NESTED:
-            current = getattr(cfg, key)
-            try:
-                setattr(cfg, key, dataclasses.replace(current, **value))
-            except TypeError as exc:
-                raise ConfigError(f"{key}: {exc}") from exc
+        if v is None:
+            continue
+        if k in _NESTED:
+            merged[k] = {**merged.get(k, {}), **v}
+            flags.update(f"{k}.{kk}" for kk in v)
         else:
-            setattr(cfg, key, value)
-    _validate(cfg)
-    return cfg
-
-
-#: expected JSON/YAML types of the top-level keys (None = may be null)
-_TOP_TYPES: dict[str, tuple] = {
-    "task": (str,),
-    "data_dir": (str, None),
-    "devices": (list, None),
-    "device_strategy": (str,),
-    "policy_device": (str, None),
-    "n_envs": (int,),
-    "episodes": (int,),
-    "max_epochs": (int,),
-    "slots": (list,),
-    "amp": (str,),
-    "seed": (int,),
-    "cpu_threads": (int, None),
-    "telemetry_dir": (str, None),
-    "save": (str, None),
-    "resume": (str, None),
-    "quiet": (bool,),
-}
-
-
-def _type_ok(value: object, allowed: tuple) -> bool:
-    if value is None:
-        return None in allowed
-    if isinstance(value, bool):  # YAML `true` is not a number
-        return bool in allowed
-    if isinstance(value, int) and float in allowed:
-        return True
-    return any(t is not None and isinstance(value, t) for t in allowed)
-
-
-def _type_name(allowed: tuple) -> str:
-    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
-    names |= {list: "a list", dict: "a mapping", None: "null"}
-    return " or ".join(names.get(t, str(t)) for t in allowed)
-
-
-def _check_types(cfg: TrainConfig) -> None:
-    """Wrong value types are usage errors (one clear line), not tracebacks later in the run."""
-    for key, allowed in _TOP_TYPES.items():
-        value = getattr(cfg, key)
-        if not _type_ok(value, allowed):
-            raise ConfigError(f"{key} must be {_type_name(allowed)}; got {value!r}")
-    for key in ("devices", "slots"):
-        items = getattr(cfg, key) or []
-        if not all(isinstance(v, str) for v in items):
-            raise ConfigError(f"{key} must be a list of strings; got {items!r}")
-    for section, cls in _NESTED.items():
-        current, defaults = getattr(cfg, section), cls()
-        for f in dataclasses.fields(cls):
-            default = getattr(defaults, f.name)
-            allowed = (float,) if isinstance(default, float) else (type(default),)
-            value = getattr(current, f.name)
-            if not _type_ok(value, allowed):
-                raise ConfigError(
-                    f"{section}.{f.name} must be {_type_name(allowed)}; got {value!r}"
-                )
-
-
-def _validate(cfg: TrainConfig) -> None:
-    _check_types(cfg)
-    env, ppo = cfg.env, cfg.ppo
-    for name, value in (
-        ("env.batch_size", env.batch_size),
-        ("env.eval_chunk", env.eval_chunk),
-        ("env.counterfactual_samples", env.counterfactual_samples),
-        ("ppo.update_epochs", ppo.update_epochs),
-        ("ppo.minibatch_envs", ppo.minibatch_envs),
-        ("ppo.hidden", ppo.hidden),
-        ("gates.blend_epochs", cfg.gates.blend_epochs),
-    ):
-        if value < 1:
-            raise ConfigError(f"{name} must be >= 1; got {value}")
-    if env.width < 4 or env.width % 4:
-        raise ConfigError(
-            f"width must be a positive multiple of 4 (the attention blueprint uses 4 heads); got {env.width}"
-        )
-    for name, value in (
-        ("env.host_lr", env.host_lr),
-        ("env.seed_lr", env.seed_lr),
-        ("ppo.lr", ppo.lr),
-    ):
-        if not value > 0:
-            raise ConfigError(f"{name} (learning rate) must be > 0; got {value}")
-    if cfg.n_envs < 1 or cfg.episodes < 1 or cfg.max_epochs < 2:
-        raise ConfigError("n_envs and episodes must be >= 1 and max_epochs >= 2")
-    bad = [s for s in cfg.slots if s not in SLOT_NAMES]
-    if bad or not cfg.slots:
-        raise ConfigError(
-            f"slots must be a non-empty subset of {', '.join(SLOT_NAMES)}; got {cfg.slots}"
-        )
-    if cfg.amp not in ("off", "bf16", "fp16"):
-        raise ConfigError(f"amp must be off, bf16 or fp16; got {cfg.amp!r}")
-    if cfg.device_strategy not in ("round_robin", "balanced"):
-        raise ConfigError(
-            f"device_strategy must be round_robin or balanced; got {cfg.device_strategy!r}"
-        )
+            merged[k] = v
+            flags.add(k)
+    sections = {}
+    for name, cls in _NESTED.items():
+        values = merged.pop(name, None) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{name} must be a mapping")
+        try:
+            sections[name] = cls(**values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, f"{name}.", flags)) from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    try:
+        return TrainConfig(mode=mode, **merged, **sections)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, "", flags)) from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None

@@ -26,8 +26,11 @@ def format_batch(rec: dict, n_batches: int) -> str:
     stages = " ".join(f"{k}:{v}" for k, v in sorted(rec["stage_counts"].items()) if k != "DORMANT")
     line = (
         f"batch {rec['batch'] + 1}/{n_batches} | envs {rec['n_envs']} | return {rec['mean_return']:+.3f} | "
-        f"val_acc {rec['mean_final_val_acc']:.3f} | seeds {stages or '-'} | {rec['env_epochs_per_s']:.1f} env-epochs/s"
+        f"val_acc {rec['mean_final_val_acc']:.3f} | added {sum(rec['added_acc']) / rec['n_envs']:+.3f} | "
+        f"seeds {stages or '-'} | {rec['env_epochs_per_s']:.1f} env-epochs/s"
     )
+    if rec["skipped_steps"]:
+        line += f" | {rec['skipped_steps']} non-finite step(s) skipped"
     if rec.get("ppo"):
         p = rec["ppo"]
         line += f" | kl {p['approx_kl']:.1e} ent {p['entropy']:.2f}"
@@ -35,41 +38,59 @@ def format_batch(rec: dict, n_batches: int) -> str:
 
 
 def run_training(
-    cfg: TrainConfig, log: Callable[[str], None] = _stderr
+    cfg: TrainConfig,
+    log: Callable[[str], None] = _stderr,
+    agent_state: dict | None = None,
+    learn: bool = True,
+    greedy: bool = False,
 ) -> tuple[dict, VectorizedTrainer]:
-    """Run ``cfg`` end to end; returns the JSON-able summary and the trainer (envs, agent)."""
+    """Run ``cfg`` end to end; returns the JSON-able summary and the trainer (envs, agent).
+
+    ``agent_state`` starts PPO from a trained policy; ``learn=False`` runs it without
+    updates (evaluation), ``greedy=True`` takes each head's most likely action.
+    """
     from parallel_core.devices import default_device, validate_devices
 
     if not cfg.devices:
         cfg.devices = [default_device()]
     cfg.devices = validate_devices(cfg.devices)  # fail fast: before loading data or checkpoints
-    start_batch, episodes_done, history, resumed = 0, 0, [], None
+    next_batch, episodes_done, history, resumed = 0, 0, [], None
     if cfg.resume:
         resumed = load_checkpoint(cfg.resume, cfg)
+        next_batch, episodes_done = resumed["next_batch"], resumed["episodes_done"]
+        history = list(resumed["history"])
+        if episodes_done >= cfg.episodes:
+            raise CheckpointError(
+                f"--episodes {cfg.episodes}: checkpoint {cfg.resume} already has {episodes_done} "
+                f"episode(s); --episodes is the total, pass more than {episodes_done}"
+            )
     task = load_task(cfg.task, cfg.data_dir, seed=cfg.seed)
     if not cfg.quiet:
         log(f"esper: task {task.describe()}")
     trainer = VectorizedTrainer(cfg, task, log)
-    if resumed is not None:
+    state = resumed["agent"] if resumed is not None else agent_state
+    if state is not None:
         try:
-            trainer.agent.load_state_dict(resumed["agent"])
-        except (RuntimeError, KeyError, ValueError) as exc:  # e.g. a different ppo.hidden
+            trainer.agent.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError, AttributeError) as exc:  # e.g. another ppo.hidden
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(
-                f"checkpoint {cfg.resume} does not fit this run's policy ({first})"
+                f"--resume: checkpoint {cfg.resume} does not fit this run's policy ({first})"
             ) from exc
-        start_batch, episodes_done, history = (
-            resumed["next_batch"],
-            resumed["episodes_done"],
-            resumed["history"],
-        )
+    if resumed is not None:
         log(
-            f"esper: resumed from {cfg.resume} at batch {start_batch} ({episodes_done} episodes done)"
+            f"esper: resumed from {cfg.resume}: {episodes_done} of {cfg.episodes} episodes done"
         )
-    n_batches = math.ceil(cfg.episodes / cfg.n_envs)
+    start_episode = episodes_done
     name = cfg.mode
     t0 = time.perf_counter()
-    with TelemetrySink(cfg.telemetry_dir, name) as sink:
+    sink = TelemetrySink(
+        cfg.telemetry_dir, name, append=resumed is not None, tensorboard=cfg.tensorboard
+    )
+    with sink:
+        if sink.set_aside is not None and not cfg.quiet:
+            log(f"esper: previous telemetry moved to {sink.set_aside}")
+        sink.episodes_done = episodes_done
         sink.write(
             "run",
             mode=cfg.mode,
@@ -82,28 +103,55 @@ def run_training(
             max_epochs=cfg.max_epochs,
             slots=list(cfg.slots),
             amp=cfg.amp,
+            amp_effective=trainer.amp_effective,
             seed=cfg.seed,
             obs_dim=OBS_DIM,
-            start_batch=start_batch,
+            start_batch=next_batch,
+            start_episode=start_episode,
+            resumed_from=cfg.resume,
         )
-        total_epochs = max(0, n_batches - start_batch) * cfg.max_epochs
-        with progress_bar(total_epochs, f"esper {cfg.mode}", quiet=cfg.quiet) as bar:
-            for batch in range(start_batch, n_batches):
-                n = min(cfg.n_envs, cfg.episodes - batch * cfg.n_envs)
-                rec = trainer.run_batch(batch, n, sink, on_epoch=lambda: bar.advance(1))
+        n_batches_left = math.ceil((cfg.episodes - episodes_done) / cfg.n_envs)
+        total = next_batch + n_batches_left
+        with progress_bar(
+            (cfg.episodes - episodes_done) * cfg.max_epochs, f"esper {cfg.mode}", quiet=cfg.quiet
+        ) as bar:
+            while episodes_done < cfg.episodes:
+                n = min(cfg.n_envs, cfg.episodes - episodes_done)
+                rec = trainer.run_batch(
+                    next_batch,
+                    n,
+                    sink,
+                    on_epoch=lambda: bar.advance(1),
+                    first_episode=episodes_done,
+                    learn=learn,
+                    greedy=greedy,
+                )
                 episodes_done += n
+                next_batch += 1
+                sink.episodes_done = episodes_done
                 history.append(
                     {
                         k: rec[k]
-                        for k in ("batch", "mean_return", "mean_final_val_acc", "env_epochs_per_s")
+                        for k in (
+                            "batch",
+                            "episodes",
+                            "returns",
+                            "final_val_acc",
+                            "added_acc",
+                            "seed_params",
+                            "mean_return",
+                            "mean_final_val_acc",
+                            "env_epochs_per_s",
+                            "skipped_steps",
+                        )
                     }
                 )
                 if not cfg.quiet:
-                    log(format_batch(rec, n_batches))
+                    log(format_batch(rec, total))
                 if cfg.save and trainer.agent is not None:
-                    save_checkpoint(cfg.save, trainer.agent, cfg, batch + 1, episodes_done, history)
+                    save_checkpoint(cfg.save, trainer.agent, cfg, next_batch, episodes_done, history)
     wall = time.perf_counter() - t0
-    env_epochs = (episodes_done - (resumed["episodes_done"] if resumed else 0)) * cfg.max_epochs
+    env_epochs = (episodes_done - start_episode) * cfg.max_epochs
     summary = {
         "mode": cfg.mode,
         "task": cfg.task,
@@ -111,11 +159,15 @@ def run_training(
         "assignment": _counts(trainer.env_groups),
         "n_envs": cfg.n_envs,
         "episodes": episodes_done,
+        "episodes_this_run": episodes_done - start_episode,
         "max_epochs": cfg.max_epochs,
         "slots": list(cfg.slots),
         "amp": cfg.amp,
+        "amp_effective": trainer.amp_effective,
         "seed": cfg.seed,
+        "host_params": trainer.envs[0].model.host_param_count(),
         "batches": history,
+        "skipped_steps": sum(b["skipped_steps"] for b in history),
         "wall_s": wall,
         "env_epochs_per_s": env_epochs / wall if wall > 0 else 0.0,
         "telemetry": str(sink.path) if sink.path else None,

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import BLUEPRINT_NAMES as _CONFIG_BLUEPRINTS
+
 
 class BlueprintError(ValueError):
     """A blueprint that does not exist or does not fit the slot it was asked for."""
@@ -139,6 +141,7 @@ BLUEPRINTS: dict[str, Callable[[int], nn.Module]] = {
     "conv_heavy": ConvHeavySeed,
 }
 BLUEPRINT_NAMES: tuple[str, ...] = tuple(BLUEPRINTS)
+assert BLUEPRINT_NAMES == _CONFIG_BLUEPRINTS, "config.BLUEPRINT_NAMES must list the registry in order"
 
 
 def build_seed(

@@ -7,10 +7,10 @@ import math
 import torch
 from torch import nn
 
+from ..config import SLOT_NAMES
 from .slot import GATES, Gates, SeedSlot, SeedStage
 
-#: Slot names in forward order; observations and telemetry always use this order.
-SLOT_NAMES: tuple[str, ...] = ("early", "mid", "late")
+__all__ = ["SLOT_NAMES", "HostCNN", "MorphogeneticModel", "init_host_"]
 
 
 class HostCNN(nn.Module):
@@ -41,6 +41,11 @@ class HostCNN(nn.Module):
             "mid": (2 * w, (image_size // 2, image_size // 2)),
             "late": (4 * w, (image_size // 4, image_size // 4)),
         }
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The host alone (no slots): what the paired fixed host computes."""
+        h = self.stage3(self.stage2(self.stage1(x)))
+        return self.head(h.mean(dim=(2, 3)))
 
 
 def init_host_(host: nn.Module, generator: torch.Generator) -> None:

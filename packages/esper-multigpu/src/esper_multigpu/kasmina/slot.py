@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from ..config import BLEND_SCHEDULES, Gates
 from .blueprints import build_seed
 
 
@@ -40,26 +41,6 @@ class SeedStage(enum.IntEnum):
 
 
 LIVE_STAGES = (SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.PROBATIONARY)
-BLEND_SCHEDULES = ("linear", "sigmoid")
-
-
-@dataclass(frozen=True)
-class Gates:
-    """Thresholds of the lifecycle gates (G1..G4)."""
-
-    #: G2: epochs a seed trains in isolation before it may blend.
-    min_training_epochs: int = 2
-    #: G2: fraction of the last epoch's batches whose seed gradient was finite, not
-    #: vanishing (< grad_vanish) and not exploding (> grad_explode).
-    min_grad_health: float = 0.5
-    grad_vanish: float = 1e-7
-    grad_explode: float = 1e2
-    #: G3: epochs the alpha schedule takes to go from 0 to 1.
-    blend_epochs: int = 3
-    #: G4: epochs at alpha = 1 before a seed may be fossilised (so its counterfactual is measured).
-    min_probation_epochs: int = 1
-    #: G4: a seed is fossilised only if its counterfactual contribution exceeds this.
-    min_contribution: float = 0.0
 
 
 GATES = Gates()
@@ -176,7 +157,8 @@ class SeedSlot(nn.Module):
         seed = build_seed(blueprint, self.channels, self.spatial, generator).to(device)
         self.seed = seed
         params = [p for p in seed.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=lr) if params else None
+        # fused: the env skips a non-finite step through `found_inf` without a host sync
+        self.optimizer = torch.optim.Adam(params, lr=lr, fused=True) if params else None
         n_params = sum(p.numel() for p in params)
         self.state = SlotState(
             stage=SeedStage.GERMINATED,

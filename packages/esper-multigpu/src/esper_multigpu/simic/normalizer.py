@@ -28,10 +28,11 @@ class RunningMeanStd:
 
     def state_dict(self) -> dict:
         return {
-            "mean": self.mean.copy(),
-            "var": self.var.copy(),
-            "count": self.count,
-            "clip": self.clip,
+            # plain floats, so a checkpoint loads with torch.load(weights_only=True)
+            "mean": self.mean.tolist(),
+            "var": self.var.tolist(),
+            "count": float(self.count),
+            "clip": float(self.clip),
         }
 
     def load_state_dict(self, state: dict) -> None:

@@ -7,35 +7,22 @@ exactly the distributions the actions were sampled from.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
+from ..config import PPOConfig
 from .buffer import RolloutBuffer, compute_gae
 from .network import RecurrentActorCritic, factored_log_prob_entropy, sample_actions
 from .normalizer import RunningMeanStd
 
 
-@dataclass(frozen=True)
-class PPOConfig:
-    lr: float = 1e-3
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip: float = 0.2
-    vf_coef: float = 0.5
-    ent_coef: float = 0.01
-    update_epochs: int = 8
-    minibatch_envs: int = 4
-    target_kl: float = 0.03
-    max_grad_norm: float = 0.5
-    hidden: int = 128
-
-
 class PPOAgent:
     def __init__(
-        self, obs_dim: int, device: str = "cpu", config: PPOConfig = PPOConfig(), seed: int = 0
+        self, obs_dim: int, device: str = "cpu", config: PPOConfig | None = None, seed: int = 0
     ):
+        config = config or PPOConfig()
         self.config = config
         self.device = device
         self.obs_dim = obs_dim

@@ -1,56 +1,52 @@
-"""The reward: accuracy progress, counterfactual credit for seeds, and a parameter rent.
+"""The reward: accuracy *added* over the paired fixed host, minus a rent on parameters.
 
 For the action taken after epoch t, observed after epoch t+1::
 
-    r = acc_weight     * (val_acc[t+1] - val_acc[t])
-      + contrib_weight * (Phi[t+1] - Phi[t])                     counterfactual shaping
-      + contrib_weight * contribution_s[t]   if the action fossilised slot s
-      - rent * log(1 + seed_params / host_params)
+    gap[t] = val_acc[t] - shadow_acc[t]        the grown model above the paired fixed host
+    r      = added_weight * (gap[t+1] - gap[t])
+           - rent * log(1 + seed_params[t+1] / host_params)
 
-``contribution_s`` is the counterfactual: validation accuracy minus the accuracy with
-slot s's alpha forced to 0. ``Phi`` is the summed contribution of the seeds on trial
-(BLENDING or PROBATIONARY). So a seed earns reward as its contribution grows while it is
-blended in; culling a helpful seed gives that credit back, culling a harmful one earns
-it; fossilising a seed keeps its credit (the bonus replaces its share of Phi). The
-shaping term is a potential difference, so waiting with a seed on trial cannot farm
-reward, and the sum over an episode is accuracy progress + the contributions banked by
-fossilisation + the contributions still on trial - the rent. Fossilised seeds pay rent
-for their parameters every epoch; culling a useless seed stops its rent.
+The shadow is the host this episode would have had without any seed: forked from the
+host (weights and optimizer state) at the first germination and trained on the same
+batches (tolaria/env.py). Before the first germination the two are the same model, so
+``gap = 0`` and waiting earns exactly 0. The shaping is a potential difference, so an
+episode's return is ``added_weight * gap[T] - total rent``: what growth added to the
+final accuracy, paid for by the parameters it cost. Nothing else earns reward. A seed
+the host merely came to depend on (a large *ablation* contribution) earns nothing unless
+the model is better than the fixed host; a useless seed earns at most 0 and pays rent;
+fossilising or keeping a seed on trial earns nothing by itself.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+
+from ..config import RewardConfig
+
+__all__ = ["RewardConfig", "compute_reward", "rent"]
 
 
-@dataclass(frozen=True)
-class RewardConfig:
-    acc_weight: float = 1.0
-    contrib_weight: float = 1.0
-    rent: float = 0.01
+def rent(seed_params: int, host_params: int, config: RewardConfig | None = None) -> float:
+    """The per-epoch rent of ``seed_params`` added parameters."""
+    config = config or RewardConfig()
+    return config.rent * math.log1p(seed_params / max(host_params, 1))
 
 
 def compute_reward(
-    prev_val_acc: float,
-    val_acc: float,
-    prev_on_trial: float,
-    on_trial: float,
+    prev_gap: float,
+    gap: float,
     seed_params: int,
     host_params: int,
-    fossilized_contribution: float = 0.0,
-    config: RewardConfig = RewardConfig(),
+    config: RewardConfig | None = None,
 ) -> tuple[float, dict[str, float]]:
     """The scalar reward and its named components (for telemetry).
 
-    ``prev_on_trial`` / ``on_trial`` are Phi before and after the step (summed
-    contributions of BLENDING/PROBATIONARY seeds); ``fossilized_contribution`` is the
-    contribution of the seeds the action fossilised (as measured when it was taken).
+    ``prev_gap`` / ``gap`` are the accuracy above the paired fixed host before and after
+    the step; ``seed_params`` are the seed parameters alive (or fossilised) after it.
     """
+    config = config or RewardConfig()
     parts = {
-        "accuracy": config.acc_weight * (val_acc - prev_val_acc),
-        "contribution": config.contrib_weight * (on_trial - prev_on_trial),
-        "fossilize": config.contrib_weight * fossilized_contribution,
-        "rent": -config.rent * math.log1p(seed_params / max(host_params, 1)),
+        "added": config.added_weight * (gap - prev_gap),
+        "rent": -rent(seed_params, host_params, config),
     }
     return float(sum(parts.values())), parts

@@ -32,7 +32,6 @@ from parallel_core.pools import make_executor
 
 from ..config import TrainConfig
 from ..kasmina.host import SLOT_NAMES
-from ..kasmina.slot import SeedStage
 from ..tamiyo.heuristic import HeuristicController
 from ..telemetry import TelemetrySink
 from ..tolaria.env import Action, MorphoEnv, effective_amp
@@ -44,11 +43,19 @@ from .ppo import PPOAgent
 from .rewards import compute_reward
 
 
-def batch_seeds(seed: int, batch: int, n_envs: int) -> tuple[list[int], int, int]:
-    """(env seeds, policy-sampling seed, update seed) for one batch, from a SeedSequence."""
-    children = np.random.SeedSequence(seed, spawn_key=(batch,)).spawn(n_envs + 2)
-    ints = [int(c.generate_state(1, dtype=np.uint32)[0]) for c in children]
-    return ints[:n_envs], ints[n_envs], ints[n_envs + 1]
+def batch_seeds(seed: int, batch: int, first_episode: int, n_envs: int) -> tuple[list[int], int, int]:
+    """(env seeds, policy-sampling seed, update seed) for one batch, from SeedSequences.
+
+    An env's seed belongs to its *episode* (spawn key ``(2, episode)``), not to its place
+    in a batch, so episode k trains the same host whatever ``n_envs`` or devices a run (or
+    a resumed run) uses; the policy's sampling and update seeds belong to the batch.
+    """
+    ints = lambda ss: int(ss.generate_state(1, dtype=np.uint32)[0])  # noqa: E731
+    envs = [
+        ints(np.random.SeedSequence(seed, spawn_key=(2, first_episode + k))) for k in range(n_envs)
+    ]
+    sample, update = np.random.SeedSequence(seed, spawn_key=(3, batch)).spawn(2)
+    return envs, ints(sample), ints(update)
 
 
 def policy_init_seed(seed: int) -> int:
@@ -68,8 +75,9 @@ class PPOController:
 
     name = "ppo"
 
-    def __init__(self, agent: PPOAgent, max_epochs: int):
+    def __init__(self, agent: PPOAgent, max_epochs: int, learn: bool = True, greedy: bool = False):
         self.agent = agent
+        self.learn, self.greedy = learn, greedy
         self.steps = (
             max_epochs - 1
         )  # no action after the last epoch: its effect could not be observed
@@ -83,7 +91,7 @@ class PPOController:
 
     def act(self, obs: np.ndarray, masks: list[dict]) -> list[list[Action]]:
         stacked = {k: np.stack([m[k] for m in masks]) for k in masks[0]}
-        norm, actions, slot_mask, logp, values = self.agent.act(obs, stacked)
+        norm, actions, slot_mask, logp, values = self.agent.act(obs, stacked, greedy=self.greedy)
         head_masks = {
             "op": stacked["op"],
             "slot": slot_mask,
@@ -97,10 +105,30 @@ class PPOController:
     def record_rewards(self, step: int, rewards: np.ndarray) -> None:
         self.buffer.set_rewards(step, rewards)
 
-    def end_batch(self, final_obs: np.ndarray, update_seed: int) -> dict:
+    def end_batch(self, final_obs: np.ndarray, update_seed: int) -> dict | None:
+        if not self.learn:
+            return None
         self.buffer.last_values[:] = self.agent.value(final_obs)
         raw = np.concatenate(self._raw + [final_obs])
         return self.agent.update(self.buffer, raw, update_seed)
+
+
+class FixedAdapter:
+    """The fixed host: never grows a seed (the baseline growth must beat)."""
+
+    name = "fixed"
+
+    def begin_batch(self, n_envs: int, seed: int) -> None:
+        self.n = n_envs
+
+    def act(self, obs: np.ndarray, masks: list[dict]) -> list[list[Action]]:
+        return [[] for _ in range(len(obs))]
+
+    def record_rewards(self, step: int, rewards: np.ndarray) -> None:
+        pass
+
+    def end_batch(self, final_obs: np.ndarray, update_seed: int) -> None:
+        return None
 
 
 class HeuristicAdapter:
@@ -124,13 +152,17 @@ class HeuristicAdapter:
 
 
 def _train_group_epoch(envs: list[MorphoEnv]) -> list[dict]:
-    """One epoch for every env of one device, interleaved batch by batch across their streams."""
+    """One epoch for every env of one device: training interleaved batch by batch across
+    their streams, then every env's evaluation queued before the group waits (once per env,
+    after all are queued, so the evaluations overlap on their streams)."""
     for env in envs:
         env.begin_epoch()
     for i in range(envs[0].n_batches):
         for env in envs:
             env.train_batch(i)
-    return [env.end_epoch() for env in envs]
+    for env in envs:
+        env.queue_eval()
+    return [env.finish_epoch() for env in envs]
 
 
 class VectorizedTrainer:
@@ -160,6 +192,8 @@ class VectorizedTrainer:
             log(
                 f"esper: warning: --amp {cfg.amp} is CUDA-only; the {len(cpu_envs)} env(s) on cpu train in float32 (no-op)"
             )
+        #: the AMP mode each device actually runs (AMP is CUDA-only: CPU runs float32)
+        self.amp_effective = {d: effective_amp(cfg.amp, d) for d in dict.fromkeys(self.env_devices)}
         self.groups: dict[str, list[int]] = {}
         for i, g in enumerate(self.env_groups):
             self.groups.setdefault(g, []).append(i)
@@ -210,24 +244,34 @@ class VectorizedTrainer:
         return [results[e.index] for e in envs]
 
     def run_batch(
-        self, batch: int, n: int, sink: TelemetrySink, on_epoch: Callable[[], None] = lambda: None
+        self,
+        batch: int,
+        n: int,
+        sink: TelemetrySink,
+        on_epoch: Callable[[], None] = lambda: None,
+        first_episode: int | None = None,
+        learn: bool = True,
+        greedy: bool = False,
     ) -> dict:
+        """Run episodes ``first_episode .. first_episode + n - 1`` (default ``batch * n_envs``)
+        as one batch; with PPO, update the policy afterwards unless ``learn`` is False."""
         cfg = self.cfg
         envs = self.envs[:n]
-        env_seeds, policy_seed, update_seed = batch_seeds(cfg.seed, batch, n)
+        first = batch * cfg.n_envs if first_episode is None else first_episode
+        env_seeds, policy_seed, update_seed = batch_seeds(cfg.seed, batch, first, n)
         for env, s in zip(envs, env_seeds):
             env.reset(s)
-        controller = (
-            PPOController(self.agent, cfg.max_epochs)
-            if self.agent is not None
-            else HeuristicAdapter(HeuristicController(cfg.heuristic), envs)
-        )
+        if self.agent is not None:
+            controller = PPOController(self.agent, cfg.max_epochs, learn=learn, greedy=greedy)
+        elif cfg.mode == "fixed":
+            controller = FixedAdapter()
+        else:
+            controller = HeuristicAdapter(HeuristicController(cfg.heuristic), envs)
         controller.begin_batch(n, policy_seed)
         returns = np.zeros(n)
         event_counts: dict[str, int] = {}
-        prev_acc = np.zeros(n)
-        prev_phi = np.zeros(n)
-        fossilized = np.zeros(n)
+        prev_gap = np.zeros(n)
+        skipped = 0
         n_groups = len({self.env_groups[e.index] for e in envs})
         t0 = time.perf_counter()
         with make_executor(n_groups, kind="thread") as executor:
@@ -235,7 +279,7 @@ class VectorizedTrainer:
                 epoch_records = self.run_epoch(envs, executor)
                 rewards, parts = np.zeros(n), [None] * n
                 if epoch > 1:
-                    rewards, parts = self._rewards(envs, prev_acc, prev_phi, fossilized)
+                    rewards, parts = self._rewards(envs, prev_gap)
                     returns += rewards
                     controller.record_rewards(epoch - 2, rewards.astype(np.float32))
                 obs = np.stack(
@@ -248,30 +292,28 @@ class VectorizedTrainer:
                 if epoch < cfg.max_epochs:
                     masks = [action_masks(dict(e.model.slots), e.model.enabled_slots) for e in envs]
                     actions = controller.act(obs, masks)
-                fossilized[:] = 0.0
                 for k, env in enumerate(envs):
-                    # Phi of the state the action is chosen in (before it culls or fossilises)
-                    prev_phi[k] = self._on_trial(env)
                     events = list(epoch_records[k]["events"])
+                    skipped += epoch_records[k]["skipped_steps"]
                     for action in actions[k]:
-                        new = env.apply(action)
-                        events.extend(new)
-                        for ev in new:
-                            if ev["event"] == "fossilized":
-                                fossilized[k] += ev["contribution"]
+                        events.extend(env.apply(action))
+                    # the gap of the state the action is chosen in (a first germination
+                    # forks the shadow from this very state, so the gap stays 0 there)
+                    prev_gap[k] = env.added_accuracy
                     self._emit_epoch(
                         sink,
                         batch,
+                        first + k,
                         env,
                         epoch,
                         actions[k],
                         rewards[k] if epoch > 1 else None,
                         parts[k],
                         events,
+                        epoch_records[k]["skipped_steps"],
                     )
                     for ev in events:
                         event_counts[ev["event"]] = event_counts.get(ev["event"], 0) + 1
-                    prev_acc[k] = env.signals.val_acc
                 on_epoch()
             ppo_stats = controller.end_batch(obs, update_seed)
         wall = time.perf_counter() - t0
@@ -284,53 +326,43 @@ class VectorizedTrainer:
             "batch",
             batch=batch,
             n_envs=n,
+            episodes=[first + k for k in range(n)],
             returns=[float(r) for r in returns],
             final_val_acc=final_acc,
+            added_acc=[float(e.added_accuracy) for e in envs],
+            seed_params=[int(e.model.seed_param_count()) for e in envs],
             mean_return=float(np.mean(returns)),
             mean_final_val_acc=float(np.mean(final_acc)),
             stage_counts=stage_counts,
             events=event_counts,
+            skipped_steps=int(skipped),
             env_epochs=n * cfg.max_epochs,
             wall_s=wall,
             env_epochs_per_s=n * cfg.max_epochs / wall,
             ppo=ppo_stats,
         )
 
-    @staticmethod
-    def _on_trial(env: MorphoEnv) -> float:
-        """Phi: the summed counterfactual contribution of the env's seeds on trial."""
-        return float(
-            sum(
-                s.state.telemetry.contribution
-                for s in env.model.slots.values()
-                if s.stage in (SeedStage.BLENDING, SeedStage.PROBATIONARY)
-            )
-        )
-
-    def _rewards(self, envs, prev_acc, prev_phi, fossilized) -> tuple[np.ndarray, list[dict]]:
+    def _rewards(self, envs, prev_gap) -> tuple[np.ndarray, list[dict]]:
         """The reward of each env's previous action, now that its next epoch has been seen."""
         rewards, parts = np.zeros(len(envs)), []
         for k, env in enumerate(envs):
             rewards[k], p = compute_reward(
-                prev_acc[k],
-                env.signals.val_acc,
-                prev_phi[k],
-                self._on_trial(env),
-                env.signals.seed_params,
+                prev_gap[k],
+                env.added_accuracy,
+                env.model.seed_param_count(),
                 env.signals.host_params,
-                fossilized[k],
                 self.cfg.reward,
             )
             parts.append(p)
         return rewards, parts
 
     def _emit_epoch(
-        self, sink, batch, env: MorphoEnv, epoch, actions, reward, parts, events
+        self, sink, batch, episode, env: MorphoEnv, epoch, actions, reward, parts, events, skipped
     ) -> None:
         where = {
             "batch": batch,
             "env": env.index,
-            "episode": batch * self.cfg.n_envs + env.index,
+            "episode": episode,
             "device": env.device,
             "epoch": epoch,
         }
@@ -342,9 +374,12 @@ class VectorizedTrainer:
             val_loss=sig.val_loss,
             train_acc=sig.train_acc,
             val_acc=sig.val_acc,
+            shadow_acc=env.shadow_acc,
+            added_acc=env.added_accuracy,
             plateau_epochs=sig.plateau_epochs,
             host_params=sig.host_params,
             seed_params=env.model.seed_param_count(),
+            skipped_steps=int(skipped),
             actions=[
                 {"op": a.op, "slot": a.slot, "blueprint": a.blueprint, "blend": a.blend}
                 for a in actions

@@ -15,35 +15,16 @@ germinates into the first empty enabled slot, with that slot's preferred bluepri
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from ..kasmina.blueprints import BLUEPRINT_NAMES
+from ..config import BLUEPRINT_NAMES, HeuristicConfig
 from ..kasmina.slot import SeedStage
 from ..tolaria.env import Action, MorphoEnv
-
-
-@dataclass(frozen=True)
-class HeuristicConfig:
-    warmup_epochs: int = 2
-    germinate_interval: int = 3
-    cull_below: float = -0.01
-    max_probation_epochs: int = 3
-    max_training_epochs: int = 6
-    blend: str = "sigmoid"
-    preferences: dict = field(
-        default_factory=lambda: {
-            "early": ("conv_light", "depthwise", "norm", "conv_heavy", "attention"),
-            "mid": ("depthwise", "conv_light", "conv_heavy", "attention", "norm"),
-            "late": ("attention", "conv_heavy", "conv_light", "depthwise", "norm"),
-        }
-    )
 
 
 class HeuristicController:
     name = "heuristic"
 
-    def __init__(self, config: HeuristicConfig = HeuristicConfig()):
-        self.config = config
+    def __init__(self, config: HeuristicConfig | None = None):
+        self.config = config or HeuristicConfig()
         self._last_germination: dict[int, int] = {}
         self._culled: dict[int, dict[str, set[str]]] = {}
 

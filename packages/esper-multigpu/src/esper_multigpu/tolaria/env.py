@@ -3,37 +3,38 @@
 The environment owns a persistent model, a persistent CUDA stream and (for fp16) its own
 GradScaler. ``reset`` re-initialises the model in place for the next episode, so a device
 keeps the same allocations from batch to batch instead of fragmenting its memory.
-Training is split into ``begin_epoch`` / ``train_batch`` / ``end_epoch`` so the vectorised
-loop can interleave the batches of every environment on a device across their streams.
+Training is split into ``begin_epoch`` / ``train_batch`` / ``queue_eval`` / ``finish_epoch``
+so the vectorised loop can interleave the batches of every environment on a device across
+their streams, and then queue every environment's evaluation before it waits once.
+
+No host synchronisation per batch: the finite check of the loss and gradients is a
+device tensor handed to the fused Adam step as ``found_inf`` (the contract GradScaler
+itself uses), so a bad step is skipped on the device and counted in a device tensor that
+is read once per epoch.
+
+**The paired fixed host.** At the first germination of an episode the environment forks
+a *shadow*: a copy of the host (weights, batch-norm statistics and optimizer state) that
+from then on trains on exactly the same batches without any seed. Until that moment the
+grown model and a fixed host are the same computation, so the shadow is, bit for bit,
+the fixed host this episode would have had; the reward credits the grown model only for
+the accuracy it has *above* the shadow (simic/rewards.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import AMP_MODES, EnvConfig
 from ..kasmina.host import SLOT_NAMES, MorphogeneticModel
 from ..kasmina.slot import GATES, Gates, SeedStage
 from ..tamiyo.signals import TrainingSignals
-
-AMP_MODES = ("off", "bf16", "fp16")
-
-
-@dataclass(frozen=True)
-class EnvConfig:
-    max_epochs: int = 25
-    batch_size: int = 64
-    host_lr: float = 1e-3
-    seed_lr: float = 1e-3
-    width: int = 16
-    grad_clip: float = 5.0
-    #: validation samples used for the per-slot counterfactual evaluations (all when smaller)
-    counterfactual_samples: int = 2048
-    eval_chunk: int = 512
 
 
 @dataclass
@@ -53,6 +54,25 @@ def effective_amp(amp: str, device: str) -> str:
     return amp if device.startswith("cuda") else "off"
 
 
+def make_adam(params, lr: float) -> torch.optim.Adam:
+    """Adam with the fused kernel, which skips a step on a ``found_inf`` tensor without a host sync."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+def _step(optimizers, found_inf: torch.Tensor) -> None:
+    """Step every optimizer unless ``found_inf`` (a 0/1 float tensor on the device) is set.
+
+    The fused Adam kernel reads ``optimizer.found_inf`` and leaves parameters, moments and
+    the step count unchanged when it is non-zero: the check stays on the device.
+    """
+    for opt in optimizers:
+        opt.found_inf = found_inf
+        try:
+            opt.step()
+        finally:
+            del opt.found_inf
+
+
 class MorphoEnv:
     def __init__(
         self,
@@ -61,10 +81,11 @@ class MorphoEnv:
         data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
         n_classes: int,
         slots: tuple[str, ...] = SLOT_NAMES,
-        config: EnvConfig = EnvConfig(),
+        config: EnvConfig | None = None,
         amp: str = "off",
         gates: Gates = GATES,
     ):
+        config = config or EnvConfig()
         self.index = index
         self.device = device
         self.config = config
@@ -79,16 +100,26 @@ class MorphoEnv:
             enabled_slots=slots,
             gates=gates,
         ).to(device)
+        # the paired fixed host: same architecture, allocated once, forked at germination
+        self.shadow = copy.deepcopy(self.model.host)
+        self.shadow_opt: torch.optim.Optimizer | None = None
+        self.shadow_scaler: torch.amp.GradScaler | None = None
         # one stream per environment for its whole life (not one per batch)
         self.stream = torch.cuda.Stream(device=device) if device.startswith("cuda") else None
         if self.stream is not None:
             # the data upload and the model's weights were queued on the default stream
             self.stream.wait_stream(torch.cuda.current_stream(device))
-        self.generator = torch.Generator()
+        self.generator = torch.Generator()  # host and seed initialisation
+        # the data order has its own stream of randomness, so germinating a seed (which
+        # draws its weights) leaves the batches unchanged: the shadow sees the fixed host's
+        self.data_generator = torch.Generator()
         self.scaler: torch.amp.GradScaler | None = None
         self.host_opt: torch.optim.Optimizer | None = None
         self.signals = TrainingSignals(config.max_epochs)
         self.epoch = 0
+        self.shadow_acc: float | None = None
+        self.skipped_steps = 0
+        self._pending = None
 
     # ------------------------------------------------------------------ setup
     def stream_context(self):
@@ -104,31 +135,52 @@ class MorphoEnv:
 
     def reset(self, seed: int) -> None:
         """Start a new episode: fresh host weights from ``seed``, empty slots, new optimizers."""
-        self.generator.manual_seed(seed)
+        init_seed, data_seed = np.random.SeedSequence(seed).generate_state(2, dtype=np.uint32)
+        self.generator.manual_seed(int(init_seed))
+        self.data_generator.manual_seed(int(data_seed))
         with self.stream_context():
             self.model.reset_(self.generator)
-        self.host_opt = torch.optim.Adam(self.model.host_parameters(), lr=self.config.host_lr)
+        self.host_opt = make_adam(self.model.host_parameters(), self.config.host_lr)
+        self.shadow_opt = None
+        self.shadow_scaler = None
+        self.shadow_acc = None
         # fp16 needs loss scaling; the scaler is per env so one env's overflow never skips another's step
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == "fp16" else None
         self.signals = TrainingSignals(self.config.max_epochs)
         self.signals.host_params = self.model.host_param_count()
         self.epoch = 0
+        self.skipped_steps = 0
 
     @property
     def n_batches(self) -> int:
         return math.ceil(len(self.x_train) / self.config.batch_size)
 
+    @property
+    def has_shadow(self) -> bool:
+        return self.shadow_opt is not None
+
+    def _fork_shadow(self) -> None:
+        """Copy the host and its optimizer state into the shadow (the fixed host of this episode)."""
+        with self.stream_context():
+            self.shadow.load_state_dict(self.model.host.state_dict())
+            self.shadow_opt = make_adam(self.shadow.parameters(), self.config.host_lr)
+            self.shadow_opt.load_state_dict(copy.deepcopy(self.host_opt.state_dict()))
+        if self.scaler is not None:  # once per episode: reading the scale is a host sync
+            self.shadow_scaler = torch.amp.GradScaler(self.scaler._device)
+            self.shadow_scaler.load_state_dict(self.scaler.state_dict())
+
     # --------------------------------------------------------------- training
     def begin_epoch(self) -> None:
         self.epoch += 1
         self.model.train()
-        perm = torch.randperm(len(self.x_train), generator=self.generator)
+        self.shadow.train()
+        perm = torch.randperm(len(self.x_train), generator=self.data_generator)
         if self.stream is not None:
             perm = perm.pin_memory()  # so the copy below is truly asynchronous
         with self.stream_context():
             self._perm = perm.to(self.device, non_blocking=True)
             zero = lambda: torch.zeros((), device=self.device)  # noqa: E731
-            self._loss_sum, self._correct = zero(), zero()
+            self._loss_sum, self._correct, self._skipped = zero(), zero(), zero()
             self._grad = {
                 name: {
                     "norm": zero(),
@@ -160,38 +212,63 @@ class MorphoEnv:
                     self.scaler.unscale_(opt)
             else:
                 loss.backward()
-            self._record_seed_gradients()
-            torch.nn.utils.clip_grad_norm_(self.model.host_parameters(), self.config.grad_clip)
-            for slot in self.model.slots.values():
-                if slot.optimizer is not None:
-                    torch.nn.utils.clip_grad_norm_(slot.seed_parameters(), self.config.grad_clip)
-            for opt in optimizers:
-                if self.scaler is not None:
-                    self.scaler.step(opt)
-                else:
-                    opt.step()
+            bad = ~torch.isfinite(loss)
+            host_norm = torch.nn.utils.clip_grad_norm_(
+                self.model.host_parameters(), self.config.grad_clip
+            )
+            bad = bad | ~torch.isfinite(host_norm)
+            for name, slot in self.model.slots.items():
+                if slot.optimizer is None:
+                    continue
+                params = [p for p in slot.seed_parameters() if p.grad is not None]
+                norm = (
+                    torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+                    if params
+                    else None
+                )
+                self._record_seed_gradient(name, norm)
+                if norm is not None:
+                    bad = bad | ~torch.isfinite(norm)
+            found_inf = bad.float()
+            _step(optimizers, found_inf)  # skipped on the device when anything was not finite
             if self.scaler is not None:
-                self.scaler.update()
-            self._loss_sum += loss.detach() * len(yb)
+                self.scaler.update()  # reads the inf checks unscale_ recorded; no host sync
+            self._skipped += found_inf
+            self._loss_sum += torch.where(bad, 0.0, loss.detach()) * len(yb)
             self._correct += (logits.detach().argmax(1) == yb).sum()
+            if self.shadow_opt is not None:
+                self._train_shadow(xb, yb)
 
-    def _record_seed_gradients(self) -> None:
-        g: Gates = next(iter(self.model.slots.values())).gates
-        for name, slot in self.model.slots.items():
-            if slot.optimizer is None:
-                continue
-            grads = [p.grad for p in slot.seed_parameters() if p.grad is not None]
-            acc = self._grad[name]
-            acc["n"] += 1
-            if not grads:
-                acc["vanish"] += 1
-                continue
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
-            finite = torch.isfinite(norm)
-            acc["norm"] += torch.where(finite, norm, torch.zeros_like(norm))
-            acc["vanish"] += (norm < g.grad_vanish).float()
-            acc["explode"] += ((norm > g.grad_explode) | ~finite).float()
-            acc["healthy"] += (finite & (norm >= g.grad_vanish) & (norm <= g.grad_explode)).float()
+    def _train_shadow(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
+        """The same step for the paired fixed host: same batch, same precision, no seeds."""
+        self.shadow_opt.zero_grad(set_to_none=True)
+        with self.autocast():
+            logits = self.shadow(xb)
+        loss = F.cross_entropy(logits.float(), yb)
+        if self.shadow_scaler is not None:
+            self.shadow_scaler.scale(loss).backward()
+            self.shadow_scaler.unscale_(self.shadow_opt)
+        else:
+            loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.shadow.parameters(), self.config.grad_clip)
+        _step([self.shadow_opt], (~torch.isfinite(loss) | ~torch.isfinite(norm)).float())
+        if self.shadow_scaler is not None:
+            self.shadow_scaler.update()
+
+    def _record_seed_gradient(self, name: str, norm: torch.Tensor | None) -> None:
+        """Accumulate one batch's gradient health of a seed (device tensors, no sync)."""
+        g: Gates = self.model.slots[name].gates
+        acc = self._grad[name]
+        acc["n"] += 1
+        if norm is None:
+            acc["vanish"] += 1
+            return
+        norm = norm.float()
+        finite = torch.isfinite(norm)
+        acc["norm"] += torch.where(finite, norm, torch.zeros_like(norm))
+        acc["vanish"] += (norm < g.grad_vanish).float()
+        acc["explode"] += ((norm > g.grad_explode) | ~finite).float()
+        acc["healthy"] += (finite & (norm >= g.grad_vanish) & (norm <= g.grad_explode)).float()
 
     def train_epoch(self) -> None:
         """A whole epoch for this env alone (the vectorised loop interleaves instead)."""
@@ -201,73 +278,143 @@ class MorphoEnv:
 
     # ------------------------------------------------------------- evaluation
     @torch.no_grad()
+    def _eval(self, model, alpha_override: dict[str, float] | None = None, limit: int | None = None):
+        """(mean loss, accuracy) on the validation set as device tensors (no sync)."""
+        x, y = self.x_val, self.y_val
+        if limit is not None:
+            x, y = x[:limit], y[:limit]
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        for s in range(0, len(x), self.config.eval_chunk):
+            xb, yb = x[s : s + self.config.eval_chunk], y[s : s + self.config.eval_chunk]
+            with self.autocast():
+                logits = (
+                    model(xb, alpha_override=alpha_override)
+                    if alpha_override is not None
+                    else model(xb)
+                )
+            loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
+            correct += (logits.argmax(1) == yb).sum()
+        return loss_sum / len(y), correct / len(y)
+
     def evaluate(
         self, alpha_override: dict[str, float] | None = None, limit: int | None = None
     ) -> tuple[float, float]:
         """(loss, accuracy) on the validation set, optionally with some slots' alpha overridden."""
-        x, y = self.x_val, self.y_val
-        if limit is not None:
-            x, y = x[:limit], y[:limit]
         was_training = self.model.training
         self.model.eval()
-        with self.stream_context():  # accumulators too: everything of this env stays on its stream
-            loss_sum = torch.zeros((), device=self.device)
-            correct = torch.zeros((), device=self.device)
-            for s in range(0, len(x), self.config.eval_chunk):
-                xb, yb = x[s : s + self.config.eval_chunk], y[s : s + self.config.eval_chunk]
-                with self.autocast():
-                    logits = self.model(xb, alpha_override=alpha_override)
-                loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
-                correct += (logits.argmax(1) == yb).sum()
-            loss, acc = (loss_sum / len(y)).item(), (correct / len(y)).item()
-        self.model.train(was_training)
-        return loss, acc
-
-    def end_epoch(self) -> dict:
-        """Validation, per-slot counterfactuals and telemetry, then the automatic lifecycle gates.
-
-        Returns the epoch record: signals, per-slot telemetry and lifecycle events.
-        """
-        n = len(self.x_train)
         with self.stream_context():
-            train_loss = (self._loss_sum / n).item()
-            train_acc = (self._correct / n).item()
-        val_loss, val_acc = self.evaluate()
-        self.signals.update(self.epoch, train_loss, train_acc, val_loss, val_acc)
-        self.signals.seed_params = self.model.seed_param_count()
+            loss, acc = self._eval(self.model, alpha_override or {}, limit)
+            out = torch.stack([loss, acc]).tolist()
+        self.model.train(was_training)
+        return out[0], out[1]
 
+    def queue_eval(self) -> None:
+        """Queue this epoch's whole evaluation on the env's stream; nothing waits here.
+
+        Validation, the seed-on and counterfactual evaluations of every seed, the paired
+        fixed host, the gradient statistics and the skipped-step count end up in ONE small
+        tensor copied to (pinned) host memory; :meth:`finish_epoch` reads it.
+        """
         limit = self.config.counterfactual_samples
-        subset_acc = val_acc if len(self.x_val) <= limit else self.evaluate(limit=limit)[1]
+        n = len(self.x_train)
+        keys: list[tuple] = []
+        vals: list[torch.Tensor] = []
+
+        def put(key, t):
+            keys.append(key)
+            vals.append(torch.as_tensor(t, dtype=torch.float32, device=self.device).reshape(()))
+
+        self.model.eval()
+        self.shadow.eval()
+        with self.stream_context():
+            put(("train_loss",), self._loss_sum / n)
+            put(("train_acc",), self._correct / n)
+            put(("skipped",), self._skipped)
+            val_loss, val_acc = self._eval(self.model, {})
+            put(("val_loss",), val_loss)
+            put(("val_acc",), val_acc)
+            subset = len(self.x_val) > limit
+            if subset:
+                put(("subset_acc",), self._eval(self.model, {}, limit)[1])
+            if self.has_shadow:
+                put(("shadow_acc",), self._eval(self.shadow, None)[1])
+            for name, slot in self.model.slots.items():
+                if slot.seed is None:
+                    continue
+                st, acc = slot.state, self._grad[name]
+                if acc["n"]:
+                    for k in ("norm", "healthy", "vanish", "explode"):
+                        put((name, k), acc[k] / acc["n"])
+                if st.alpha != 1.0:  # the model with this seed fully on (functional override)
+                    put((name, "seed_acc"), self._eval(self.model, {name: 1.0}, limit)[1])
+                if st.alpha > 0.0:  # what the model loses without this slot
+                    put((name, "ablated_acc"), self._eval(self.model, {name: 0.0}, limit)[1])
+            stacked = torch.stack(vals)
+            if self.stream is not None:
+                host = torch.empty(stacked.shape, dtype=stacked.dtype, pin_memory=True)
+                host.copy_(stacked, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record(self.stream)
+            else:
+                host, event = stacked, None
+        self.model.train()
+        self.shadow.train()
+        self._pending = (keys, host, event)
+
+    def finish_epoch(self) -> dict:
+        """Wait for the queued evaluation (one sync per env, after every env has queued),
+        then update signals and per-slot telemetry and step the automatic gates (G1..G3).
+
+        Returns the epoch record: lifecycle events and the steps skipped as non-finite.
+        """
+        keys, host, event = self._pending
+        self._pending = None
+        if event is not None:
+            event.synchronize()
+        v = dict(zip(keys, host.tolist()))
+        self.signals.update(self.epoch, v[("train_loss",)], v[("train_acc",)], v[("val_loss",)], v[("val_acc",)])
+        self.signals.seed_params = self.model.seed_param_count()
+        skipped = int(round(v[("skipped",)]))
+        self.skipped_steps += skipped
+        if ("shadow_acc",) in v:
+            self.shadow_acc = v[("shadow_acc",)]
+        subset_acc = v.get(("subset_acc",), v[("val_acc",)])
         for name, slot in self.model.slots.items():
             st, tel = slot.state, slot.state.telemetry
             if slot.seed is None:
                 continue
-            acc = self._grad[name]
-            if acc["n"]:
-                with self.stream_context():
-                    tel.grad_norm = (acc["norm"] / acc["n"]).item()
-                    tel.grad_health = (acc["healthy"] / acc["n"]).item()
-                    tel.vanishing = bool((acc["vanish"] / acc["n"]).item() > 0.5)
-                    tel.exploding = bool((acc["explode"] / acc["n"]).item() > 0.0)
+            if (name, "norm") in v:
+                tel.grad_norm = v[(name, "norm")]
+                tel.grad_health = v[(name, "healthy")]
+                tel.vanishing = v[(name, "vanish")] > 0.5
+                tel.exploding = v[(name, "explode")] > 0.0
             else:
                 # a parameterless seed (noop) or a frozen one has no gradient to be unhealthy
                 tel.grad_norm, tel.vanishing, tel.exploding = 0.0, False, False
                 tel.grad_health = 1.0 if slot.optimizer is None else 0.0
-            # seed accuracy: the model with this seed fully on (functional override)
-            seed_acc = subset_acc if st.alpha == 1.0 else self.evaluate({name: 1.0}, limit=limit)[1]
+            seed_acc = v.get((name, "seed_acc"), subset_acc)
             first_measurement = st.stage == SeedStage.GERMINATED and st.epochs_in_stage == 0
             prev = seed_acc if first_measurement else tel.accuracy
             tel.accuracy_delta = seed_acc - prev
             tel.accuracy = seed_acc
-            # counterfactual contribution: what the model loses without this slot
-            if st.alpha > 0.0:
-                tel.contribution = subset_acc - self.evaluate({name: 0.0}, limit=limit)[1]
-            else:
-                tel.contribution = 0.0
+            tel.contribution = (
+                subset_acc - v[(name, "ablated_acc")] if (name, "ablated_acc") in v else 0.0
+            )
         events = []
         for slot in self.model.slots.values():
             events.extend(slot.step_epoch(self.epoch))
-        return {"events": events}
+        return {"events": events, "skipped_steps": skipped}
+
+    def end_epoch(self) -> dict:
+        """:meth:`queue_eval` then :meth:`finish_epoch` (one env on its own)."""
+        self.queue_eval()
+        return self.finish_epoch()
+
+    @property
+    def added_accuracy(self) -> float:
+        """Validation accuracy above the paired fixed host (0 before the first germination)."""
+        return 0.0 if self.shadow_acc is None else self.signals.val_acc - self.shadow_acc
 
     # ---------------------------------------------------------------- actions
     def apply(self, action: Action) -> list[dict]:
@@ -276,6 +423,9 @@ class MorphoEnv:
             return []
         slot = self.model.slots[action.slot]
         if action.op == "GERMINATE":
+            if not self.has_shadow:
+                self._fork_shadow()
+                self.shadow_acc = self.signals.val_acc  # identical models until now
             with self.stream_context():
                 event = self.model.germinate(
                     action.slot,
