@@ -9,6 +9,9 @@ environment that is the ``mpich`` wheel's library. Two cases go wrong without he
 - A uv overlay environment (``uv run --with X mpirun ...``): mpi4py looks for ``libmpi``
   under the overlay's prefix, not the base environment that holds the wheel, and falls back
   to whatever the system has (often nothing, or an Open MPI that runs every rank alone).
+- A site MPICH-ABI library loaded with ``module load`` (LD_LIBRARY_PATH) under ``srun
+  --mpi=pmi2`` or Hydra: mpi4py would still take the wheel's copy first and miss the fast
+  interconnect.
 
 :func:`configure_mpi4py` runs before ``from mpi4py import MPI`` (``get_context`` calls it):
 it recognises the launcher from the variables it sets, finds a library that matches, and
