@@ -41,10 +41,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
-import statistics
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile

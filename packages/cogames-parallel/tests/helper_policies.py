@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-
-import numpy as np
 import threading
 import time
+
+import numpy as np
 
 from cogames_parallel.policies.base import AgentPolicy, MultiAgentPolicy
 
@@ -67,15 +67,16 @@ class DiePolicy(MultiAgentPolicy):
 
 
 class SlowPolicy(MultiAgentPolicy):
-    """Sleeps ``ms`` milliseconds on every ``every``-th step, then plays action 1."""
+    """Sleeps ``ms`` milliseconds on every ``every``-th step (only agent ``agent``, if given),
+    then plays action 1."""
 
-    def __init__(self, env_info, ms: float = 50, every: int = 1) -> None:
+    def __init__(self, env_info, ms: float = 50, every: int = 1, agent: int = -1) -> None:
         super().__init__(env_info)
-        self.ms, self.every = ms, every
+        self.ms, self.every, self.agent = ms, every, agent
 
     def agent_policy(self, agent_id):
         def fn(t):
-            if t % self.every == 0:
+            if t % self.every == 0 and self.agent in (-1, agent_id):
                 time.sleep(self.ms / 1000)
             return 1
 

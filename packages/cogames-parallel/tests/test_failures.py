@@ -101,9 +101,10 @@ def test_worker_safe_false_policy_stays_in_process(helpers, capsys):
     assert to_json(par) == to_json(serial) and par["failed"] == []
 
 
-def test_hung_policy_on_agent_workers_only_times_out(helpers):
-    # sleeps 60 s at step 2 of every episode: with agent workers the step times out,
-    # the stuck worker is replaced at episode end, and the next episode runs normally
+def test_hung_policy_on_agent_workers_is_preempted_and_fails_its_episode(helpers):
+    # sleeps 60 s at step 2 of every episode: the agent worker pre-empts the call after
+    # 20 x the 100 ms action timeout (2 s), the episode fails with that message, and the
+    # next episode runs on the same workers
     t0 = time.perf_counter()
     data = evaluate(
         ["harvest.open"],
@@ -113,5 +114,21 @@ def test_hung_policy_on_agent_workers_only_times_out(helpers):
         **{**KW, "steps": 3, "action_timeout_ms": 100},
     )
     assert time.perf_counter() - t0 < 30
-    assert data["failed"] == []
-    assert data["policy_stats"]["harvest.open+small"]["SlowPolicy"]["timeouts"] >= 3 * 2
+    assert len(data["failed"]) == 3
+    assert all("did not return an action" in f["error"] for f in data["failed"])
+
+
+@pytest.mark.parametrize("jobs, pp", [(0, False), (2, True)])
+def test_only_the_slow_agent_is_charged_timeouts(helpers, jobs, pp):
+    # agent 0 takes 1.2 s per action, the others microseconds; timeout 0.5 s. With two
+    # agents per agent worker, agent 1 waits behind agent 0 but must not be charged.
+    data = evaluate(
+        ["harvest.open"],
+        [f"class={helpers}:SlowPolicy,kw.ms=1200,kw.agent=0"],
+        jobs=jobs,
+        parallel_policy=pp,
+        agent_workers=2 if pp else None,
+        **{**KW, "steps": 3, "episodes": 1, "action_timeout_ms": 500},
+    )
+    (ep,) = data["episodes"]
+    assert ep["status"] == "ok" and ep["timeouts"] == [3, 0, 0, 0]

@@ -325,8 +325,14 @@ class WorkerAgents:
             self.outstanding[i] += 1
         deadline = None
         if self.timeout_s > 0:
-            # a group computes its agents one after another; small slack for the pipes
-            deadline = start + self.timeout_s * max(len(per_worker[i][0]) for i in busy) + 0.05
+            # Each agent is charged for its own lateness, measured by its worker around its
+            # own policy call (as in-process), so an agent that shares a worker with a slow
+            # one is never charged for the wait. The step therefore waits for late answers,
+            # up to the bound at which the worker pre-empts a call that never returns (and
+            # answers with an error); past that (a call stuck in C code that ignores
+            # signals) the group's agents get no-ops and its worker is replaced at the end.
+            group = max(len(per_worker[i][0]) for i in busy)
+            deadline = start + hang_limit_s(self.timeout_s) * group + 1.0
         replies = self._gather(busy, tag, deadline)  # phase 2: gather
         actions: list[Any] = [self.noop] * len(slots)
         timed_out = [True] * len(slots)
