@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
 """Benchmark empo-distributed: DAG + Phase 1 in serial, local-parallel and MPI modes, side by side.
 
-    uv run python tools/bench_empo.py                       # ~1e3, ~1e4, ~1e5 states
-    uv run python tools/bench_empo.py --sizes 1e3 --quick   # smoke run
+    uv run python tools/bench_empo.py                                # ~1e3, ~1e4, ~1e5 states
+    uv run python tools/bench_empo.py --sizes 1e3,1e4,1e5,1e6 --output bench.json
+    uv run python tools/bench_empo.py --quick                        # smoke run
+    uv run python tools/bench_empo.py --upstream ~/empo --upstream-python ~/empo/.venv/bin/python
 
-Each configuration runs in a fresh process (under ``mpirun -n R`` for MPI), with one
-BLAS thread per process, so peak RSS is per rank and nothing is warm. Writes JSON
-(states, wall time per phase, states/s, peak RSS per rank, speedups, identical-output
-check) and prints a table. The per-state speed of Phase 1 is also compared with the
-one-state-at-a-time Python oracle kept in ``packages/empo-distributed/tests``.
+Modes: serial, 2 local workers, 2 MPI ranks, 4 MPI ranks on this machine (simulated
+nodes). Each run is a fresh process (under ``mpirun -n R`` for MPI) with one BLAS thread
+per process, so peak RSS is per rank and nothing is warm. Modes are interleaved
+(serial, workers, 2 ranks, 4 ranks, serial, ...) for ``--repeats`` rounds and the
+medians reported, so a busy machine slows every mode alike. Writes JSON (states, DAG /
+Phase 1 / exchange seconds, states/s, speedups, peak RSS per rank, bytes per state,
+identical-output check) and prints a table. The per-state speed of Phase 1 is also
+compared with the one-state-at-a-time Python oracle of ``packages/empo-distributed/tests``.
+``--upstream PATH``: the same small upstream MultiGrid world solved by upstream EMPO and
+by this package in one process, timed side by side.
 """
 
 from __future__ import annotations
@@ -23,8 +30,15 @@ import sys
 import time
 from pathlib import Path
 
+from parallel_core.cli import CliError
+
 ROOT = Path(__file__).resolve().parents[1]
-SIZES = {"1e3": ("medium", None), "1e4": ("large", None), "1e5": ("huge", None)}
+SIZES = {
+    "1e3": ("medium", None),
+    "1e4": ("large", None),
+    "1e5": ("huge", None),
+    "1e6": ("giant", None),
+}
 THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
@@ -55,17 +69,21 @@ def child(world_name: str, steps: int | None, workers: int) -> None:
         # CPU seconds (this rank + its local workers): parallel efficiency even on a busy machine
         "cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_bytes_per_state": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        * 1024
+        / max(1, len(prior)),
         "largest_worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }
     per_rank = ctx.gather(rss)
     if ctx.is_root:
         digest = hashlib.sha256(prior.values.tobytes() + prior.policy.tobytes()).hexdigest()[:16]
+        print("BENCH_RESULT", end=" ")
         t = prior.timings
         print(
             json.dumps(
                 {
                     "states": len(prior),
-                    "outcomes": int(len(prior.dag.probs)),
+                    "outcomes": prior.dag.num_outcomes,
                     "levels": prior.meta["levels"],
                     "dag_s": t["dag_s"],
                     "phase1_s": t["phase1_s"],
@@ -90,10 +108,9 @@ def run_config(world: str, steps, ranks: int, workers: int) -> dict:
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
-        raise SystemExit(
-            f"bench_empo: {' '.join(cmd)} failed ({r.returncode}):\n{r.stderr[-2000:]}"
-        )
-    out = json.loads(r.stdout.strip().splitlines()[-1])
+        raise CliError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()[-1500:]}")
+    line = next(x for x in r.stdout.splitlines() if x.startswith("BENCH_RESULT "))
+    out = json.loads(line.removeprefix("BENCH_RESULT "))
     out["process_wall_s"] = wall
     return out
 
@@ -124,20 +141,88 @@ def reference_rate(world_name: str, steps, max_states: int) -> dict:
     }
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+UPSTREAM_CHILD = r"""
+import json, os, sys, time
+up = sys.argv[1]
+sys.path[:0] = [f"{up}/src", f"{up}/vendor/multigrid"]
+import gymnasium
+sys.modules.setdefault("gym", gymnasium)
+from gym_multigrid.multigrid import MultiGridEnv
+from empo.backward_induction import compute_human_policy_prior as upstream
+from empo_distributed import compute_human_policy_prior as ours
+
+def env():
+    return MultiGridEnv(config_file=f"{up}/multigrid_worlds/trivial.yaml", max_steps=int(sys.argv[2]))
+
+out = {}
+for name in ("upstream", "empo_distributed", "upstream", "empo_distributed", "upstream", "empo_distributed"):
+    e = env()
+    t = time.perf_counter()
+    if name == "upstream":
+        upstream(e, e.human_agent_indices, e.possible_goal_generator, beta_h=10.0, gamma_h=0.9,
+                 quiet=True, use_float16=False, use_attainment_cache=False, min_free_memory_fraction=0.0)
+    else:
+        p = ours(e, e.human_agent_indices, e.possible_goal_generator, beta_h=10.0, gamma_h=0.9)
+        out["states"] = len(p)
+    out.setdefault(name + "_s", []).append(time.perf_counter() - t)
+print("BENCH_RESULT " + json.dumps(out))
+"""
+
+
+def upstream_side_by_side(path: str, python: str, steps: int) -> dict:
+    """Upstream EMPO and empo-distributed on the same MultiGrid world (trivial.yaml)."""
+    import statistics
+
+    env = dict(os.environ, **THREAD_ENV)
+    r = subprocess.run(
+        [python, "-c", UPSTREAM_CHILD, path, str(steps)],
+        capture_output=True, text=True, env=env, timeout=1800,
     )
+    if r.returncode != 0:
+        raise CliError(f"--upstream run failed ({r.returncode}): {r.stderr.strip()[-500:]}")
+    line = next(x for x in r.stdout.splitlines() if x.startswith("BENCH_RESULT "))
+    out = json.loads(line.removeprefix("BENCH_RESULT "))
+    up, ours = statistics.median(out["upstream_s"]), statistics.median(out["empo_distributed_s"])
+    return {
+        "world": f"{path}/multigrid_worlds/trivial.yaml",
+        "max_steps": steps,
+        "states": out["states"],
+        "upstream_s_median": up,
+        "empo_distributed_s_median": ours,
+        "speedup": up / ours,
+        "runs": out,
+    }
+
+
+def main() -> int:
+    from parallel_core.cli import run_cli
+
+    return run_cli("bench_empo", _main)
+
+
+def _main() -> int:
+    import statistics
+
+    from parallel_core.cli import ArgumentParser, UsageError, smoke_mode
+
+    p = ArgumentParser(prog="bench_empo", description=__doc__)
     p.add_argument("--sizes", default="1e3,1e4,1e5", help="comma list of " + ",".join(SIZES))
     p.add_argument(
         "--workers", type=int, default=2, help="local workers in the local-parallel mode"
     )
     p.add_argument("--ranks", type=int, default=2, help="MPI ranks in the MPI mode")
+    p.add_argument("--simulated-ranks", type=int, default=4, help="ranks of the simulated-nodes mode (0: skip)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported")
     p.add_argument(
         "--reference-sizes", default="1e3,1e4", help="sizes on which to time the scalar oracle"
     )
-    p.add_argument("--output", default="bench_empo.json")
-    p.add_argument("--quick", action="store_true", help="smaller horizons (smoke test)")
+    p.add_argument("--output", default="bench_empo.json", help="JSON results (written atomically)")
+    p.add_argument("--quick", action="store_true", help="smallest size, short horizons, one round")
+    p.add_argument("--upstream", default=None, metavar="PATH", help="an upstream EMPO checkout")
+    p.add_argument(
+        "--upstream-python", default=sys.executable,
+        help="python with upstream's dependencies and this package (default: this one)",
+    )
     p.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._child:
@@ -145,27 +230,49 @@ def main() -> int:
         child(world, int(steps) or None, int(workers))
         return 0
 
+    if smoke_mode():
+        args.quick = True
+    if args.quick:
+        args.sizes, args.repeats, args.reference_sizes = "1e3", 1, ""
+        args.simulated_ranks = min(args.simulated_ranks, 2)
     unknown = [x for x in args.sizes.split(",") if x not in SIZES]
     if unknown:
-        p.error(f"unknown size(s) {unknown}; choose from {','.join(SIZES)}")
+        raise UsageError(f"unknown size(s) {unknown}; choose from {','.join(SIZES)}")
+    if args.repeats < 1 or args.workers < 1 or args.ranks < 1:
+        raise UsageError("--repeats, --workers and --ranks must be >= 1")
+    if args.upstream and not Path(args.upstream, "src", "empo").is_dir():
+        raise UsageError(f"--upstream {args.upstream}: not an EMPO checkout (no src/empo)")
     modes = [
         ("serial", 1, 1),
         (f"local x{args.workers}", 1, args.workers),
         (f"mpi x{args.ranks}", args.ranks, 1),
     ]
+    if args.simulated_ranks > 1 and args.simulated_ranks != args.ranks:
+        modes.append((f"mpi x{args.simulated_ranks} (simulated nodes)", args.simulated_ranks, 1))
     results = {
         "machine": {"cpus": os.cpu_count(), "affinity": len(os.sched_getaffinity(0))},
-        "params": {"beta_h": 10.0, "gamma_h": 0.9},
+        "params": {"beta_h": 10.0, "gamma_h": 0.9, "repeats": args.repeats},
+        "note": "wall times on a possibly shared machine; medians of interleaved rounds",
         "sizes": {},
     }
     for size in args.sizes.split(","):
         world, steps = SIZES[size]
         if args.quick:
             steps = 4
+        rounds: dict[str, list] = {label: [] for label, _, _ in modes}
+        for rep in range(args.repeats):  # interleaved: every mode sees the same machine load
+            for label, ranks, workers in modes:
+                print(f"bench_empo: {size} {world} {label} round {rep + 1} ...", file=sys.stderr, flush=True)
+                rounds[label].append(run_config(world, steps, ranks, workers))
         runs = {}
-        for label, ranks, workers in modes:
-            print(f"bench_empo: {size} {world} {label} ...", file=sys.stderr, flush=True)
-            runs[label] = run_config(world, steps, ranks, workers)
+        for label, rs in rounds.items():
+            r = dict(rs[0])
+            for key in ("dag_s", "phase1_s", "exchange_s", "total_s", "process_wall_s"):
+                r[key] = statistics.median(x[key] for x in rs)
+                r[key + "_all"] = [x[key] for x in rs]
+            r["peak_rss_mb_max_rank"] = max(x["peak_rss_mb"] for x in r["per_rank"])
+            r["peak_rss_bytes_per_state"] = max(x["peak_rss_bytes_per_state"] for x in r["per_rank"])
+            runs[label] = r
         base = runs["serial"]
         for r in runs.values():
             r["states_per_s_dag"] = r["states"] / r["dag_s"]
@@ -177,7 +284,7 @@ def main() -> int:
             "world": world,
             "max_steps": steps,
             "runs": runs,
-            "identical_outputs": len({r["digest"] for r in runs.values()}) == 1,
+            "identical_outputs": len({x["digest"] for rs in rounds.values() for x in rs}) == 1,
         }
         if size in args.reference_sizes.split(","):
             print(f"bench_empo: {size} scalar reference ...", file=sys.stderr, flush=True)
@@ -187,13 +294,16 @@ def main() -> int:
             )
             entry["reference"] = ref
         results["sizes"][size] = entry
+    if args.upstream:
+        print("bench_empo: upstream EMPO side by side ...", file=sys.stderr, flush=True)
+        results["upstream"] = upstream_side_by_side(args.upstream, args.upstream_python, 3 if args.quick else 4)
 
     from parallel_core.io import atomic_write
 
     with atomic_write(args.output, "w") as fh:  # a finished results file is never half-written
         fh.write(json.dumps(results, indent=2))
     _table(results)
-    print(f"wrote {args.output}")
+    print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 
@@ -214,6 +324,7 @@ def _table(results: dict) -> None:
         "speedup DAG",
         "speedup P1",
         "peak RSS/rank MB",
+        "B/state",
         "same",
         "P1 vs loop",
     ):
@@ -232,11 +343,20 @@ def _table(results: dict) -> None:
                 f"{r['states_per_s_phase1']:.0f}",
                 f"{r['speedup_dag']:.2f}",
                 f"{r['speedup_phase1']:.2f}",
-                f"{max(x['peak_rss_mb'] for x in r['per_rank']):.0f}",
+                f"{r['peak_rss_mb_max_rank']:.0f}",
+                f"{r['peak_rss_bytes_per_state']:.0f}",
                 "yes" if e["identical_outputs"] else "NO",
                 f"{ref:.0f}x" if (ref and label == "serial") else "",
             )
-    Console(width=200).print(t)
+    Console(width=200, stderr=True).print(t)
+    up = results.get("upstream")
+    if up:
+        print(
+            f"upstream EMPO vs empo-distributed on {up['world']} (max_steps {up['max_steps']}, "
+            f"{up['states']} states): {up['upstream_s_median']:.3f} s vs "
+            f"{up['empo_distributed_s_median']:.3f} s ({up['speedup']:.1f}x)",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

@@ -171,3 +171,27 @@ def test_load_prior_rejects_garbage_and_truncated_files(tmp_path, content, messa
         path.write_bytes(content)
     with pytest.raises(PriorFileError, match=message):
         load_prior(path)
+
+
+@pytest.mark.parametrize("name, steps", [("contest", None), ("two_humans", 3), ("medium", 5)])
+def test_vectorised_dag_equals_the_general_builder(name, steps, monkeypatch):
+    """Built-in worlds expand with numpy (issue 12 item 3); the arrays equal the general path's."""
+    from empo_distributed import GridWorld, compute_human_policy_prior, load_world
+
+    world = load_world(name, steps)
+    fast = build_dag(world)
+    assert type(fast.states).__name__ == "StateTable"
+    fast_prior = compute_human_policy_prior(world, world.human_agent_indices, world.goal_generator(), gamma_h=0.9)
+    monkeypatch.setattr(GridWorld, "batch_expansion", False)
+    slow = build_dag(world)
+    assert isinstance(slow.states, list)
+    assert list(fast.states) == slow.states
+    for key in ("terminal", "sk_offsets", "probs", "succ"):
+        np.testing.assert_array_equal(getattr(fast, key), getattr(slow, key), err_msg=key)
+    slow_prior = compute_human_policy_prior(world, world.human_agent_indices, world.goal_generator(), gamma_h=0.9)
+    np.testing.assert_array_equal(fast_prior.values, slow_prior.values)
+    np.testing.assert_array_equal(fast_prior.policy, slow_prior.policy)
+    s = slow.states[len(slow) // 2]
+    assert fast.state_to_idx[s] == slow.state_to_idx[s] and fast.states[len(slow) // 2] == s
+    with pytest.raises(KeyError):
+        fast.state_to_idx[(99, 0, 0)]

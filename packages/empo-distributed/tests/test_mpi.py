@@ -35,10 +35,19 @@ def test_mpi_ranks_equal_serial(name, steps, kw):
     serial = compute_human_policy_prior(world, world.human_agent_indices, gen, ctx=local, **kw)
     assert dist.states == serial.states
     np.testing.assert_array_equal(dist.values, serial.values)
-    np.testing.assert_array_equal(dist.policy, serial.policy)
-    # every rank ends with the same full arrays
+    if ctx.is_root:  # policies are gathered where they are written: rank 0
+        np.testing.assert_array_equal(dist.policy, serial.policy)
+    else:
+        assert dist.policy is None
+        with pytest.raises(RuntimeError, match="holds no policies"):
+            dist(dist.states[0], dist.human_agent_indices[0])
+    # every rank ends with the same full values
     gathered = ctx.allgather(dist.values.tobytes())
     assert all(g == gathered[0] for g in gathered)
+    everywhere = compute_human_policy_prior(
+        world, world.human_agent_indices, gen, ctx=ctx, policy_on="all", **kw
+    )
+    np.testing.assert_array_equal(everywhere.policy, serial.policy)
 
 
 def test_mpi_ranks_with_local_workers_equal_serial(monkeypatch):
@@ -48,7 +57,9 @@ def test_mpi_ranks_with_local_workers_equal_serial(monkeypatch):
     monkeypatch.setattr("empo_distributed.phase1._LocalRunner.MIN_PARALLEL_WORK", 1)
     world = load_world("small")
     gen = world.goal_generator()
-    dist = compute_human_policy_prior(world, [0], gen, ctx=ctx, workers=2, gamma_h=0.8)
+    dist = compute_human_policy_prior(
+        world, [0], gen, ctx=ctx, workers=2, gamma_h=0.8, policy_on="all"
+    )
     serial = compute_human_policy_prior(world, [0], gen, ctx=local, gamma_h=0.8)
     np.testing.assert_array_equal(dist.values, serial.values)
     np.testing.assert_array_equal(dist.policy, serial.policy)
@@ -68,8 +79,21 @@ def test_mpi_user_believed_others_policy_equals_serial():
     ctx, local = _ctx()
     world = ChainWorld(n_agents=2, humans=(0, 1), max_steps=3, rule=needs_partner_still)
     kw = dict(believed_others_policy=partner_stays, beta_h=10.0, gamma_h=0.9)
-    dist = compute_human_policy_prior(world, [0, 1], Goals([1, 2]), ctx=ctx, **kw)
+    dist = compute_human_policy_prior(world, [0, 1], Goals([1, 2]), ctx=ctx, policy_on="all", **kw)
     serial = compute_human_policy_prior(world, [0, 1], Goals([1, 2]), ctx=local, **kw)
     np.testing.assert_array_equal(dist.values, serial.values)
     np.testing.assert_array_equal(dist.policy, serial.policy)
     assert dist.value((0, 0, 0), 0, 0) == serial.value((0, 0, 0), 0, 0) > 0
+
+
+def test_mpi_upstream_kind_worlds_equal_serial():
+    """Durations, per-state goals and two humans (issue 12 item 1) on real ranks."""
+    from test_upstream_exact import _solve
+
+    ctx, local = _ctx()
+    for case in ("durations", "goals_per_state", "two_humans"):
+        dist, _ = _solve(case, ctx=ctx, policy_on="all")
+        serial, _ = _solve(case, ctx=local)
+        np.testing.assert_array_equal(dist.values, serial.values)
+        np.testing.assert_array_equal(dist.policy, serial.policy)
+        np.testing.assert_array_equal(dist.goal_ids, serial.goal_ids)

@@ -364,7 +364,7 @@ def _run(args, ctx) -> int:
         "humans": prior.meta["human_agent_indices"],
         "goals": int(len(prior.goal_ids)),
         "joint_actions": prior.dag.num_joint_actions,
-        "outcomes": int(len(prior.dag.probs)),
+        "outcomes": prior.dag.num_outcomes,
         "ranks": ctx.size,
         "workers_per_rank": workers,
         "beta_h": prior.meta["beta_h"],
@@ -426,7 +426,7 @@ def _print_world_table(worlds: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="built-in worlds")
-    for col in ("name", "size", "humans", "robots", "goals_per_human", "max_steps", "description"):
+    for col in ("name", "states", "size", "humans", "robots", "goals_per_human", "max_steps", "description"):
         table.add_column(col)
     for w in worlds:
         table.add_row(
@@ -434,6 +434,7 @@ def _print_world_table(worlds: list[dict]) -> None:
                 str(w[c])
                 for c in (
                     "name",
+                    "states",
                     "size",
                     "humans",
                     "robots",

@@ -29,7 +29,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,34 +39,157 @@ from .world_model import WorldError, joint_actions, num_actions, root_state
 PROB_TOL = 1e-9  # how far the outcome probabilities of a joint action may sum away from 1
 
 
+def _small_uint(maximum: int):
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if maximum <= np.iinfo(dt).max:
+            return dt
+    return np.int64
+
+
+def _index_dtype(n: int):
+    return np.int32 if n < 2**31 else np.int64
+
+
+class ProbTable:
+    """Distinct probability values (float64, exact) and a small integer index per outcome.
+
+    Worlds have few distinct probabilities (1, 1/2, 1/3, ...): 1 byte per outcome instead
+    of 8, and the kernel reads ``values[index]``, the very same float64 numbers.
+    """
+
+    def __init__(self):
+        self.lookup: dict[float, int] = {}
+
+    def encode(self, probs: np.ndarray) -> np.ndarray | None:
+        """Indices of ``probs`` (None when there are too many distinct values)."""
+        u, inv = np.unique(probs, return_inverse=True)
+        for x in u.tolist():
+            if x not in self.lookup:
+                self.lookup[x] = len(self.lookup)
+        if len(self.lookup) > 65535:
+            return None
+        ids = np.fromiter((self.lookup[x] for x in u.tolist()), dtype=np.int64, count=len(u))
+        return ids[inv.reshape(-1)].astype(np.uint16)
+
+    def values(self) -> np.ndarray:
+        out = np.empty(len(self.lookup))
+        for x, i in self.lookup.items():
+            out[i] = x
+        return out
+
+
+def compact_probs(probs: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(table, index)`` for ``probs`` (``(None, None)`` when too many distinct values)."""
+    table = ProbTable()
+    idx = table.encode(probs)
+    if idx is None:
+        return None, None
+    values = table.values()
+    return values, idx.astype(_small_uint(len(values) - 1))
+
+
 @dataclass
 class Dag:
-    """Reachable states in topological order (``states[0]`` is the root) and CSR transitions."""
+    """Reachable states in topological order (``states[0]`` is the root) and compact CSR transitions.
 
-    states: list
-    state_to_idx: dict
+    For state ``i`` and joint action ``k`` (agent 0 the least significant digit) there are
+    ``counts[i*K + k]`` outcomes, stored from ``state_offsets[i] + sum(counts[i*K : i*K + k])``
+    on: successor index ``succ[o]``, probability ``prob_table[prob_idx[o]]`` (or
+    ``probs_raw[o]`` for worlds with too many distinct probabilities), optional duration.
+    ``sk_offsets`` and ``probs`` give the plain CSR view (computed on demand).
+    """
+
+    states: Sequence
+    state_to_idx: Mapping
     num_agents: int
     num_actions: int
     terminal: np.ndarray  # bool (N,)
-    sk_offsets: np.ndarray  # int64 (N*K + 1,)
-    probs: np.ndarray  # float64 (M,)
-    succ: np.ndarray  # int64 (M,)
+    counts: np.ndarray  # small unsigned ints (N*K,)
+    state_offsets: np.ndarray  # int64 (N + 1,)
+    succ: np.ndarray  # int32/int64 (M,)
+    prob_table: np.ndarray | None = None  # float64 distinct values
+    prob_idx: np.ndarray | None = None  # uint8/uint16 (M,)
+    probs_raw: np.ndarray | None = None  # float64 (M,) when there is no table
     durations: np.ndarray | None = None  # float64 (M,), None when every duration is 1
     step_layered: bool = False
     waves: int = 0
     timings: dict = field(default_factory=dict)
     _state_array: np.ndarray | None = field(default=None, repr=False)
 
+    @staticmethod
+    def from_csr(states, state_to_idx, num_agents, num_actions, terminal, sk_offsets, probs, succ, **kw):
+        """Build a compact :class:`Dag` from plain CSR arrays (``sk_offsets``: ``N*K + 1``)."""
+        N = len(states)
+        K = num_actions**num_agents
+        counts = np.diff(sk_offsets)
+        counts = counts.astype(_small_uint(int(counts.max()) if len(counts) else 0))
+        table, idx = compact_probs(probs)
+        return Dag(
+            states, state_to_idx, num_agents, num_actions, terminal,
+            counts=counts,
+            state_offsets=np.ascontiguousarray(sk_offsets[::K][: N + 1]),
+            succ=succ.astype(_index_dtype(N)),
+            prob_table=table,
+            prob_idx=idx,
+            probs_raw=None if idx is not None else np.asarray(probs, dtype=np.float64),
+            **kw,
+        )
+
     @property
     def num_joint_actions(self) -> int:
         """``K = num_actions ** num_agents``, the joint actions per state."""
         return self.num_actions**self.num_agents
+
+    @property
+    def sk_offsets(self) -> np.ndarray:
+        """Plain CSR offsets ``(N*K + 1,)`` int64 (computed on demand: 8 bytes per pair)."""
+        out = np.zeros(len(self.counts) + 1, dtype=np.int64)
+        np.cumsum(self.counts, out=out[1:])
+        return out
+
+    @property
+    def probs(self) -> np.ndarray:
+        """Probability of every outcome (float64; computed from the table on demand)."""
+        if self.prob_idx is not None:
+            return self.prob_table[self.prob_idx]
+        return self.probs_raw
+
+    @property
+    def num_outcomes(self) -> int:
+        return len(self.succ)
+
+    def round_probs_float16(self) -> None:
+        """EMPO's ``use_float16``: probabilities rounded to float16 (stored compactly anyway)."""
+        if self.prob_idx is not None:
+            self.prob_table = self.prob_table.astype(np.float16).astype(np.float64)
+        else:
+            self.probs_raw = self.probs_raw.astype(np.float16)
+
+    def kernel_arrays(self) -> dict:
+        """The arrays :class:`.phase1.LevelKernel` reads."""
+        out = {
+            "counts": self.counts,
+            "state_offsets": self.state_offsets,
+            "succ": self.succ,
+        }
+        if self.prob_idx is not None:
+            out["prob_table"], out["prob_idx"] = self.prob_table, self.prob_idx
+        else:
+            out["probs"] = self.probs_raw
+        return out
+
+    def nbytes(self) -> int:
+        """Bytes held by the transition arrays."""
+        arrays = (self.counts, self.state_offsets, self.succ, self.prob_idx, self.probs_raw, self.durations)
+        return int(sum(a.nbytes for a in arrays if a is not None))
 
     def __len__(self) -> int:
         return len(self.states)
 
     def state_array(self) -> np.ndarray | None:
         """States as an int64 ``(N, L)`` array when they are equal-length integer tuples, else None."""
+        if hasattr(self.states, "array"):  # a StateTable: decoded on demand, not kept
+            return self.states.array()
         if self._state_array is None and self.states:
             first = self.states[0]
             if isinstance(first, tuple) and all(isinstance(x, (int, np.integer)) for x in first):
@@ -81,13 +204,20 @@ class Dag:
     def outcomes(self, i: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and successor indices of joint action ``k`` in state ``i``."""
         K = self.num_joint_actions
-        a, b = self.sk_offsets[i * K + k], self.sk_offsets[i * K + k + 1]
-        return self.probs[a:b], self.succ[a:b]
+        a = int(self.state_offsets[i]) + int(self.counts[i * K : i * K + k].sum())
+        b = a + int(self.counts[i * K + k])
+        probs = self.prob_table[self.prob_idx[a:b]] if self.prob_idx is not None else self.probs_raw[a:b]
+        return probs, self.succ[a:b]
+
+    def steps(self) -> np.ndarray:
+        """The step count (first element) of every state."""
+        if hasattr(self.states, "steps"):
+            return self.states.steps()
+        return np.fromiter((s[0] for s in self.states), dtype=np.int64, count=len(self.states))
 
     def successors(self, i: int) -> list[int]:
         """Sorted distinct successor indices of state ``i``."""
-        K = self.num_joint_actions
-        a, b = self.sk_offsets[i * K], self.sk_offsets[(i + 1) * K]
+        a, b = self.state_offsets[i], self.state_offsets[i + 1]
         return sorted(set(self.succ[a:b].tolist()))
 
 
@@ -276,6 +406,10 @@ def build_dag(
     from parallel_core.mpi import get_context
 
     ctx = ctx if ctx is not None else get_context()
+    if getattr(world_model, "batch_expansion", False):
+        return build_dag_batched(
+            world_model, ctx=ctx, progress=progress, max_states=max_states, memory_guard=memory_guard
+        )
     t0 = time.perf_counter()
     n_agents = len(world_model.agents)
     nA = num_actions(world_model)
@@ -352,20 +486,120 @@ def build_dag(
     sk_offsets = np.zeros(N * K + 1, dtype=np.int64)
     np.cumsum(counts_new, out=sk_offsets[1:])
     states_sorted = [states[i] for i in perm]
-    dag = Dag(
-        states=states_sorted,
-        state_to_idx={s: i for i, s in enumerate(states_sorted)},
-        num_agents=n_agents,
-        num_actions=nA,
-        terminal=terminal[perm],
-        sk_offsets=sk_offsets,
-        probs=probs[take],
-        succ=inv[succ[take]],
+    dag = Dag.from_csr(
+        states_sorted,
+        {s: i for i, s in enumerate(states_sorted)},
+        n_agents,
+        nA,
+        terminal[perm],
+        sk_offsets,
+        probs[take],
+        inv[succ[take]],
         durations=durations[take] if durations is not None else None,
         step_layered=step_layered,
         waves=wave,
     )
     dag.timings = {"bfs_s": t_bfs, "order_s": time.perf_counter() - t0 - t_bfs}
+    return dag
+
+
+BATCH_STATES = 16384  # states expanded per numpy call: bounds the temporaries of a wave
+
+
+def build_dag_batched(world_model, *, ctx, progress=None, max_states=None, memory_guard=None) -> Dag:
+    """The DAG of a step-layered world with ``codec()``/``expand_batch()`` (built-in worlds).
+
+    Waves are steps: the successors of wave t are exactly wave t+1, found with
+    ``np.unique`` on int64 keys (no Python object per state). Under MPI each rank expands
+    its contiguous share of the wave and deduplicates its own successors; the ranks then
+    exchange plain arrays (``Allgatherv``: outcome counts, probabilities, successor keys)
+    and every rank merges the already-deduplicated key sets. States are stored as sorted
+    keys (a :class:`.states.StateTable`), which is the canonical order ``sorted(states)``
+    of the general builder, so both builders give the same arrays.
+    """
+    from .states import KeyIndex, StateTable
+
+    t0 = time.perf_counter()
+    codec = world_model.codec()
+    n_agents, nA = len(world_model.agents), num_actions(world_model)
+    K = nA**n_agents
+    root = np.asarray([root_state(world_model)], dtype=np.int64)
+    keys = codec.encode(root)
+    waves, parts, n_states, wave = [keys], [], 1, 0
+    table = ProbTable()
+    while len(keys):
+        lo, hi = ctx.work_range(len(keys))
+        rows = codec.decode(keys[lo:hi])
+        term, cnt, prb, nxt = [], [], [], []
+        for a in range(0, len(rows), BATCH_STATES):
+            t, c, p, succ_keys = world_model.expand_batch(rows[a : a + BATCH_STATES])
+            term.append(t)
+            cnt.append(c)
+            prb.append(p)
+            nxt.append(succ_keys)
+        terminal = np.concatenate(term) if term else np.zeros(0, dtype=bool)
+        counts = np.concatenate(cnt) if cnt else np.zeros((0, K), dtype=np.uint8)
+        probs = np.concatenate(prb) if prb else np.zeros(0)
+        succ_keys = np.concatenate(nxt) if nxt else np.zeros(0, dtype=np.int64)
+        mine_unique = np.unique(succ_keys)  # each rank deduplicates its own share
+        if ctx.is_distributed:
+            terminal = ctx.allgatherv(terminal.astype(np.uint8)).astype(bool)
+            counts = ctx.allgatherv(counts)
+            probs = ctx.allgatherv(probs)
+            succ_keys = ctx.allgatherv(succ_keys)
+            keys = np.unique(ctx.allgatherv(mine_unique))
+        else:
+            keys = mine_unique
+        # Compact at once: successor keys become int32 indices into the next wave (which
+        # starts at n_states), probabilities 1-2 byte indices into a table of values.
+        prob_idx = table.encode(probs)
+        if prob_idx is None:
+            raise WorldError("more than 65535 distinct transition probabilities")
+        if len(table.lookup) <= 255:
+            prob_idx = prob_idx.astype(np.uint8)
+        succ = (np.searchsorted(keys, succ_keys) + n_states).astype(_index_dtype(n_states + len(keys)))
+        del succ_keys, probs
+        parts.append((terminal, counts, prob_idx, succ))
+        if len(keys):
+            waves.append(keys)
+        n_states += len(keys)
+        wave += 1
+        if max_states is not None and n_states > max_states:
+            raise WorldError(
+                f"more than {max_states} reachable states after {wave} waves; "
+                "lower --max-steps or raise --max-states"
+            )
+        if memory_guard is not None:
+            memory_guard.check(f"after DAG wave {wave} ({n_states} states)")
+        if progress is not None:
+            progress(wave, n_states)
+    all_keys = np.concatenate(waves)  # waves are sorted and steps increase: globally sorted
+    del waves
+    counts = np.concatenate([p[1] for p in parts]).reshape(-1)
+    per_state = counts.reshape(-1, K).sum(axis=1, dtype=np.int64)
+    state_offsets = np.zeros(len(all_keys) + 1, dtype=np.int64)
+    np.cumsum(per_state, out=state_offsets[1:])
+    values = table.values()
+    prob_idx = np.concatenate([p[2] for p in parts]).astype(_small_uint(len(values) - 1))
+    succ = np.concatenate([p[3] for p in parts])
+    terminal = np.concatenate([p[0] for p in parts])
+    del parts
+    st = StateTable(all_keys, codec)
+    dag = Dag(
+        states=st,
+        state_to_idx=KeyIndex(st),
+        num_agents=n_agents,
+        num_actions=nA,
+        terminal=terminal,
+        counts=counts,
+        state_offsets=state_offsets,
+        succ=succ,
+        prob_table=values,
+        prob_idx=prob_idx,
+        step_layered=True,
+        waves=wave,
+    )
+    dag.timings = {"bfs_s": time.perf_counter() - t0, "order_s": 0.0}
     return dag
 
 
@@ -427,8 +661,10 @@ def get_dag(world_model, return_probabilities: bool = False, *, workers: int = 1
     """
     dag = build_dag(world_model, workers=workers, ctx=ctx)
     successors = [dag.successors(i) for i in range(len(dag))]
+    states = list(dag.states)  # EMPO's API: plain lists and a dict
+    state_to_idx = {s: i for i, s in enumerate(states)}
     if not return_probabilities:
-        return dag.states, dag.state_to_idx, successors
+        return states, state_to_idx, successors
     joint = joint_actions(dag.num_agents, dag.num_actions)
     transitions = []
     for i in range(len(dag)):
@@ -440,7 +676,7 @@ def get_dag(world_model, return_probabilities: bool = False, *, workers: int = 1
             p, s = dag.outcomes(i, k)
             row.append((tuple(actions), p.tolist(), s.tolist()))
         transitions.append(row)
-    return dag.states, dag.state_to_idx, successors, transitions
+    return states, state_to_idx, successors, transitions
 
 
 def count_work(dag: Dag) -> dict:
@@ -449,8 +685,8 @@ def count_work(dag: Dag) -> dict:
         "states": len(dag),
         "terminal": int(dag.terminal.sum()),
         "joint_actions": dag.num_joint_actions,
-        "outcomes": int(len(dag.probs)),
+        "outcomes": dag.num_outcomes,
         "waves": dag.waves,
-        "max_outcomes": int(np.diff(dag.sk_offsets).max()) if len(dag.probs) else 0,
+        "max_outcomes": int(dag.counts.max()) if len(dag.counts) else 0,
         "log10_states": round(math.log10(max(1, len(dag))), 2),
     }

@@ -24,7 +24,7 @@ def dependency_levels(dag: Dag, mode: str = "auto") -> list[np.ndarray]:
             "transition; use 'auto' or 'height'"
         )
     if mode in ("auto", "step") and dag.step_layered:
-        steps = np.fromiter((s[0] for s in dag.states), dtype=np.int64, count=len(dag))
+        steps = dag.steps()
         bounds = np.flatnonzero(np.diff(steps)) + 1  # sorted states: steps are non-decreasing
         starts = np.concatenate(([0], bounds))
         stops = np.concatenate((bounds, [len(dag)]))
@@ -35,7 +35,7 @@ def dependency_levels(dag: Dag, mode: str = "auto") -> list[np.ndarray]:
 def _height_levels(dag: Dag) -> list[np.ndarray]:
     N, K = len(dag), dag.num_joint_actions
     height = np.zeros(N, dtype=np.int64)
-    state_off = dag.sk_offsets[::K]  # first outcome of each state (N+1 entries)
+    state_off = dag.state_offsets  # first outcome of each state (N+1 entries)
     succ = dag.succ
     # Reverse topological order: every successor's height is known when a state is visited.
     for i in range(N - 1, -1, -1):

@@ -31,7 +31,7 @@ from .dag import Dag
 from .goals import GoalSet
 
 # Cap on the float64 scratch array (states x joint actions x goals) of one kernel call.
-SCRATCH_ELEMENTS = 4_000_000
+SCRATCH_ELEMENTS = 1_000_000  # 8 MB per scratch array: bounded memory, batches still large
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,8 @@ def make_uniform_others(num_actions: int, n_others: int) -> float:
 class LevelKernel:
     """Computes V and policy rows of a batch of states, reading and writing ``arrays``.
 
-    ``arrays`` holds ``sk_offsets``, ``probs``, ``succ``, optional ``delta`` (per outcome),
+    ``arrays`` holds the compact DAG arrays (:meth:`.dag.Dag.kernel_arrays`: ``counts``,
+    ``state_offsets``, ``succ``, ``prob_table`` + ``prob_idx`` or ``probs``), optional ``delta`` (per outcome),
     ``achieved`` (N x goals, bool), ``V`` (N x goals) and ``P`` (N x goals x actions);
     they may be plain arrays (serial) or shared memory maps (workers).
     """
@@ -114,11 +115,13 @@ class LevelKernel:
     def _expected(self, idx: np.ndarray) -> np.ndarray:
         """``E[s, k, g] = sum_j p_j y_j`` for every state, joint action and goal column."""
         a, K = self.a, self.K
-        V, ach, probs, succ = a["V"], a["achieved"], a["probs"], a["succ"]
+        V, ach, succ = a["V"], a["achieved"], a["succ"]
+        table, pidx, probs = a.get("prob_table"), a.get("prob_idx"), a.get("probs")
         delta = a.get("delta")
-        sk = (idx[:, None] * K + np.arange(K, dtype=np.int64)).ravel()
-        start = a["sk_offsets"][sk]
-        length = a["sk_offsets"][sk + 1] - start
+        c = a["counts"].reshape(-1, K)[idx].astype(np.int64)  # (n, K) outcomes per pair
+        start = (a["state_offsets"][idx][:, None] + np.cumsum(c, axis=1) - c).ravel()
+        length = c.ravel()
+        sk = length  # one row per (state, joint action)
         E = np.zeros((len(sk), V.shape[1]))
         # Outcome j of every (state, joint action) at once; the sum over j runs in
         # outcome order exactly like a scalar loop, whatever the batch.
@@ -132,7 +135,8 @@ class LevelKernel:
             elif self.scalar_delta is not None:
                 y *= self.scalar_delta
             y[ach[s2]] = 1.0
-            E[rows] += probs[o][:, None] * y
+            p_o = table[pidx[o]] if pidx is not None else probs[o].astype(np.float64)
+            E[rows] += p_o[:, None] * y
         return E.reshape(len(idx), K, -1)
 
     def _compute(self, idx: np.ndarray) -> None:
@@ -295,6 +299,31 @@ class _LocalRunner:
             self.shared.close()
 
 
+GATHER_ROWS = 32768  # policy rows per message: bounds the extra memory of the final gather
+
+
+def _gather_rows_to_root(ctx, P: np.ndarray, my_idx: np.ndarray) -> None:
+    """Send every rank's policy rows to rank 0 in chunks (raw buffers, no pickling), so
+    neither side ever holds more than one chunk beyond ``P`` itself."""
+    comm = ctx.comm
+    counts = ctx.allgather(len(my_idx))
+    tag_idx, tag_rows = 71, 72
+    if ctx.is_root:
+        for r in range(1, ctx.size):
+            for a in range(0, counts[r], GATHER_ROWS):
+                n = min(GATHER_ROWS, counts[r] - a)
+                idx = np.empty(n, dtype=np.int64)
+                rows = np.empty((n,) + P.shape[1:], dtype=P.dtype)
+                comm.Recv(idx, source=r, tag=tag_idx)
+                comm.Recv(rows, source=r, tag=tag_rows)
+                P[idx] = rows
+    else:
+        for a in range(0, len(my_idx), GATHER_ROWS):
+            idx = np.ascontiguousarray(my_idx[a : a + GATHER_ROWS], dtype=np.int64)
+            comm.Send(idx, dest=0, tag=tag_idx)
+            comm.Send(np.ascontiguousarray(P[idx]), dest=0, tag=tag_rows)
+
+
 def backward_induction(
     dag: Dag,
     goal_sets: Sequence[GoalSet],
@@ -309,14 +338,21 @@ def backward_induction(
     progress: Callable[[int, int], None] | None = None,
     active: np.ndarray | None = None,
     memory_guard=None,
-) -> tuple[np.ndarray, np.ndarray, dict]:
+    policy_on: str = "root",
+) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """Run Phase 1 over ``levels``; return ``(V, P, timings)`` with every row filled on every rank.
 
     ``V``: ``(N, goals)``, ``P``: ``(N, goals, actions)`` (NaN for terminal states), goal
     columns grouped by human in ``goal_sets`` order. ``active`` (``(N, goals)`` bool, for
     generators whose goals depend on the state): goals a state does not generate get
     V = 0 and a NaN policy row, as in EMPO, where such values are simply absent.
+
+    Under MPI every rank ends with the full ``V``; the policies are gathered where they
+    are written: on rank 0 (``policy_on="root"``, the default: other ranks return
+    ``P = None`` and hold only their own rows meanwhile) or on every rank (``"all"``).
     """
+    if policy_on not in ("root", "all"):
+        raise ValueError(f"policy_on must be 'root' or 'all', got {policy_on!r}")
     from parallel_core.mpi import get_context
 
     ctx = ctx if ctx is not None else get_context()
@@ -339,12 +375,14 @@ def backward_induction(
         itemsize = dtype.itemsize
         memory_guard.check("before Phase 1", extra=N * G * (nA + 1) * itemsize)
     arrays = {
-        "sk_offsets": dag.sk_offsets,
-        "probs": dag.probs,
-        "succ": dag.succ,
+        **dag.kernel_arrays(),
         "achieved": achieved,
         "V": np.zeros((N, G), dtype=dtype),
-        "P": np.full((N, G, nA), np.nan, dtype=dtype),
+        # A rank that will not keep the policies leaves the other ranks' rows untouched
+        # (np.empty: pages never written take no memory).
+        "P": np.full((N, G, nA), np.nan, dtype=dtype)
+        if (ctx.is_root or policy_on == "all" or not ctx.is_distributed)
+        else np.empty((N, G, nA), dtype=dtype),
     }
     if active is not None:
         arrays["active"] = active
@@ -376,11 +414,20 @@ def backward_induction(
         if ctx.is_distributed:  # policies are not needed by later levels: one exchange at the end
             te = time.perf_counter()
             my_all = np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
-            all_idx = ctx.allgatherv(my_all)
-            rows = ctx.allgatherv(np.ascontiguousarray(P[my_all]).reshape(len(my_all), -1))
-            P[all_idx] = rows.reshape(len(all_idx), G, nA)
+            if policy_on == "all":
+                rows = np.ascontiguousarray(P[my_all]).reshape(len(my_all), -1)
+                all_idx = ctx.allgatherv(my_all)
+                P[all_idx] = ctx.allgatherv(rows).reshape(len(all_idx), G, nA)
+                del rows
+            else:
+                _gather_rows_to_root(ctx, P, my_all)
             t_exchange += time.perf_counter() - te
-        V_out, P_out = np.array(V), np.array(P)  # plain arrays that outlive the shared files
+        # Plain arrays that outlive the shared files (copies only when workers shared them).
+        V_out = np.array(V) if isinstance(V, np.memmap) else V
+        if ctx.is_distributed and policy_on == "root" and not ctx.is_root:
+            P_out = None
+        else:
+            P_out = np.array(P) if isinstance(P, np.memmap) else P
         failed = False
     finally:
         runner.close(failed)

@@ -48,7 +48,7 @@ class HumanPolicyPrior:
         state_goal_weights: np.ndarray | None = None,
     ):
         self.states = states
-        self.state_to_idx = {s: i for i, s in enumerate(states)}
+        self._index = None  # state -> row, built on first use (a StateTable searches instead)
         self.terminal = np.asarray(terminal, dtype=bool)
         self.policy = policy
         self.values = values
@@ -64,6 +64,18 @@ class HumanPolicyPrior:
 
     def __len__(self) -> int:
         return len(self.states)
+
+    @property
+    def state_to_idx(self):
+        """``state -> row`` (a dict, or a binary search over compact states)."""
+        if self._index is None:
+            if hasattr(self.states, "index_of"):
+                from .states import KeyIndex
+
+                self._index = KeyIndex(self.states)
+            else:
+                self._index = {s: i for i, s in enumerate(self.states)}
+        return self._index
 
     def _row(self, state) -> int:
         try:
@@ -98,6 +110,11 @@ class HumanPolicyPrior:
         i = self._row(state)
         if self.terminal[i]:
             return None
+        if self.policy is None:
+            raise RuntimeError(
+                "this MPI rank holds no policies (they are gathered on rank 0); query the "
+                "prior on rank 0, or compute it with policy_on='all'"
+            )
         if possible_goal is not None:
             c = self.goal_column(human_agent_index, possible_goal)
             if self.state_goal_weights is not None and not self.state_goal_weights[i, c] > 0:
@@ -148,7 +165,9 @@ class HumanPolicyPrior:
             )
 
 
-def _states_array(states: list) -> np.ndarray:
+def _states_array(states) -> np.ndarray:
+    if hasattr(states, "array"):  # a StateTable
+        return states.array()
     try:
         arr = np.array(states, dtype=np.int64)
         if arr.ndim == 2 and all(type(s) is tuple for s in states[:1]):

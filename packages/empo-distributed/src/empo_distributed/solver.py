@@ -67,6 +67,7 @@ def compute_human_policy_prior(
     on_phase: Callable[[str, int, int], None] | None = None,
     memory_guard=None,
     robots=None,
+    policy_on: str = "root",
     parallel: bool = False,
     num_workers: int | None = None,
     level_fct: Callable | None = None,
@@ -93,6 +94,8 @@ def compute_human_policy_prior(
     the world's ``transition_durations`` (EMPO) when ``rho_h > 0``.
 
     Robots are, as in EMPO, all agents not in ``human_agent_indices`` (``robots`` overrides).
+    Under MPI the policies end on rank 0 only (``policy_on="all"``: on every rank); the
+    other ranks' priors have ``policy = None`` but the full values.
 
     EMPO's keyword arguments keep their meaning: ``parallel``/``num_workers`` (local
     worker processes; ``workers`` is this package's name), ``level_fct`` (state -> level,
@@ -145,7 +148,7 @@ def compute_human_policy_prior(
             memory_guard=memory_guard,
         )
     if use_float16:
-        dag.probs = dag.probs.astype(np.float16)  # EMPO's meaning: half the memory, ~3 digits
+        dag.round_probs_float16()  # EMPO's meaning: probabilities to ~3 digits
     t_dag = time.perf_counter() - t0
     if on_phase:
         on_phase("end", 0, 0)
@@ -203,6 +206,7 @@ def compute_human_policy_prior(
         progress=phase1_progress if (on_phase or progress_callback) else None,
         active=state_weights > 0 if state_weights is not None else None,
         memory_guard=memory_guard,
+        policy_on=policy_on,
     )
     if on_phase:
         on_phase("end", 0, 0)
@@ -286,7 +290,7 @@ def levels_from_function(dag: Dag, level_fct) -> list[np.ndarray]:
     """
     lv = np.fromiter((level_fct(s) for s in dag.states), dtype=np.int64, count=len(dag))
     K = dag.num_joint_actions
-    per_state = np.diff(dag.sk_offsets[::K])
+    per_state = np.diff(dag.state_offsets)
     src = np.repeat(np.arange(len(dag), dtype=np.int64), per_state)
     bad = np.flatnonzero(lv[dag.succ] <= lv[src])
     if bad.size:

@@ -109,6 +109,43 @@ max_steps = 18
 ################
 """,
     ),
+    "giant": (
+        "16x16 hall, agents start in the middle, ~1e6 states",
+        """
+max_steps = 25
+##################
+#G..............G#
+#................#
+#................#
+#...#........#...#
+#................#
+#................#
+#................#
+#.......H........#
+#.........R......#
+#................#
+#................#
+#................#
+#...#........#...#
+#................#
+#................#
+#G..............G#
+##################
+""",
+    ),
+}
+
+# Reachable states at the default horizon (tests/test_dag.py checks the smaller ones;
+# tools/bench_empo.py --sizes 1e6 builds giant).
+STATE_COUNTS = {
+    "tiny": 95,
+    "contest": 380,
+    "small": 642,
+    "two_humans": 1895,
+    "medium": 2927,
+    "large": 23965,
+    "huge": 113900,
+    "giant": 1011554,
 }
 
 
@@ -127,6 +164,7 @@ def list_worlds(max_steps: int | None = None) -> list[dict]:
                 "robots": len(world.robot_agent_indices),
                 "goals_per_human": len(world.goal_cells),
                 "max_steps": world.max_steps,
+                "states": STATE_COUNTS.get(name) if max_steps is None else None,
             }
         )
     return out

@@ -189,6 +189,77 @@ class GridWorld:
             out.append((prob, (t + 1, *succ)))
         return out
 
+    # --- vectorised interface (the array DAG of dag.build_dag uses it) -----------------
+    @property
+    def batch_expansion(self) -> bool:
+        """True when :meth:`expand_batch` covers every state (at most one contested cell
+        per step, which holds for up to three agents)."""
+        return len(self.agents) <= 3
+
+    def codec(self):
+        """int64 keys of state rows (mixed radix in tuple order: sorted keys = sorted states)."""
+        from ..states import GridCodec
+
+        return GridCodec(self.height * self.width, len(self.agents))
+
+    def expand_batch(self, states: np.ndarray):
+        """Every joint action of every state at once; the numbers of
+        :meth:`transition_probabilities`, in the same outcome order.
+
+        Returns ``(terminal (n,) bool, counts (n, K) uint8, probs (M,), succ_keys (M,))``
+        with outcomes ordered by state, joint action (agent 0 least significant), outcome;
+        successors as :meth:`codec` keys.
+        """
+        n, A = len(states), len(self.agents)
+        nA = len(ACTIONS)
+        K = nA**A
+        C = self.height * self.width
+        move = np.asarray(self._move, dtype=np.int64)
+        terminal = states[:, 0] >= self.max_steps
+        live = np.flatnonzero(~terminal)
+        P = states[live, 1:]
+        m = len(live)
+        radix = np.array([C ** (A - 1 - i) for i in range(A)], dtype=np.int64)
+        step_key = (states[live, 0] + 1) * C**A
+        stay_key = step_key + P @ radix  # everyone stays
+        counts = np.zeros((n, K), dtype=np.uint8)
+        per_k = []
+        for k in range(K):
+            acts = [(k // nA**i) % nA for i in range(A)]
+            T = np.stack([move[P[:, i], acts[i]] for i in range(A)], axis=1)
+            moving = T != P
+            blocked = np.zeros_like(moving)
+            for j in range(A):
+                blocked |= T == P[:, j : j + 1]  # target occupied before the step
+            active = moving & ~blocked
+            same = (T[:, :, None] == T[:, None, :]) & active[:, :, None] & active[:, None, :]
+            cnt = same.sum(axis=2)  # contenders for my target (me included) if I am active
+            outcomes = np.maximum(cnt.max(axis=1), 1)  # one contested cell at most (A <= 3)
+            counts[live, k] = outcomes
+            per_k.append((T, active, cnt, outcomes))
+        offsets = np.zeros(n * K + 1, dtype=np.int64)
+        np.cumsum(counts.reshape(-1), out=offsets[1:])
+        M = int(offsets[-1])
+        probs = np.empty(M)
+        succ = np.empty(M, dtype=np.int64)
+        for k, (T, active, cnt, outcomes) in enumerate(per_k):
+            base = offsets[live * K + k]
+            delta = (T - P) * radix  # key change of each agent if it moves
+            free = active & (cnt == 1)  # uncontested movers always move
+            moved = stay_key + (delta * free).sum(axis=1)
+            contested = active & (cnt >= 2)
+            if not contested.any():
+                succ[base] = moved
+                probs[base] = 1.0
+                continue
+            rank = np.cumsum(contested, axis=1) - 1  # j-th contender in agent order
+            for j in range(int(outcomes.max())):
+                rows = np.flatnonzero(outcomes > j)
+                win = contested[rows] & (rank[rows] == j)
+                succ[base[rows] + j] = moved[rows] + (delta[rows] * win).sum(axis=1)
+                probs[base[rows] + j] = 1.0 / outcomes[rows]
+        return terminal, counts, probs, succ
+
     # --- helpers --------------------------------------------------------------------
     def cell_name(self, cell: int) -> str:
         r, c = divmod(int(cell), self.width)
