@@ -63,6 +63,7 @@ def test_batched_modes_follow_the_sequential_trajectory():
     "flags",
     [
         {"async_learning": True},
+        {"async_learning": True, "learner": "thread"},
         {"async_learning": True, "parallel_actions": True, "parallel_training": True},
     ],
 )
@@ -75,7 +76,8 @@ def test_async_run_does_the_same_number_of_updates(flags):
 
 
 def test_learner_failure_propagates_out_of_the_run(monkeypatch):
-    cfg = tiny_config(parallel={"async_learning": True})
+    # the thread learner (the process learner's failures: test_aat_learner_process.py)
+    cfg = tiny_config(parallel={"async_learning": True, "learner": "thread"})
     ex = Experiment(cfg)
     calls = {"n": 0}
     original = ex.trainer.round

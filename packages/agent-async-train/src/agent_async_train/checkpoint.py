@@ -24,7 +24,10 @@ VERSION = 1
 def save(path: str | Path, experiment) -> None:
     """Write ``experiment``'s full state to ``path`` (pauses a background learner meanwhile)."""
     learner = experiment.learner
-    if learner is not None:
+    if learner is not None and hasattr(learner, "sync_agents"):
+        # a learner process: bring its agents (weights, optimisers, RNGs) into ours first
+        state = _state(experiment, learner.sync_agents())
+    elif learner is not None:
         with learner.paused():
             state = _state(experiment, learner.rounds)
     else:

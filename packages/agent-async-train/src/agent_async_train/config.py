@@ -100,7 +100,13 @@ class ParallelConfig(_Section):
 
     parallel_actions: bool = False  # one batched forward for all agents' actions
     parallel_training: bool = False  # all agents' train steps run concurrently
-    async_learning: bool = False  # a background learner trains while the main thread collects
+    async_learning: bool = False  # a learner trains beside collection
+    # where the async learner runs: "process" (own interpreter, no shared GIL; parameters
+    # come back through shared memory) or "thread" (same process, shares the GIL)
+    learner: str = "process"
+    # async learner in lockstep: acting waits for every due round, so runs are bit-identical
+    # to the sequential loop (the learner still trains in its own process)
+    deterministic: bool = False
     train_interval: Int = 4  # env steps between training rounds (sync), and the async slack
     replay_ratio: Float = 0.25  # gradient updates per agent per environment step
     num_workers: Int = 0  # threads for parallel training; 0 = available cores
@@ -226,6 +232,7 @@ def validate(cfg: Config) -> None:
         (p.train_interval >= 1, "parallel.train_interval must be >= 1"),
         (p.replay_ratio > 0, "parallel.replay_ratio must be > 0"),
         (p.num_workers >= 0, "parallel.num_workers must be >= 0 (0 = available cores)"),
+        (p.learner in ("process", "thread"), "parallel.learner must be 'process' or 'thread'"),
         (p.env_workers >= 0, "parallel.env_workers must be >= 0 (0 = collect in this process)"),
         (p.snapshot_interval >= 1, "parallel.snapshot_interval must be >= 1"),
         (p.acting_backend in ("bmm", "vmap"), "parallel.acting_backend must be 'bmm' or 'vmap'"),

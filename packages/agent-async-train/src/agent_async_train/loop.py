@@ -22,6 +22,7 @@ from .acting import BatchedActor, LoopActor, PolicySnapshot, make_snapshot
 from .config import Config, game_kwargs, validate
 from .errors import GameError
 from .games import Game, make_game
+from .learner_process import ProcessLearner
 from .learner_thread import BackgroundLearner
 from .learners.dqn import check_independent, make_agents
 from .schedule import UpdateSchedule, epsilon
@@ -77,18 +78,34 @@ class Experiment:
         self.epoch = 0
         self.history: list[dict] = []
         self.timers = Timers()
-        self.learner: BackgroundLearner | None = None
+        self.learner: BackgroundLearner | ProcessLearner | None = None
         # Inline batched acting reads a snapshot too; it is rebuilt after each training round.
         self._snapshot: PolicySnapshot | None = None
         self._eval_game: Game | None = None
 
     # -- setup / teardown ---------------------------------------------------------------
     def start(self) -> Experiment:
-        if self.cfg.parallel.async_learning and self.learner is None:
+        p = self.cfg.parallel
+        if p.async_learning and self.learner is None and p.learner == "process":
+            g = self.game
+            self.learner = ProcessLearner(
+                self.agents,
+                agent_args=(
+                    g.num_agents, g.obs_dim, g.num_actions, g.obs_dtype, self.cfg.dqn,
+                    np.random.SeedSequence(self.seed, spawn_key=(_AGENTS,)),
+                ),
+                trainer_args=(p.parallel_training, p.training_backend, self.workers),
+                schedule=self.schedule,
+                snapshot_interval=p.snapshot_interval,
+                rounds_done=self.rounds,
+                env_steps=self.env_steps,
+                deterministic=p.deterministic,
+            ).start()
+        elif p.async_learning and self.learner is None:
             self.learner = BackgroundLearner(
                 self.trainer,
                 self.schedule,
-                self.cfg.parallel.snapshot_interval,
+                p.snapshot_interval,
                 rounds_done=self.rounds,
                 env_steps=self.env_steps,
             ).start()
@@ -100,6 +117,8 @@ class Experiment:
             learner, self.learner = self.learner, None
             learner.stop(drain=drain)
             self.rounds = learner.rounds
+            if isinstance(learner, ProcessLearner):
+                self.trainer.close()  # the collector's own trainer was never used
         else:
             self.trainer.close()
 

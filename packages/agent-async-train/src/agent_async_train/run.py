@@ -81,6 +81,9 @@ def train(
         raise ConfigError(
             f"the checkpoint is already at epoch {start_epoch}; pass --epochs above {start_epoch} to train more"
         )
+    # The learner process first: fork (no pickling, no re-import) is only safe while this
+    # process has one thread, before TensorBoard's writer and the progress bar start theirs.
+    experiment.start()
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(run_dir / "config.json", "w") as f:
         json.dump(cfg.to_dict(), f, indent=2)
@@ -95,7 +98,6 @@ def train(
         f"parallel_actions={p.parallel_actions} parallel_training={p.parallel_training} "
         f"async_learning={p.async_learning} replay_ratio={p.replay_ratio} -> {run_dir}",
     )
-    experiment.start()
     try:
         with progress_bar(cfg.run.epochs - start_epoch, "training", quiet=quiet) as bar:
             while experiment.epoch < cfg.run.epochs:
