@@ -171,7 +171,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick or _smoke():
         args.epochs, args.episodes, args.repeats = 1, min(args.episodes, 4), 1
         args.eval_episodes = 2
-        if args.game.startswith("sorrel:"):
+        if not args.game.startswith("sorrel:"):  # one epoch (500 steps) must include training
+            args.overrides = ["dqn.learning_starts=100", *args.overrides]
+        else:
             args.overrides = [
                 "game.options={world: {height: 9, width: 9}, experiment: {max_turns: 20}}",
                 *args.overrides,

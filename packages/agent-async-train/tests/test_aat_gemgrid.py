@@ -115,3 +115,18 @@ def test_registry_errors_are_clear():
         GemGrid(size=4, gems=10)
     game = make_game("agent_async_train.games.pettingzoo_adapter:GemGridParallelEnv", num_agents=2)
     assert isinstance(game, PettingZooGame) and game.num_agents == 2
+
+
+def test_pursuit_is_built_with_the_requested_pursuers_and_names_its_reward():
+    pytest.importorskip("pygame")  # PettingZoo's pursuit imports it (the `pursuit` extra)
+    game = make_game("pursuit", agents=3, max_cycles=20)
+    assert game.num_agents == 3 and game.reward_name == "pursuit reward"
+    obs = game.reset(seed=0)
+    assert obs.shape == (3, game.obs_dim) and game.num_actions == 5
+    res = game.step(np.zeros(3, dtype=np.int64))
+    assert res.rewards.shape == (3,)
+
+
+def test_gemgrid_names_its_reward_and_honours_agents():
+    game = make_game("gemgrid", agents=6, size=9)
+    assert game.num_agents == 6 and game.reward_name == "gems"

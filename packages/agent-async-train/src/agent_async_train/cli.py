@@ -38,7 +38,7 @@ examples:
 """
 
 # PARALLEL_RL_SMOKE=1: documented commands finish in seconds (new epochs, episodes, evals).
-SMOKE_EPOCHS, SMOKE_EPISODES, SMOKE_EVAL = 2, 2, 2
+SMOKE_EPOCHS, SMOKE_EPISODES, SMOKE_EVAL, SMOKE_SORREL_TURNS = 2, 2, 2, 20
 
 
 def _int_arg(text: str) -> int:
@@ -170,6 +170,11 @@ def _config_from_args(ns: argparse.Namespace) -> tuple[Config, dict | None]:
         r.epochs = min(r.epochs, start + SMOKE_EPOCHS)
         r.episodes_per_epoch = min(r.episodes_per_epoch, SMOKE_EPISODES)
         r.eval_episodes = min(r.eval_episodes, SMOKE_EVAL)
+        if is_sorrel(cfg.game.name):  # sorrel episodes are long: shorter ones in smoke mode
+            opts = dict(cfg.game.options)
+            exp = dict(opts.get("experiment") or {})
+            exp["max_turns"] = min(int(exp.get("max_turns", SMOKE_SORREL_TURNS)), SMOKE_SORREL_TURNS)
+            cfg.game.options = {**opts, "experiment": exp}
     return cfg, state
 
 
