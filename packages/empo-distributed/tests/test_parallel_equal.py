@@ -64,3 +64,27 @@ def test_dag_workers_equal_serial(monkeypatch):
     assert a.states == b.states
     for name in ("terminal", "sk_offsets", "probs", "succ"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_vectorised_dag_with_workers_equals_serial(monkeypatch):
+    """Built-in worlds: local workers expand chunks of big waves; same arrays as serial."""
+    from empo_distributed import dag as dag_module
+
+    world = load_world("medium", 6)
+    serial = build_dag(world)
+    monkeypatch.setattr(dag_module, "BATCH_STATES", 32)  # many chunks: the pool starts
+    started = []
+    real = dag_module._maybe_pool
+
+
+    def recording(*args):
+        pool = real(*args)
+        started.append(pool is not None)
+        return pool
+
+    monkeypatch.setattr(dag_module, "_maybe_pool", recording)
+    parallel = build_dag(world, workers=2)
+    assert any(started)
+    assert parallel.states == serial.states
+    for name in ("terminal", "counts", "state_offsets", "prob_idx", "prob_table", "succ"):
+        np.testing.assert_array_equal(getattr(parallel, name), getattr(serial, name), err_msg=name)

@@ -408,7 +408,12 @@ def build_dag(
     ctx = ctx if ctx is not None else get_context()
     if getattr(world_model, "batch_expansion", False):
         return build_dag_batched(
-            world_model, ctx=ctx, progress=progress, max_states=max_states, memory_guard=memory_guard
+            world_model,
+            ctx=ctx,
+            progress=progress,
+            max_states=max_states,
+            memory_guard=memory_guard,
+            workers=workers,
         )
     t0 = time.perf_counter()
     n_agents = len(world_model.agents)
@@ -506,7 +511,17 @@ def build_dag(
 BATCH_STATES = 16384  # states expanded per numpy call: bounds the temporaries of a wave
 
 
-def build_dag_batched(world_model, *, ctx, progress=None, max_states=None, memory_guard=None) -> Dag:
+def _init_batch_worker(world_model) -> None:
+    _WORKER["wm"] = world_model
+
+
+def _expand_batch_chunk(rows: np.ndarray):
+    return _WORKER["wm"].expand_batch(rows)
+
+
+def build_dag_batched(
+    world_model, *, ctx, progress=None, max_states=None, memory_guard=None, workers: int = 1
+) -> Dag:
     """The DAG of a step-layered world with ``codec()``/``expand_batch()`` (built-in worlds).
 
     Waves are steps: the successors of wave t are exactly wave t+1, found with
@@ -515,7 +530,8 @@ def build_dag_batched(world_model, *, ctx, progress=None, max_states=None, memor
     exchange plain arrays (``Allgatherv``: outcome counts, probabilities, successor keys)
     and every rank merges the already-deduplicated key sets. States are stored as sorted
     keys (a :class:`.states.StateTable`), which is the canonical order ``sorted(states)``
-    of the general builder, so both builders give the same arrays.
+    of the general builder, so both builders give the same arrays. With ``workers > 1``
+    local processes expand chunks of a rank's share of big waves (results in chunk order).
     """
     from .states import KeyIndex, StateTable
 
@@ -527,63 +543,109 @@ def build_dag_batched(world_model, *, ctx, progress=None, max_states=None, memor
     keys = codec.encode(root)
     waves, parts, n_states, wave = [keys], [], 1, 0
     table = ProbTable()
-    while len(keys):
-        lo, hi = ctx.work_range(len(keys))
-        rows = codec.decode(keys[lo:hi])
-        term, cnt, prb, nxt = [], [], [], []
-        for a in range(0, len(rows), BATCH_STATES):
-            t, c, p, succ_keys = world_model.expand_batch(rows[a : a + BATCH_STATES])
-            term.append(t)
-            cnt.append(c)
-            prb.append(p)
-            nxt.append(succ_keys)
-        terminal = np.concatenate(term) if term else np.zeros(0, dtype=bool)
-        counts = np.concatenate(cnt) if cnt else np.zeros((0, K), dtype=np.uint8)
-        probs = np.concatenate(prb) if prb else np.zeros(0)
-        succ_keys = np.concatenate(nxt) if nxt else np.zeros(0, dtype=np.int64)
-        mine_unique = np.unique(succ_keys)  # each rank deduplicates its own share
-        if ctx.is_distributed:
-            terminal = ctx.allgatherv(terminal.astype(np.uint8)).astype(bool)
-            counts = ctx.allgatherv(counts)
-            probs = ctx.allgatherv(probs)
-            succ_keys = ctx.allgatherv(succ_keys)
-            keys = np.unique(ctx.allgatherv(mine_unique))
-        else:
-            keys = mine_unique
-        # Compact at once: successor keys become int32 indices into the next wave (which
-        # starts at n_states), probabilities 1-2 byte indices into a table of values.
-        prob_idx = table.encode(probs)
-        if prob_idx is None:
-            raise WorldError("more than 65535 distinct transition probabilities")
-        if len(table.lookup) <= 255:
-            prob_idx = prob_idx.astype(np.uint8)
-        succ = (np.searchsorted(keys, succ_keys) + n_states).astype(_index_dtype(n_states + len(keys)))
-        del succ_keys, probs
-        parts.append((terminal, counts, prob_idx, succ))
-        if len(keys):
-            waves.append(keys)
-        n_states += len(keys)
-        wave += 1
-        if max_states is not None and n_states > max_states:
-            raise WorldError(
-                f"more than {max_states} reachable states after {wave} waves; "
-                "lower --max-steps or raise --max-states"
+    pool = None
+    try:
+        while len(keys):
+            wave, n_states, keys = _batched_wave(
+                world_model, codec, ctx, keys, K, table, parts, waves, n_states, wave,
+                pool if pool is not None else (pool := _maybe_pool(world_model, workers, len(keys))),
             )
-        if memory_guard is not None:
-            memory_guard.check(f"after DAG wave {wave} ({n_states} states)")
-        if progress is not None:
-            progress(wave, n_states)
+            if max_states is not None and n_states > max_states:
+                raise WorldError(
+                    f"more than {max_states} reachable states after {wave} waves; "
+                    "lower --max-steps or raise --max-states"
+                )
+            if memory_guard is not None:
+                memory_guard.check(f"after DAG wave {wave} ({n_states} states)")
+            if progress is not None:
+                progress(wave, n_states)
+    except BaseException:
+        if pool is not None:
+            pool.close(failed=True)
+        raise
+    if pool is not None:
+        pool.close()
+    return _finish_batched(world_model, codec, K, table, parts, waves, wave, n_states, t0)
+
+
+def _maybe_pool(world_model, workers: int, wave_size: int):
+    """A worker pool once a wave is big enough to split (None otherwise, or when serial)."""
+    if workers <= 1 or wave_size < 2 * BATCH_STATES:
+        return None
+    from .workers import WorkerPool
+
+    return WorkerPool(workers, _init_batch_worker, (world_model,))
+
+
+def _batched_wave(world_model, codec, ctx, keys, K, table, parts, waves, n_states, wave, pool):
+    """Expand one wave (this rank's share), exchange, compact; return the next wave's keys."""
+    lo, hi = ctx.work_range(len(keys))
+    rows = codec.decode(keys[lo:hi])
+    term, cnt, prb, nxt = [], [], [], []
+    chunks = [rows[a : a + BATCH_STATES] for a in range(0, len(rows), BATCH_STATES)]
+    if pool is not None and len(chunks) > 1:
+        results = [f.result() for f in [pool.submit(_expand_batch_chunk, c) for c in chunks]]
+    else:
+        results = (world_model.expand_batch(c) for c in chunks)
+    for t, c, p, succ_keys in results:
+        term.append(t)
+        cnt.append(c)
+        prb.append(p)
+        nxt.append(succ_keys)
+    terminal = np.concatenate(term) if term else np.zeros(0, dtype=bool)
+    counts = np.concatenate(cnt) if cnt else np.zeros((0, K), dtype=np.uint8)
+    probs = np.concatenate(prb) if prb else np.zeros(0)
+    succ_keys = np.concatenate(nxt) if nxt else np.zeros(0, dtype=np.int64)
+    mine_unique = np.unique(succ_keys)  # each rank deduplicates its own share
+    if ctx.is_distributed:
+        terminal = ctx.allgatherv(terminal.astype(np.uint8)).astype(bool)
+        counts = ctx.allgatherv(counts)
+        probs = ctx.allgatherv(probs)
+        succ_keys = ctx.allgatherv(succ_keys)
+        keys = np.unique(ctx.allgatherv(mine_unique))
+    else:
+        keys = mine_unique
+    # Compact at once: successor keys become int32 indices into the next wave (which
+    # starts at n_states), probabilities 1-2 byte indices into a table of values.
+    prob_idx = table.encode(probs)
+    if prob_idx is None:
+        raise WorldError("more than 65535 distinct transition probabilities")
+    if len(table.lookup) <= 255:
+        prob_idx = prob_idx.astype(np.uint8)
+    succ = (np.searchsorted(keys, succ_keys) + n_states).astype(_index_dtype(n_states + len(keys)))
+    del succ_keys, probs
+    parts.append((terminal, counts, prob_idx, succ))
+    if len(keys):
+        waves.append(keys)
+    return wave + 1, n_states + len(keys), keys
+
+
+def _finish_batched(world_model, codec, K, table, parts, waves, wave, n_states, t0) -> Dag:
+    from .states import KeyIndex, StateTable
+
+    n_agents, nA = len(world_model.agents), num_actions(world_model)
     all_keys = np.concatenate(waves)  # waves are sorted and steps increase: globally sorted
     del waves
-    counts = np.concatenate([p[1] for p in parts]).reshape(-1)
+
+    def joined(field: int) -> np.ndarray:
+        # One field at a time, freeing the per-wave pieces at once: the peak is the pieces
+        # plus one joined field, never two full copies of the DAG.
+        out = np.concatenate([p[field] for p in parts])
+        for p in parts:
+            p[field] = None
+        return out
+
+    parts[:] = [list(p) for p in parts]  # in place: the caller's list must not keep the tuples
+    succ = joined(3)
+    values = table.values()
+    prob_idx = joined(2).astype(_small_uint(len(values) - 1), copy=False)
+    counts = joined(1).reshape(-1)
+    terminal = joined(0)
+    del parts
     per_state = counts.reshape(-1, K).sum(axis=1, dtype=np.int64)
     state_offsets = np.zeros(len(all_keys) + 1, dtype=np.int64)
     np.cumsum(per_state, out=state_offsets[1:])
-    values = table.values()
-    prob_idx = np.concatenate([p[2] for p in parts]).astype(_small_uint(len(values) - 1))
-    succ = np.concatenate([p[3] for p in parts])
-    terminal = np.concatenate([p[0] for p in parts])
-    del parts
+    del per_state
     st = StateTable(all_keys, codec)
     dag = Dag(
         states=st,
