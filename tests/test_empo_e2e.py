@@ -148,3 +148,15 @@ def test_unchanged_upstream_multigrid_env_matches_upstream(tmp_path):
     got = [float(x) for x in r.stdout.split()]
     np.testing.assert_allclose(got[:4], [0.2596517646, 0.2872680021, 0.1934284686, 0.2596517646], atol=2e-4)
     assert abs(got[4] - 0.75537109375) < 1e-3
+
+
+def test_simulate_nodes_from_the_environment():
+    """PARALLEL_CORE_SIMULATE_NODES=2 runs the job as 2 MPI ranks, as the docs say."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PARALLEL_CORE_"))}
+    env["PARALLEL_CORE_SIMULATE_NODES"] = "2"
+    r = subprocess.run(
+        [EMPO, "--world", "small", "--quiet"], capture_output=True, text=True, timeout=180, env=env
+    )
+    assert r.returncode == 0, r.stderr
+    summaries = [json.loads(x) for x in _json_blocks(r.stdout)]
+    assert len(summaries) == 1 and summaries[0]["ranks"] == 2 and summaries[0]["states"] == 642
