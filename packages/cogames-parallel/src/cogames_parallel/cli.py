@@ -408,7 +408,7 @@ def cmd_eval_upstream(args) -> int:
     ctx = _mpi_context(args)
     is_root = ctx is None or ctx.is_root
     status = is_root and not args.quiet
-    device = upstream.resolve_device(args.device)
+    device = upstream.resolve_device(args.device, quiet=not status)
     missions = upstream.resolve_missions(
         args.mission, variants=args.variant, cogs=args.cogs, steps=args.steps, map_seed=args.map_seed
     )

@@ -63,12 +63,6 @@ def require_installed() -> None:
         )
 
 
-def _quiet_console():
-    from rich.console import Console
-
-    return Console(stderr=True, quiet=True)
-
-
 # --------------------------------------------------------------------------- missions
 
 
@@ -145,11 +139,13 @@ def list_missions() -> list[str]:
 # --------------------------------------------------------------------------- policies
 
 
-def resolve_device(device: str) -> str:
-    """``--device`` as upstream resolves it (auto -> cuda if usable, else cpu)."""
+def resolve_device(device: str, quiet: bool = False) -> str:
+    """``--device`` as upstream resolves it (auto -> cuda if usable, else cpu); upstream's own
+    notes ("CUDA requested but unavailable...") go to stderr unless ``quiet``."""
     from cogames.device import resolve_training_device
+    from rich.console import Console
 
-    return str(resolve_training_device(_quiet_console(), device))
+    return str(resolve_training_device(Console(stderr=True, quiet=quiet), device))
 
 
 def parse_policies(specs: Sequence[str], device: str) -> list[Any]:
