@@ -3,35 +3,48 @@
 Public API (names mirror EMPO)::
 
     from empo_distributed import compute_human_policy_prior, get_dag, load_prior
+
+Names are imported on first use, so ``empo-prior`` answers argument errors before the
+numerical modules load.
 """
 
-from .dag import Dag, build_dag, get_dag
-from .goals import GoalSet, PossibleGoal, PossibleGoalGenerator, enumerate_goals
-from .phase1 import Phase1Params
-from .memory import MemoryLimitError
-from .prior import HumanPolicyPrior, PriorFileError, load_prior
-from .solver import compute_human_policy_prior
-from .world_model import WorldError, WorldModel, joint_actions
-from .worlds import GridWorld, list_worlds, load_world
+from __future__ import annotations
 
-__all__ = [
-    "Dag",
-    "GoalSet",
-    "GridWorld",
-    "HumanPolicyPrior",
-    "MemoryLimitError",
-    "Phase1Params",
-    "PossibleGoal",
-    "PossibleGoalGenerator",
-    "PriorFileError",
-    "WorldError",
-    "WorldModel",
-    "build_dag",
-    "compute_human_policy_prior",
-    "enumerate_goals",
-    "get_dag",
-    "joint_actions",
-    "list_worlds",
-    "load_prior",
-    "load_world",
-]
+import importlib
+
+_EXPORTS = {
+    "Dag": ".dag",
+    "build_dag": ".dag",
+    "get_dag": ".dag",
+    "GoalSet": ".goals",
+    "PossibleGoal": ".goals",
+    "PossibleGoalGenerator": ".goals",
+    "enumerate_goals": ".goals",
+    "MemoryLimitError": ".memory",
+    "Phase1Params": ".phase1",
+    "HumanPolicyPrior": ".prior",
+    "PriorFileError": ".prior",
+    "load_prior": ".prior",
+    "compute_human_policy_prior": ".solver",
+    "WorldError": ".world_model",
+    "WorldModel": ".world_model",
+    "joint_actions": ".world_model",
+    "GridWorld": ".worlds",
+    "list_worlds": ".worlds",
+    "load_world": ".worlds",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'empo_distributed' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -491,6 +491,10 @@ def build_dag(
     sk_offsets = np.zeros(N * K + 1, dtype=np.int64)
     np.cumsum(counts_new, out=sk_offsets[1:])
     states_sorted = [states[i] for i in perm]
+    # The discovery-order list and index go before the final index is built: states that
+    # are Python objects are held once (plus one index), never twice.
+    states.clear()
+    state_to_idx.clear()
     dag = Dag.from_csr(
         states_sorted,
         {s: i for i, s in enumerate(states_sorted)},

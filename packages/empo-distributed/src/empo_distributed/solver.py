@@ -243,6 +243,7 @@ def compute_human_policy_prior(
         state_goal_weights=state_weights,
     )
     prior.dag = dag
+    prior._index = dag.state_to_idx  # reuse the DAG's index: no second dict of states
     prior.achieved = achieved
     prior.timings = {
         "dag_s": t_dag,
