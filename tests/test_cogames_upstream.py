@@ -149,3 +149,12 @@ def test_upstream_subcommands_are_forwarded_and_eval_stays_ours(tmp_path):
     assert "--parallel-policy" in proc.stdout and "cogames:arena" in proc.stdout
     proc = sh([*OURS, "replay", "--help"])
     assert "--parallel-policy" not in proc.stdout and "replay" in proc.stdout.lower()
+
+
+def test_no_mission_runs_a_real_one(capsys, monkeypatch):
+    monkeypatch.setenv("PARALLEL_RL_SMOKE", "1")  # 2 episodes of 20 steps
+    code, out, err = run_ours(capsys, "--format", "json", "-q")
+    (mission,) = json.loads(out)["missions"]
+    assert code == 0 and mission["mission_name"] == "arena"
+    assert mission["mission_summary"]["episodes"] == 2
+    assert mission["mission_summary"]["policy_summaries"][0]["agent_count"] == 8
