@@ -195,3 +195,13 @@ def test_vectorised_dag_equals_the_general_builder(name, steps, monkeypatch):
     assert fast.state_to_idx[s] == slow.state_to_idx[s] and fast.states[len(slow) // 2] == s
     with pytest.raises(KeyError):
         fast.state_to_idx[(99, 0, 0)]
+
+
+def test_list_worlds_state_counts_are_true():
+    """``--list-worlds`` shows state counts (issue 12 item 3); giant's is checked by the benchmark."""
+    from empo_distributed import list_worlds
+
+    counts = {w["name"]: w["states"] for w in list_worlds()}
+    assert counts["giant"] == 1011554 and counts["huge"] == 113900
+    for name in ("tiny", "contest", "small", "two_humans", "medium", "large"):
+        assert len(build_dag(load_world(name))) == counts[name], name
