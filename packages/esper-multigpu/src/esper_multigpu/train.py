@@ -112,9 +112,8 @@ def run_training(
         )
         n_batches_left = math.ceil((cfg.episodes - episodes_done) / cfg.n_envs)
         total = next_batch + n_batches_left
-        with progress_bar(
-            (cfg.episodes - episodes_done) * cfg.max_epochs, f"esper {cfg.mode}", quiet=cfg.quiet
-        ) as bar:
+        # one tick per epoch of a batch (all of the batch's envs advance together)
+        with progress_bar(n_batches_left * cfg.max_epochs, f"esper {cfg.mode}", quiet=cfg.quiet) as bar:
             while episodes_done < cfg.episodes:
                 n = min(cfg.n_envs, cfg.episodes - episodes_done)
                 rec = trainer.run_batch(
