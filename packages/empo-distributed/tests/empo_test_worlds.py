@@ -266,3 +266,21 @@ def make_two_humans_world():
     return TwoHumansWorld(
         n_agents=3, n_actions=2, humans=(0, 1), robots=(2,), max_steps=3, rule=two_humans_one_robot
     )
+
+
+class GymLikeWorld(TwoHumansWorld):
+    """Like a gymnasium env built without a registry entry: ``spec`` is None, and the goals
+    come from EMPO's ``possible_goal_generator`` attribute (no ``goal_generator()``)."""
+
+    spec = None
+    goal_generator = None  # hide TwoHumansWorld's method: the CLI must use the attribute
+
+    @property
+    def possible_goal_generator(self):
+        return Goals([1, 2])
+
+
+def make_gym_like():
+    return GymLikeWorld(
+        n_agents=3, n_actions=2, humans=(0, 1), robots=(2,), max_steps=3, rule=two_humans_one_robot
+    )

@@ -284,3 +284,13 @@ def test_output_records_the_mode(tmp_path):
     r = run("--world", "tiny", "--workers", "2", "--output", str(out), "--quiet")
     assert r.returncode == 0, r.stderr
     assert load_prior(out).meta["mode"] == "2 workers"
+
+
+def test_output_works_for_a_world_without_a_map_spec(tmp_path):
+    """Issue 12 item 1: a gymnasium env (``spec`` None) crashed after the whole run."""
+    out = tmp_path / "prior.npz"
+    r = run("--world", f"{WORLDS}:make_gym_like", "--gamma-h", "0.9", "--output", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    prior = load_prior(out)
+    assert prior.meta["map"] is None and prior.meta["world_name"].endswith("make_gym_like")
+    assert json.loads(r.stdout)["humans"] == [0, 1] and len(prior) == json.loads(r.stdout)["states"]

@@ -399,7 +399,7 @@ def _run(args, ctx) -> int:
 
 def _goal_generator(world):
     """The CLI's goals: ``world.goal_generator()`` (built-in) or EMPO's ``possible_goal_generator``."""
-    if hasattr(world, "goal_generator"):
+    if callable(getattr(world, "goal_generator", None)):
         return world.goal_generator()
     return getattr(world, "possible_goal_generator", None)
 
