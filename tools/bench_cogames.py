@@ -91,6 +91,7 @@ def run_cli(args: list[str], command: list[str] = OURS, status_line: bool = True
         # even on a machine shared with other jobs
         "cpu_s": usage.ru_utime + usage.ru_stime,
         "digest": hashlib.sha256(stdout).hexdigest(),
+        "stdout": stdout,
     }
 
 
@@ -123,7 +124,8 @@ def bench_real(args) -> int:
         return 2
     episodes, steps, repeats = (2, 10, 1) if args.quick else (args.episodes, args.steps, args.repeats)
     mission = "arena" if args.mission == "harvest.open" else args.mission.removeprefix("cogames:")
-    flags = ["-e", str(episodes), "-s", str(steps), "--seed", "42", "--format", "json"]
+    flags = ["-e", str(episodes), "-s", str(steps), "--seed", "42", "--format", "json",
+             "--action-timeout-ms", str(args.action_timeout_ms)]  # fmt: skip
     j = args.jobs
     modes = {
         "upstream": None,
@@ -145,7 +147,8 @@ def bench_real(args) -> int:
             "load_avg_1m": os.getloadavg()[0],
         },
         "params": {"mission": mission, "episodes": episodes, "steps": steps, "jobs": j,
-                   "repeats": repeats, "quick": args.quick},  # fmt: skip
+                   "repeats": repeats, "quick": args.quick,
+                   "action_timeout_ms": args.action_timeout_ms},  # fmt: skip
         "note": "wall_s is the whole process (start-up included); median of interleaved repeats",
         "workloads": {},
         "skipped": skipped,
@@ -162,9 +165,22 @@ def bench_real(args) -> int:
                 else:
                     r = run_cli(["-m", f"cogames:{mission}", "-p", policy, *flags, *margs],
                                 status_line=False)  # fmt: skip
+                # action timeouts depend on wall time: on a loaded machine they, not the
+                # parallelism, are what makes a run differ from another
+                r["action_timeouts"] = sum(
+                    p["action_timeouts"]
+                    for m in json.loads(r.pop("stdout"))["missions"]
+                    for p in (m["mission_summary"] or {}).get("policy_summaries", [])
+                )
                 runs[mname].append(r)
-                print(f"bench: {wname} {mname:20s} {r['wall_s']:.1f} s", file=sys.stderr)
+                print(
+                    f"bench: {wname} {mname:20s} {r['wall_s']:.1f} s, "
+                    f"{r['action_timeouts']} action timeouts",
+                    file=sys.stderr,
+                )
         rows = {m: median_row(rs) for m, rs in runs.items()}
+        for m, rs in runs.items():
+            rows[m]["action_timeouts_all"] = [r["action_timeouts"] for r in rs]
         base = rows["upstream"]
         for mname, r in rows.items():
             r["speedup_vs_upstream"] = base["wall_s"] / r["wall_s"]
@@ -206,6 +222,13 @@ def main() -> int:
     ap.add_argument("--mission", default="harvest.open")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="tiny smoke run")
+    ap.add_argument(
+        "--action-timeout-ms",
+        type=int,
+        default=250,
+        help="--real: the action timeout given to upstream and ours (late actions become "
+        "no-ops, so a loaded machine changes results; raise it there)",
+    )
     ap.add_argument(
         "--real",
         action="store_true",
@@ -294,6 +317,9 @@ def main() -> int:
                     f"bench: {wname:6s} {mname:8s} {r['wall_s']:.2f} s ({r['layout']})",
                     file=sys.stderr,
                 )
+        for rs in runs.values():
+            for r in rs:
+                r.pop("stdout", None)
         rows = {m: median_row(rs) for m, rs in runs.items()}
         base = rows["serial"]["wall_s"]
         for mname, r in rows.items():
