@@ -31,7 +31,7 @@ def test_train_async_then_evaluate_scores_above_random(tmp_path):
         "--out",
         "run",
         cwd=tmp_path,
-        timeout=120,
+        timeout=300,  # ~30 s on an idle 2-core machine; generous for a shared CI runner
     )
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
@@ -94,8 +94,46 @@ def test_corrupt_checkpoint_is_refused_and_kept(tmp_path):
 
 @pytest.mark.slow
 def test_no_arguments_runs_the_default_job(tmp_path):
-    res = agent_train(cwd=tmp_path)
+    # 10,000 steps: ~10 s on an idle 2-core machine, minutes when the runner is shared
+    res = agent_train(cwd=tmp_path, timeout=600)
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["agents"] == 4 and summary["greedy_score"] > summary["random_score"]
     assert Path(tmp_path / summary["run_dir"], "checkpoint.pt").is_file()
+
+
+def test_sorrel_treasurehunt_trains_evaluates_and_records(tmp_path):
+    pytest.importorskip("sorrel")
+    opts = "game.options={world: {height: 9, width: 9}, experiment: {max_turns: 10}}"
+    res = agent_train(
+        "run", "sorrel:treasurehunt", opts, "--epochs", "1", "run.episodes_per_epoch=2",
+        "run.eval_episodes=1", "parallel.env_workers=2", "--async-learning", "--out", "th",
+        "--no-tensorboard", cwd=tmp_path, timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["model"] == "iRainbowModel" and summary["episodes"] == 2
+    assert "sorrel treasurehunt reward" in res.stderr
+    ev = agent_train(
+        "evaluate", "th/checkpoint.pt", "--episodes", "1", "--record", "ep.gif", "--quiet",
+        cwd=tmp_path, timeout=300,
+    )
+    assert ev.returncode == 0, ev.stderr
+    assert (tmp_path / "ep.gif").read_bytes()[:3] == b"GIF"
+
+
+def test_benchmark_quick_writes_the_modes_json(tmp_path):
+    bench = Path(__file__).resolve().parents[1] / "tools" / "bench_async_train.py"
+    out = tmp_path / "sub" / "bench.json"
+    res = subprocess.run(
+        [sys.executable, str(bench), "--quick", "--output", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    modes = {m["mode"]: m for m in report["modes"]}
+    assert set(modes) == {"sequential", "batched_acting", "batched_training", "async", "all"}
+    assert modes["sequential"]["speedup_vs_sequential"] == 1.0
+    assert all(m["env_steps_per_s"] > 0 and m["updates_per_agent"] > 0 for m in modes.values())
+    # every mode did the same budget and the same number of updates
+    assert len({(m["env_steps"], m["updates_per_agent"]) for m in modes.values()}) == 1
