@@ -155,14 +155,27 @@ def workdirs(tmp_path_factory):
     def folder(doc: str) -> Path:
         if doc not in made:
             path = tmp_path_factory.mktemp(re.sub(r"\W", "_", doc))
-            for entry in ROOT.iterdir():
-                if entry.name in (".git", ".nox"):
-                    continue
-                (path / entry.name).symlink_to(entry)
+            for name in linked_entries():
+                (path / name).symlink_to(ROOT / name)
             made[doc] = path
         return made[doc]
 
     return folder
+
+
+def linked_entries() -> list[str]:
+    """The repository's own top-level files and folders (tracked by git) and ``.venv``.
+
+    Only these: an output folder left in a working copy (``runs/``, ``esper-telemetry/``)
+    must not be linked, or documented commands would write through the link into it.
+    """
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode == 0 and listed.stdout:
+        names = {line.split("/", 1)[0] for line in listed.stdout.splitlines()}
+    else:
+        names = {"pyproject.toml", "uv.lock", ".python-version", "README.md", "packages", "tools", "docs", "tests"}
+    names.add(".venv")
+    return sorted(name for name in names if (ROOT / name).exists())
 
 
 def command_env() -> dict[str, str]:
