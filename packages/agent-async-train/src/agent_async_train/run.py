@@ -62,6 +62,26 @@ def _summary_line(row: dict) -> str:
     return line
 
 
+def start_run(cfg: Config, experiment, run_dir: Path) -> tuple[int, MetricsLogger, Path]:
+    """Check the epoch budget, start the experiment's processes, write ``config.json``.
+
+    Shared by GemGrid/PettingZoo runs and sorrel runs; returns the epoch training starts
+    from, the metrics logger and the checkpoint path.
+    """
+    start_epoch = experiment.epoch
+    if start_epoch >= cfg.run.epochs:
+        raise ConfigError(
+            f"the checkpoint is already at epoch {start_epoch}; pass --epochs above {start_epoch} to train more"
+        )
+    # Worker/learner processes first: fork (no pickling, no re-import) is only safe while this
+    # process has one thread, before TensorBoard's writer and the progress bar start theirs.
+    experiment.start()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(run_dir / "config.json", "w") as f:
+        json.dump(cfg.to_dict(), f, indent=2)
+    return start_epoch, MetricsLogger(run_dir, tensorboard=cfg.run.tensorboard), run_dir / CHECKPOINT_NAME
+
+
 def train(
     cfg: Config,
     *,
@@ -76,19 +96,7 @@ def train(
     experiment = Experiment(cfg)  # game/config errors surface here, before anything is written
     if resume_state is not None:
         checkpoint.restore(experiment, resume_state)
-    start_epoch = experiment.epoch
-    if start_epoch >= cfg.run.epochs:
-        raise ConfigError(
-            f"the checkpoint is already at epoch {start_epoch}; pass --epochs above {start_epoch} to train more"
-        )
-    # The learner process first: fork (no pickling, no re-import) is only safe while this
-    # process has one thread, before TensorBoard's writer and the progress bar start theirs.
-    experiment.start()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(run_dir / "config.json", "w") as f:
-        json.dump(cfg.to_dict(), f, indent=2)
-    logger = MetricsLogger(run_dir, tensorboard=cfg.run.tensorboard)
-    ckpt_path = run_dir / CHECKPOINT_NAME
+    start_epoch, logger, ckpt_path = start_run(cfg, experiment, run_dir)
     t0 = time.perf_counter()
     steps0 = experiment.env_steps
     p = cfg.parallel

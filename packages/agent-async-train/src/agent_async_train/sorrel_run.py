@@ -57,7 +57,6 @@ from .config import Config, ConfigError, validate
 from .errors import CheckpointError, LearnerError
 from .games import SORREL_PREFIX
 from .games.sorrel_games import build_env, example_config, renderer_class
-from .metrics import MetricsLogger
 
 FORMAT = "agent-async-train/sorrel-checkpoint"
 VERSION = 1
@@ -459,26 +458,14 @@ def train(
     overwrite: bool = False,
 ) -> dict:
     """Train a sorrel example per ``cfg`` (or continue a checkpoint); returns the summary."""
-    from .run import prepare_run_dir
+    from .run import prepare_run_dir, start_run
 
     torch.set_num_threads(cfg.run.torch_threads)
     run_dir = prepare_run_dir(cfg, resume_path, overwrite)
     experiment = SorrelExperiment(cfg)  # config/game errors surface here, before any write
     if resume_state is not None:
         experiment.restore(resume_state)
-    start_epoch = experiment.epoch
-    if start_epoch >= cfg.run.epochs:
-        raise ConfigError(
-            f"the checkpoint is already at epoch {start_epoch}; pass --epochs above {start_epoch} to train more"
-        )
-    # Workers first: fork (cheap, no re-import of sorrel) is only safe while this process
-    # has one thread, before TensorBoard's writer and the progress bar start theirs.
-    experiment.start()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(run_dir / "config.json", "w") as f:
-        json.dump(cfg.to_dict(), f, indent=2)
-    logger = MetricsLogger(run_dir, tensorboard=cfg.run.tensorboard)
-    ckpt_path = run_dir / CHECKPOINT_NAME
+    start_epoch, logger, ckpt_path = start_run(cfg, experiment, run_dir)
     p = cfg.parallel
     _say(
         quiet,
