@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agent_async_train.config import Config
+from agent_async_train.loop import Experiment
 
 
 def tiny_config(**sections) -> Config:
@@ -17,3 +18,14 @@ def tiny_config(**sections) -> Config:
         for k, v in values.items():
             setattr(getattr(cfg, section), k, v)
     return cfg
+
+
+def run(cfg: Config, epochs: int | None = None) -> Experiment:
+    """Start an experiment, train ``epochs`` (default ``run.epochs``) epochs, close it."""
+    ex = Experiment(cfg).start()
+    try:
+        for _ in range(epochs or cfg.run.epochs):
+            ex.run_epoch()
+    finally:
+        ex.close()
+    return ex

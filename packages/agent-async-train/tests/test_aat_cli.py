@@ -97,10 +97,15 @@ def test_config_files_and_progress_output(tmp_path, capsys):
         (["run", "dqn.eps_end=5"], "dqn.eps_start and dqn.eps_end must be in [0, 1]"),
         (["run", "--config", "/nonexistent.yaml"], "does not exist"),
         (["evaluate", "/nonexistent.pt"], "does not exist"),
+        (["run", "--device", "gpu"], "--device: unknown device 'gpu'"),
+        (["run", "--device", "cuda:0", "CUDA_VISIBLE_DEVICES="], "no CUDA device is visible"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    if "CUDA_VISIBLE_DEVICES=" in argv:  # hide every GPU, so the check is the same on any machine
+        argv = [a for a in argv if a != "CUDA_VISIBLE_DEVICES="]
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     code, out, err = run_cli(capsys, *argv)
     assert code == 2
     assert message in err and err.count("\n") == 1 and out == ""

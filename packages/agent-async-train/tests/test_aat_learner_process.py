@@ -10,22 +10,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from aat_helpers import tiny_config
+from aat_helpers import run, tiny_config
 
 from agent_async_train import checkpoint
 from agent_async_train.errors import LearnerError
 from agent_async_train.learner_process import ProcessLearner
 from agent_async_train.loop import Experiment
-
-
-def run(cfg, epochs=None) -> Experiment:
-    ex = Experiment(cfg).start()
-    try:
-        for _ in range(epochs or cfg.run.epochs):
-            ex.run_epoch()
-    finally:
-        ex.close()
-    return ex
 
 
 def weights(ex):

@@ -1,19 +1,11 @@
 import numpy as np
 import pytest
 import torch
-from aat_helpers import tiny_config
+from aat_helpers import run, tiny_config
 
 from agent_async_train import checkpoint
 from agent_async_train.config import Config
 from agent_async_train.loop import Experiment
-
-
-def run(cfg: Config, epochs: int | None = None) -> Experiment:
-    ex = Experiment(cfg).start()
-    for _ in range(epochs or cfg.run.epochs):
-        ex.run_epoch()
-    ex.close()
-    return ex
 
 
 def params(ex: Experiment) -> list[torch.Tensor]:

@@ -132,6 +132,7 @@ def test_checkpoint_resume_is_exact(tmp_path):
         ("--parallel-actions", "does not apply to sorrel games"),
         ("--parallel-training", "does not apply to sorrel games"),
         ("--async-learning", "set parallel.env_workers"),
+        ("--device=cuda:0", "sorrel's examples build their models on the CPU"),
     ],
 )
 def test_layers_that_do_not_apply_are_refused(flag, message, tmp_path, capsys):

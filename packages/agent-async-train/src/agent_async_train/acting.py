@@ -65,8 +65,9 @@ def _linear_layers(agent: DQNAgent) -> list[tuple[str, bool]]:
     ]
 
 
-def _as_float(obs: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(obs).to(torch.float32)
+def _as_float(obs: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Observations as float32 on the agents' device (one host-to-device copy per step)."""
+    return torch.as_tensor(obs).to(device, torch.float32)
 
 
 class LoopActor:
@@ -74,11 +75,12 @@ class LoopActor:
 
     def __init__(self, agents: list[DQNAgent]):
         self.agents = agents
+        self.device = agents[0].device
         self._layers = _linear_layers(agents[0])
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray, snapshot: PolicySnapshot | None) -> torch.Tensor:
-        x = _as_float(obs)
+        x = _as_float(obs, self.device)
         return torch.stack([self._q(i, x[i], snapshot) for i in range(len(self.agents))])
 
     def _q(self, i: int, x: torch.Tensor, snapshot: PolicySnapshot | None) -> torch.Tensor:
@@ -101,14 +103,14 @@ class LoopActor:
             a = agent.explore(epsilon)
             if a is None:
                 if x is None:
-                    x = _as_float(obs)
+                    x = _as_float(obs, self.device)
                 a = int(self._q(i, x[i], snapshot).argmax())
             actions[i] = a
         return actions
 
     @torch.no_grad()
     def greedy(self, obs: np.ndarray, snapshot: PolicySnapshot | None) -> np.ndarray:
-        return self.q_values(obs, snapshot).argmax(dim=1).numpy()
+        return self.q_values(obs, snapshot).argmax(dim=1).cpu().numpy()
 
 
 class BatchedActor:
@@ -125,13 +127,14 @@ class BatchedActor:
             raise ValueError(f"method must be 'bmm' or 'vmap', got {method!r}")
         self.agents = agents
         self.method = method
+        self.device = agents[0].device
         template = copy.deepcopy(agents[0].online).to("meta")
         self._vmapped = torch.vmap(lambda p, x: functional_call(template, p, (x,)))
         self._layers = _linear_layers(agents[0])
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray, snapshot: PolicySnapshot) -> torch.Tensor:
-        x = _as_float(obs)
+        x = _as_float(obs, self.device)
         if self.method == "vmap":
             return self._vmapped(snapshot.stacked, x)
         h = x[:, None, :]  # (N, 1, in)
@@ -152,4 +155,4 @@ class BatchedActor:
         return actions
 
     def greedy(self, obs: np.ndarray, snapshot: PolicySnapshot) -> np.ndarray:
-        return self.q_values(obs, snapshot).argmax(dim=1).numpy()
+        return self.q_values(obs, snapshot).argmax(dim=1).cpu().numpy()

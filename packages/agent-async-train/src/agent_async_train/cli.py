@@ -31,6 +31,7 @@ examples:
   agent-train                                   # small default job: gemgrid, 4 agents
   agent-train run gemgrid --agents 4 --epochs 20 --async-learning --parallel-actions
   agent-train run gemgrid dqn.lr=5e-4 dqn.buffer_size=1e4 parallel.replay_ratio=0.5
+  agent-train run gemgrid --agents 16 --all-parallel --device cuda:0   # act and learn on a GPU
   agent-train run sorrel:treasurehunt --epochs 50 --out runs/th     # sorrel's own game and models
   agent-train run --resume runs/th/checkpoint.pt --epochs 80
   agent-train evaluate runs/th/checkpoint.pt --episodes 10
@@ -91,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--workers", type=_int_arg, help="threads for parallel training (parallel.num_workers)"
     )
+    run.add_argument(
+        "--device", help="where networks act and learn: cpu (default) or cuda:N (run.device)"
+    )
     run.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard event files")
     add_quiet_flag(run)
 
@@ -105,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--record", metavar="GIF", help="also save the first greedy episode as an animated GIF"
     )
+    ev.add_argument("--device", help="device to evaluate on (default: the run's own run.device)")
     add_quiet_flag(ev)
 
     sub.add_parser("games", help="list the built-in games")
@@ -144,6 +149,7 @@ def _config_from_args(ns: argparse.Namespace) -> tuple[Config, dict | None]:
         "run.seed": ns.seed,
         "run.out": ns.out,
         "parallel.num_workers": ns.workers,
+        "run.device": ns.device,
     }
     for key, value in flags.items():
         if value is not None:
@@ -205,9 +211,13 @@ def _evaluate(ns: argparse.Namespace) -> int:
     if ns.episodes < 1:
         raise UsageError("--episodes must be >= 1")
     episodes = min(ns.episodes, SMOKE_EVAL) if smoke_mode() else ns.episodes
+    if ns.device is not None:
+        validate(Config.from_dict({"run": {"device": ns.device}}))  # torch-free check first
     from . import checkpoint
 
     state = checkpoint.load(ns.checkpoint)
+    if ns.device is not None:
+        state["config"]["run"]["device"] = ns.device
     if is_sorrel(checkpoint.config_of(state).game.name):
         from .sorrel_run import evaluate_checkpoint
     else:

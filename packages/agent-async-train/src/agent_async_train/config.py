@@ -20,7 +20,10 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from parallel_core.devices import DeviceError, precheck_devices
+
 from .errors import ConfigError
+from .games import SORREL_PREFIX
 
 _NUMBER = re.compile(r"^[+-]?(\d[\d_]*\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
@@ -129,6 +132,9 @@ class RunConfig(_Section):
     checkpoint_every: Int = 1  # epochs between checkpoints (the last epoch always writes one)
     tensorboard: bool = True
     torch_threads: Int = 1
+    # where the networks live, act and learn: cpu or cuda:N (GemGrid and PettingZoo games;
+    # sorrel's models too). Buffers stay in host memory; minibatches move per update.
+    device: str = "cpu"
     out: str = ""  # run directory; "" = runs/<game>-<timestamp>
 
 
@@ -273,6 +279,15 @@ def validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    if g.name.startswith(SORREL_PREFIX) and r.device != "cpu":
+        raise ConfigError(
+            f"--device {r.device}: sorrel's examples build their models on the CPU "
+            "(device='cpu' in their setup_agents); --device applies to GemGrid and PettingZoo games"
+        )
+    try:  # torch-free: a wrong --device answers before the torch import
+        r.device = precheck_devices([r.device], "--device")[0]
+    except DeviceError as err:
+        raise ConfigError(str(err)) from None
 
 
 def game_kwargs(cfg: GameConfig) -> dict:

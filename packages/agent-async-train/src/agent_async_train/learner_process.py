@@ -255,8 +255,8 @@ class ProcessLearner:
         """The latest published parameters (copied only when their version changed)."""
         v = int(self._version.value)
         if self._snapshot is None or v != self._snap_version:
-            with self._lock:
-                flat = self._params.clone()
+            with self._lock:  # one copy, straight onto the acting device
+                flat = self._params.to(self.agents[0].device, copy=True)
                 v = int(self._version.value)
             stacked, col = {}, 0
             for name, shape, k in self._names:

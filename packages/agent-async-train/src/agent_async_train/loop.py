@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from parallel_core.budget import available_cores
+from parallel_core.devices import DeviceError, validate_devices, visible_devices
 
 from .acting import BatchedActor, LoopActor, PolicySnapshot, make_snapshot
-from .config import Config, game_kwargs, validate
+from .config import Config, ConfigError, game_kwargs, validate
 from .errors import GameError
 from .games import Game, make_game
 from .learner_process import ProcessLearner
@@ -56,10 +57,11 @@ class Experiment:
         g, d, p = cfg.game, cfg.dqn, cfg.parallel
         self.game = game if game is not None else make_game(g.name, agents=g.agents, **game_kwargs(g))
         self.seed = cfg.run.seed
+        self.device = checked_device(cfg.run.device)
         agents_ss = np.random.SeedSequence(self.seed, spawn_key=(_AGENTS,))
         gm = self.game
         self.agents = make_agents(
-            gm.num_agents, gm.obs_dim, gm.num_actions, gm.obs_dtype, d, agents_ss
+            gm.num_agents, gm.obs_dim, gm.num_actions, gm.obs_dtype, d, agents_ss, self.device
         )
         check_independent(self.agents)
         self.actor = (
@@ -92,7 +94,7 @@ class Experiment:
                 self.agents,
                 agent_args=(
                     g.num_agents, g.obs_dim, g.num_actions, g.obs_dtype, self.cfg.dqn,
-                    np.random.SeedSequence(self.seed, spawn_key=(_AGENTS,)),
+                    np.random.SeedSequence(self.seed, spawn_key=(_AGENTS,)), self.device,
                 ),
                 trainer_args=(p.parallel_training, p.training_backend, self.workers),
                 schedule=self.schedule,
@@ -302,6 +304,14 @@ def random_score(game: Game, episodes: int, seed: int) -> float:
                 break
         scores.append(total)
     return float(np.mean(scores))
+
+
+def checked_device(spec: str) -> str:
+    """``spec`` if this process can use it (torch's view), else a ``ConfigError`` saying what is visible."""
+    try:
+        return validate_devices([spec])[0]
+    except DeviceError as err:
+        raise ConfigError(f"--device: {err} (visible devices: {', '.join(visible_devices())})") from None
 
 
 def set_torch_threads(n: int) -> None:

@@ -102,7 +102,8 @@ def train(
     p = cfg.parallel
     _say(
         quiet,
-        f"agent-train: {cfg.game.name} with {experiment.game.num_agents} agents, epochs {start_epoch}->{cfg.run.epochs}, "
+        f"agent-train: {cfg.game.name} with {experiment.game.num_agents} agents on {experiment.device}, "
+        f"epochs {start_epoch}->{cfg.run.epochs}, "
         f"parallel_actions={p.parallel_actions} parallel_training={p.parallel_training} "
         f"async_learning={p.async_learning} replay_ratio={p.replay_ratio} -> {run_dir}",
     )

@@ -156,11 +156,14 @@ class BatchedTrainer(SerialTrainer):
     def round(self) -> list[float]:
         agents = self.agents
         batches = [a.buffer.sample(a.cfg.batch_size, a.sample_rng) for a in agents]
-        obs = torch.as_tensor(np.stack([b.obs for b in batches])).to(torch.float32)
-        next_obs = torch.as_tensor(np.stack([b.next_obs for b in batches])).to(torch.float32)
-        actions = torch.as_tensor(np.stack([b.actions for b in batches]))
-        rewards = torch.as_tensor(np.stack([b.rewards for b in batches]))
-        not_terminal = torch.as_tensor(~np.stack([b.terminated for b in batches])).to(torch.float32)
+        dev = agents[0].device  # minibatches are sampled on the host, moved once per round
+
+        def stacked(field: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+            return torch.as_tensor(np.stack([getattr(b, field) for b in batches])).to(dev, dtype)
+
+        obs, next_obs = stacked("obs", torch.float32), stacked("next_obs", torch.float32)
+        actions, rewards = stacked("actions"), stacked("rewards")
+        not_terminal = (~stacked("terminated")).to(torch.float32)
         online = self._stacked(target=False)  # differentiable stack of each agent's own leaves
         with torch.no_grad():
             detached = [(w.detach(), b.detach()) for w, b in online]

@@ -11,7 +11,6 @@ exit 2). ``PARALLEL_RL_SMOKE=1`` shrinks any training job to a few seconds.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 from pathlib import Path
@@ -145,34 +144,15 @@ def _smoke(cfg) -> None:
     cfg.max_epochs = min(cfg.max_epochs, 3)
 
 
-def _no_cuda_here() -> bool:
-    """True when this machine certainly has no CUDA device, decided without importing torch.
-
-    No NVIDIA driver (``/proc/driver/nvidia``, ``/dev/nvidia*``) and no ROCm (``/dev/kfd``)
-    on Linux, or ``CUDA_VISIBLE_DEVICES`` hiding every device. Anything else is left to
-    torch (``parallel_core.devices.validate_devices``) after the heavy import.
-    """
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return True
-    if not sys.platform.startswith("linux"):
-        return False
-    driver = os.path.exists("/proc/driver/nvidia") or glob.glob("/dev/nvidia[0-9]*")
-    return not driver and not os.path.exists("/dev/kfd")
-
-
 def precheck_devices(specs: list[str]) -> None:
     """Device names and, where it is certain without torch, their existence (UsageError)."""
-    from parallel_core.devices import DeviceError, parse_device
+    from parallel_core.devices import DeviceError
+    from parallel_core.devices import precheck_devices as check
 
     try:
-        devices = [parse_device(s) for s in specs]
+        check(specs, "--devices")
     except DeviceError as exc:
-        raise UsageError(f"--devices: {exc}") from None
-    cuda = [d for d in devices if d.startswith("cuda")]
-    if cuda and _no_cuda_here():
-        raise UsageError(
-            f"requested {cuda[0]} but no CUDA device is visible; use --devices cpu (visible devices: cpu)"
-        )
+        raise UsageError(str(exc)) from None
 
 
 def _check_output_dir(flag: str, directory: str) -> None:

@@ -6,9 +6,11 @@ works in an environment without torch.
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import os
 import re
+import sys
 from collections.abc import Sequence
 
 from .mpi import partition
@@ -28,13 +30,14 @@ def _torch():
     return torch
 
 
-def parse_device(spec: str) -> str:
-    """Canonical form of a device spec: ``cpu``, ``cuda:N`` (``cuda`` means ``cuda:0``) or ``mps``."""
+def parse_device(spec: str, flag: str = "--devices") -> str:
+    """Canonical form of a device spec: ``cpu``, ``cuda:N`` (``cuda`` means ``cuda:0``) or ``mps``.
+
+    ``flag`` is the option named in the error's example.
+    """
     match = _SPEC.match(str(spec).strip().lower())
     if match is None:
-        raise DeviceError(
-            f"unknown device {spec!r}: use cpu, cuda, cuda:N or mps (e.g. --devices cuda:0 cuda:1)"
-        )
+        raise DeviceError(f"unknown device {spec!r}: use cpu, cuda, cuda:N or mps (e.g. {flag} cuda:0)")
     kind, index = match.group(1), match.group(2)
     if kind == "cuda":
         return f"cuda:{int(index or 0)}"
@@ -103,6 +106,40 @@ def validate_devices(specs: Sequence[str]) -> list[str]:
                 )
         elif device == "mps" and not _mps_available():
             raise DeviceError("requested mps but no Apple MPS device is available; use --devices cpu")
+    return devices
+
+
+def no_cuda_here() -> bool:
+    """True when this machine certainly has no CUDA device, decided without importing torch.
+
+    No NVIDIA driver (``/proc/driver/nvidia``, ``/dev/nvidia*``) and no ROCm (``/dev/kfd``)
+    on Linux, or ``CUDA_VISIBLE_DEVICES`` hiding every device. Anything else is left to
+    torch (:func:`validate_devices`) after the heavy import.
+    """
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    driver = os.path.exists("/proc/driver/nvidia") or glob.glob("/dev/nvidia[0-9]*")
+    return not driver and not os.path.exists("/dev/kfd")
+
+
+def precheck_devices(specs: Sequence[str], flag: str = "--devices") -> list[str]:
+    """Parse device specs and reject CUDA ones on a machine certainly without CUDA, torch-free.
+
+    For CLIs that must answer a wrong ``--device`` in well under a second (before torch is
+    imported); :func:`validate_devices` does the full check later. Raises :class:`DeviceError`
+    with ``flag`` in the message.
+    """
+    try:
+        devices = [parse_device(s, flag) for s in specs]
+    except DeviceError as exc:
+        raise DeviceError(f"{flag}: {exc}") from None
+    cuda = [d for d in devices if d.startswith("cuda")]
+    if cuda and no_cuda_here():
+        raise DeviceError(
+            f"requested {cuda[0]} but no CUDA device is visible; use {flag} cpu (visible devices: cpu)"
+        )
     return devices
 
 

@@ -75,13 +75,17 @@ class DQNAgent:
         cfg: DQNConfig,
         seed_seq: np.random.SeedSequence,
         buffer: ThreadSafeBuffer,
+        device: str | torch.device = "cpu",
     ):
         self.agent_id = agent_id
+        self.device = torch.device(device)
         self.num_actions = num_actions
         self.cfg = cfg
         init_ss, act_ss, sample_ss = seed_seq.spawn(3)
         self.generator = torch.Generator().manual_seed(_seed_from(init_ss))
-        self.online = QNetwork(obs_dim, num_actions, cfg.hidden, self.generator)
+        # Initialised on the CPU from the private generator, then moved: the same initial
+        # weights on every device.
+        self.online = QNetwork(obs_dim, num_actions, cfg.hidden, self.generator).to(self.device)
         self.target = copy.deepcopy(self.online)
         # The Parameter objects live as long as the agent (updates and loads are in place).
         self.named_params = list(self.online.named_parameters())
@@ -107,12 +111,13 @@ class DQNAgent:
     # -- learning ---------------------------------------------------------------------
     def loss(self, batch: Batch) -> torch.Tensor:
         """Double DQN Huber loss: the online net picks a', the target net evaluates it."""
-        obs = torch.as_tensor(batch.obs, dtype=torch.float32)
-        next_obs = torch.as_tensor(batch.next_obs, dtype=torch.float32)
-        actions = torch.as_tensor(batch.actions)
-        rewards = torch.as_tensor(batch.rewards)
+        dev = self.device
+        obs = torch.as_tensor(batch.obs).to(dev, torch.float32)
+        next_obs = torch.as_tensor(batch.next_obs).to(dev, torch.float32)
+        actions = torch.as_tensor(batch.actions).to(dev)
+        rewards = torch.as_tensor(batch.rewards).to(dev)
         # Only a true terminal state stops bootstrapping; a time-limit truncation does not.
-        not_terminal = torch.as_tensor(~batch.terminated, dtype=torch.float32)
+        not_terminal = torch.as_tensor(~batch.terminated).to(dev, torch.float32)
         with torch.no_grad():
             next_action = self.online(next_obs).argmax(dim=1, keepdim=True)
             next_q = self.target(next_obs).gather(1, next_action).squeeze(1)
@@ -164,11 +169,18 @@ def make_agents(
     obs_dtype,
     cfg: DQNConfig,
     seed_seq: np.random.SeedSequence,
+    device: str = "cpu",
 ) -> list[DQNAgent]:
-    """``num_agents`` independent learners, each with its own buffer and spawned seed."""
+    """``num_agents`` independent learners on ``device``, each with its own buffer and seed."""
     return [
         DQNAgent(
-            i, obs_dim, num_actions, cfg, ss, ThreadSafeBuffer(cfg.buffer_size, obs_dim, obs_dtype)
+            i,
+            obs_dim,
+            num_actions,
+            cfg,
+            ss,
+            ThreadSafeBuffer(cfg.buffer_size, obs_dim, obs_dtype),
+            device,
         )
         for i, ss in enumerate(seed_seq.spawn(num_agents))
     ]
