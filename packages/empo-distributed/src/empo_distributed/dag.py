@@ -50,32 +50,80 @@ def _index_dtype(n: int):
     return np.int32 if n < 2**31 else np.int64
 
 
+def _offset_dtype(n_outcomes: int):
+    """Offsets into the outcome arrays: 4 bytes while they fit (4 bytes per state saved)."""
+    return np.uint32 if n_outcomes < 2**32 else np.int64
+
+
 class ProbTable:
     """Distinct probability values (float64, exact) and a small integer index per outcome.
 
     Worlds have few distinct probabilities (1, 1/2, 1/3, ...): 1 byte per outcome instead
-    of 8, and the kernel reads ``values[index]``, the very same float64 numbers.
+    of 8, and the kernel reads ``values[index]``, the very same float64 numbers. Values
+    get ids in the order they are added; new values of one call are added sorted, so
+    the table does not depend on how a wave was split (ranks merge their new values).
     """
 
     def __init__(self):
         self.lookup: dict[float, int] = {}
+        self._sorted = np.zeros(0)  # known values, sorted, and their ids
+        self._ids = np.zeros(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.lookup)
+
+    def _positions(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos = np.searchsorted(self._sorted, probs)
+        np.minimum(pos, max(0, len(self._sorted) - 1), out=pos)
+        known = self._sorted[pos] == probs if len(self._sorted) else np.zeros(len(probs), dtype=bool)
+        return pos, known
+
+    def new_values(self, probs: np.ndarray) -> list[float]:
+        """The distinct values of ``probs`` not in the table yet, sorted."""
+        _, known = self._positions(probs)
+        return sorted_unique(probs[~known]).tolist()
+
+    def add(self, values) -> None:
+        """Give each unknown value of ``values`` the next id, in sorted order."""
+        fresh = [x for x in sorted(set(values)) if x not in self.lookup]
+        if not fresh:
+            return
+        for x in fresh:
+            self.lookup[x] = len(self.lookup)
+        vals = np.fromiter(self.lookup.keys(), dtype=np.float64, count=len(self.lookup))
+        order = np.argsort(vals, kind="stable")
+        self._sorted = vals[order]
+        self._ids = np.fromiter(self.lookup.values(), dtype=np.int64, count=len(self.lookup))[order]
+
+    def index(self, probs: np.ndarray) -> np.ndarray:
+        """Ids of ``probs`` (every value must be in the table), in the smallest unsigned type."""
+        pos, _ = self._positions(probs)
+        return self._ids[pos].astype(_small_uint(max(0, len(self) - 1)))
 
     def encode(self, probs: np.ndarray) -> np.ndarray | None:
-        """Indices of ``probs`` (None when there are too many distinct values)."""
-        u, inv = np.unique(probs, return_inverse=True)
-        for x in u.tolist():
-            if x not in self.lookup:
-                self.lookup[x] = len(self.lookup)
+        """Add the new values of ``probs``; their indices (None beyond 65535 distinct values)."""
+        self.add(self.new_values(probs))
         if len(self.lookup) > 65535:
             return None
-        ids = np.fromiter((self.lookup[x] for x in u.tolist()), dtype=np.int64, count=len(u))
-        return ids[inv.reshape(-1)].astype(np.uint16)
+        return self.index(probs).astype(np.uint16)
 
     def values(self) -> np.ndarray:
         out = np.empty(len(self.lookup))
         for x, i in self.lookup.items():
             out[i] = x
         return out
+
+
+def sorted_unique(x: np.ndarray, kind: str | None = None) -> np.ndarray:
+    """``np.unique(x)`` for 1-D arrays by sorting (much faster than numpy's hash-based unique
+    for millions of int64 keys); ``kind="stable"`` merges pre-sorted runs in linear time."""
+    s = np.sort(x, kind=kind)
+    if len(s) < 2:
+        return s
+    keep = np.empty(len(s), dtype=bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
 
 
 def compact_probs(probs: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -105,7 +153,7 @@ class Dag:
     num_actions: int
     terminal: np.ndarray  # bool (N,)
     counts: np.ndarray  # small unsigned ints (N*K,)
-    state_offsets: np.ndarray  # int64 (N + 1,)
+    state_offsets: np.ndarray  # uint32 (int64 beyond 2**32 outcomes) (N + 1,)
     succ: np.ndarray  # int32/int64 (M,)
     prob_table: np.ndarray | None = None  # float64 distinct values
     prob_idx: np.ndarray | None = None  # uint8/uint16 (M,)
@@ -127,7 +175,7 @@ class Dag:
         return Dag(
             states, state_to_idx, num_agents, num_actions, terminal,
             counts=counts,
-            state_offsets=np.ascontiguousarray(sk_offsets[::K][: N + 1]),
+            state_offsets=sk_offsets[::K][: N + 1].astype(_offset_dtype(int(sk_offsets[-1]))),
             succ=succ.astype(_index_dtype(N)),
             prob_table=table,
             prob_idx=idx,
@@ -528,16 +576,18 @@ def build_dag_batched(
 ) -> Dag:
     """The DAG of a step-layered world with ``codec()``/``expand_batch()`` (built-in worlds).
 
-    Waves are steps: the successors of wave t are exactly wave t+1, found with
-    ``np.unique`` on int64 keys (no Python object per state). Under MPI each rank expands
-    its contiguous share of the wave and deduplicates its own successors; the ranks then
-    exchange plain arrays (``Allgatherv``: outcome counts, probabilities, successor keys)
-    and every rank merges the already-deduplicated key sets. States are stored as sorted
-    keys (a :class:`.states.StateTable`), which is the canonical order ``sorted(states)``
-    of the general builder, so both builders give the same arrays. With ``workers > 1``
-    local processes expand chunks of a rank's share of big waves (results in chunk order).
+    Waves are steps: the successors of wave t are exactly wave t+1, found by sorting int64
+    keys (no Python object per state). Under MPI each rank expands its contiguous share of
+    the wave, deduplicates its own successor keys and turns its own outcomes into compact
+    form (1-byte probability ids, int32 successor indices) once the ranks have merged
+    their sorted key sets; only the compact arrays travel (``Allgatherv``), so no rank
+    repeats another's work. States are stored as sorted keys (a
+    :class:`.states.StateTable`), which is the canonical order ``sorted(states)`` of the
+    general builder, so both builders give the same arrays. The DAG arrays grow in place
+    wave by wave (no final join, no second copy). With ``workers > 1`` local processes
+    expand chunks of a rank's share of big waves (results in chunk order).
     """
-    from .states import KeyIndex, StateTable
+    from .memory import release_free_memory
 
     t0 = time.perf_counter()
     codec = world_model.codec()
@@ -545,15 +595,18 @@ def build_dag_batched(
     K = nA**n_agents
     root = np.asarray([root_state(world_model)], dtype=np.int64)
     keys = codec.encode(root)
-    waves, parts, n_states, wave = [keys], [], 1, 0
+    out = _GrowingDag(keys)
+    n_states, wave = 1, 0
     table = ProbTable()
     pool = None
     try:
         while len(keys):
-            wave, n_states, keys = _batched_wave(
-                world_model, codec, ctx, keys, K, table, parts, waves, n_states, wave,
-                pool if pool is not None else (pool := _maybe_pool(world_model, workers, len(keys))),
-            )
+            if pool is None:
+                pool = _maybe_pool(world_model, workers, len(keys))
+            keys = _batched_wave(world_model, codec, ctx, keys, K, table, out, n_states, pool)
+            wave += 1
+            n_states += len(keys)
+            release_free_memory()  # the wave's temporaries go back to the system
             if max_states is not None and n_states > max_states:
                 raise WorldError(
                     f"more than {max_states} reachable states after {wave} waves; "
@@ -569,7 +622,7 @@ def build_dag_batched(
         raise
     if pool is not None:
         pool.close()
-    return _finish_batched(world_model, codec, K, table, parts, waves, wave, n_states, t0)
+    return _finish_batched(world_model, codec, K, table, out, wave, t0)
 
 
 def _maybe_pool(world_model, workers: int, wave_size: int):
@@ -581,87 +634,105 @@ def _maybe_pool(world_model, workers: int, wave_size: int):
     return WorkerPool(workers, _init_batch_worker, (world_model,))
 
 
-def _batched_wave(world_model, codec, ctx, keys, K, table, parts, waves, n_states, wave, pool):
-    """Expand one wave (this rank's share), exchange, compact; return the next wave's keys."""
+class _GrowingDag:
+    """The batched builder's arrays, each grown in place (``realloc``) wave by wave.
+
+    Growing in place keeps one copy of what is already there (large blocks are remapped,
+    not copied), where joining per-wave pieces at the end would hold everything twice.
+    """
+
+    def __init__(self, root_keys: np.ndarray):
+        self.keys = np.array(root_keys, dtype=np.int64)
+        self.terminal = np.zeros(0, dtype=bool)
+        self.counts = np.zeros(0, dtype=np.uint8)
+        self.prob_idx = np.zeros(0, dtype=np.uint8)
+        self.succ = np.zeros(0, dtype=np.int32)
+
+    def append(self, name: str, piece: np.ndarray) -> None:
+        arr = getattr(self, name)
+        piece = piece.reshape(-1)
+        if np.result_type(arr.dtype, piece.dtype) != arr.dtype:  # more ids than the type holds
+            arr = arr.astype(np.result_type(arr.dtype, piece.dtype))
+        n = len(arr)
+        arr.resize(n + len(piece), refcheck=False)  # no views of these arrays exist
+        arr[n:] = piece
+        setattr(self, name, arr)
+
+
+def _batched_wave(world_model, codec, ctx, keys, K, table, out, n_states, pool):
+    """Expand one wave (this rank's share), exchange compact arrays, append them to ``out``;
+    return the next wave's keys (sorted)."""
     lo, hi = ctx.work_range(len(keys))
     rows = codec.decode(keys[lo:hi])
-    term, cnt, prb, nxt = [], [], [], []
     chunks = [rows[a : a + BATCH_STATES] for a in range(0, len(rows), BATCH_STATES)]
     if pool is not None and len(chunks) > 1:
         results = [f.result() for f in [pool.submit(_expand_batch_chunk, c) for c in chunks]]
     else:
-        results = (world_model.expand_batch(c) for c in chunks)
-    for t, c, p, succ_keys in results:
-        term.append(t)
-        cnt.append(c)
-        prb.append(p)
-        nxt.append(succ_keys)
-    terminal = np.concatenate(term) if term else np.zeros(0, dtype=bool)
-    counts = np.concatenate(cnt) if cnt else np.zeros((0, K), dtype=np.uint8)
-    probs = np.concatenate(prb) if prb else np.zeros(0)
-    succ_keys = np.concatenate(nxt) if nxt else np.zeros(0, dtype=np.int64)
-    mine_unique = np.unique(succ_keys)  # each rank deduplicates its own share
+        results = [world_model.expand_batch(c) for c in chunks]
+    del rows, chunks
+
+    def joined(i: int, empty: np.ndarray) -> np.ndarray:
+        parts = [r[i] for r in results]
+        return np.concatenate(parts) if parts else empty
+
+    terminal = joined(0, np.zeros(0, dtype=bool))
+    counts = joined(1, np.zeros((0, K), dtype=np.uint8))
+    probs = joined(2, np.zeros(0))
+    succ_keys = joined(3, np.zeros(0, dtype=np.int64))
+    del results
+    # Probabilities -> ids of a table that is identical on every rank: new values merged, sorted.
+    new = table.new_values(probs)
     if ctx.is_distributed:
-        terminal = ctx.allgatherv(terminal.astype(np.uint8)).astype(bool)
-        counts = ctx.allgatherv(counts)
-        probs = ctx.allgatherv(probs)
-        succ_keys = ctx.allgatherv(succ_keys)
-        keys = np.unique(ctx.allgatherv(mine_unique))
-    else:
-        keys = mine_unique
-    # Compact at once: successor keys become int32 indices into the next wave (which
-    # starts at n_states), probabilities 1-2 byte indices into a table of values.
-    prob_idx = table.encode(probs)
-    if prob_idx is None:
+        new = sorted(set().union(*ctx.allgather(new)))
+    table.add(new)
+    if len(table) > 65535:
         raise WorldError("more than 65535 distinct transition probabilities")
-    if len(table.lookup) <= 255:
-        prob_idx = prob_idx.astype(np.uint8)
-    succ = (np.searchsorted(keys, succ_keys) + n_states).astype(_index_dtype(n_states + len(keys)))
-    del succ_keys, probs
-    parts.append((terminal, counts, prob_idx, succ))
-    if len(keys):
-        waves.append(keys)
-    return wave + 1, n_states + len(keys), keys
+    prob_idx = table.index(probs)
+    del probs
+    # Successor keys -> indices into the next wave (which starts at n_states): each rank
+    # deduplicates its own keys, the ranks merge their sorted sets.
+    nxt = sorted_unique(succ_keys)
+    if ctx.is_distributed:
+        nxt = sorted_unique(ctx.allgatherv(nxt), kind="stable")  # merges sorted runs
+    succ = np.searchsorted(nxt, succ_keys)
+    del succ_keys
+    succ += n_states
+    succ = succ.astype(_index_dtype(n_states + len(nxt)))
+    if ctx.is_distributed:
+        terminal = ctx.allgatherv(terminal.view(np.uint8)).view(bool)
+        counts = ctx.allgatherv(counts)
+        prob_idx = ctx.allgatherv(prob_idx)
+        succ = ctx.allgatherv(succ)
+    out.append("terminal", terminal)
+    out.append("counts", counts)
+    out.append("prob_idx", prob_idx)
+    out.append("succ", succ)
+    if len(nxt):
+        out.append("keys", nxt)
+    return nxt
 
 
-def _finish_batched(world_model, codec, K, table, parts, waves, wave, n_states, t0) -> Dag:
+def _finish_batched(world_model, codec, K, table, out, wave, t0) -> Dag:
     from .states import KeyIndex, StateTable
 
     n_agents, nA = len(world_model.agents), num_actions(world_model)
-    all_keys = np.concatenate(waves)  # waves are sorted and steps increase: globally sorted
-    del waves
-
-    def joined(field: int) -> np.ndarray:
-        # One field at a time, freeing the per-wave pieces at once: the peak is the pieces
-        # plus one joined field, never two full copies of the DAG.
-        out = np.concatenate([p[field] for p in parts])
-        for p in parts:
-            p[field] = None
-        return out
-
-    parts[:] = [list(p) for p in parts]  # in place: the caller's list must not keep the tuples
-    succ = joined(3)
-    values = table.values()
-    prob_idx = joined(2).astype(_small_uint(len(values) - 1), copy=False)
-    counts = joined(1).reshape(-1)
-    terminal = joined(0)
-    del parts
+    counts = out.counts
     per_state = counts.reshape(-1, K).sum(axis=1, dtype=np.int64)
-    state_offsets = np.zeros(len(all_keys) + 1, dtype=np.int64)
+    state_offsets = np.zeros(len(out.keys) + 1, dtype=_offset_dtype(len(out.succ)))
     np.cumsum(per_state, out=state_offsets[1:])
     del per_state
-    st = StateTable(all_keys, codec)
+    st = StateTable(out.keys, codec)  # waves are sorted and steps increase: globally sorted
     dag = Dag(
         states=st,
         state_to_idx=KeyIndex(st),
         num_agents=n_agents,
         num_actions=nA,
-        terminal=terminal,
+        terminal=out.terminal,
         counts=counts,
         state_offsets=state_offsets,
-        succ=succ,
-        prob_table=values,
-        prob_idx=prob_idx,
+        succ=out.succ,
+        prob_table=table.values(),
+        prob_idx=out.prob_idx,
         step_layered=True,
         waves=wave,
     )

@@ -208,7 +208,8 @@ class GridWorld:
 
         Returns ``(terminal (n,) bool, counts (n, K) uint8, probs (M,), succ_keys (M,))``
         with outcomes ordered by state, joint action (agent 0 least significant), outcome;
-        successors as :meth:`codec` keys.
+        successors as :meth:`codec` keys. Arrays are ``(states, joint actions)`` per agent,
+        so the numpy calls are a few dozen per batch, not per joint action.
         """
         n, A = len(states), len(self.agents)
         nA = len(ACTIONS)
@@ -218,46 +219,50 @@ class GridWorld:
         terminal = states[:, 0] >= self.max_steps
         live = np.flatnonzero(~terminal)
         P = states[live, 1:]
-        m = len(live)
-        radix = np.array([C ** (A - 1 - i) for i in range(A)], dtype=np.int64)
-        step_key = (states[live, 0] + 1) * C**A
-        stay_key = step_key + P @ radix  # everyone stays
-        counts = np.zeros((n, K), dtype=np.uint8)
-        per_k = []
-        for k in range(K):
-            acts = [(k // nA**i) % nA for i in range(A)]
-            T = np.stack([move[P[:, i], acts[i]] for i in range(A)], axis=1)
-            moving = T != P
-            blocked = np.zeros_like(moving)
+        radix = [C ** (A - 1 - i) for i in range(A)]
+        stay_key = (states[live, 0] + 1) * C**A + P @ np.asarray(radix, dtype=np.int64)
+        acts = (np.arange(K)[:, None] // nA ** np.arange(A)[None, :]) % nA  # (K, A)
+        pos = [P[:, i : i + 1] for i in range(A)]  # (m, 1) each
+        T = [move[P[:, i]][:, acts[:, i]] for i in range(A)]  # (m, K) targets of agent i
+        active = []
+        for i in range(A):
+            a = T[i] != pos[i]  # moving ...
             for j in range(A):
-                blocked |= T == P[:, j : j + 1]  # target occupied before the step
-            active = moving & ~blocked
-            same = (T[:, :, None] == T[:, None, :]) & active[:, :, None] & active[:, None, :]
-            cnt = same.sum(axis=2)  # contenders for my target (me included) if I am active
-            outcomes = np.maximum(cnt.max(axis=1), 1)  # one contested cell at most (A <= 3)
-            counts[live, k] = outcomes
-            per_k.append((T, active, cnt, outcomes))
+                a &= T[i] != pos[j]  # ... into a cell free before the step
+            active.append(a)
+        cnt = []  # contenders for my target (me included) if I am active, else 0
+        for i in range(A):
+            c = active[i].astype(np.uint8)
+            for j in range(A):
+                if j != i:
+                    c += active[i] & active[j] & (T[i] == T[j])
+            cnt.append(c)
+        outcomes = np.maximum(np.maximum.reduce(cnt) if A > 1 else cnt[0], 1)  # one contested cell at most (A <= 3)
+        counts = np.zeros((n, K), dtype=np.uint8)
+        counts[live] = outcomes
         offsets = np.zeros(n * K + 1, dtype=np.int64)
         np.cumsum(counts.reshape(-1), out=offsets[1:])
         M = int(offsets[-1])
-        probs = np.empty(M)
+        base = offsets[:-1].reshape(n, K)[live]  # (m, K) first outcome of each pair
+        delta = [(T[i] - pos[i]) * radix[i] for i in range(A)]  # key change if agent i moves
+        moved = stay_key[:, None] + sum(np.where(cnt[i] == 1, delta[i], 0) for i in range(A))
         succ = np.empty(M, dtype=np.int64)
-        for k, (T, active, cnt, outcomes) in enumerate(per_k):
-            base = offsets[live * K + k]
-            delta = (T - P) * radix  # key change of each agent if it moves
-            free = active & (cnt == 1)  # uncontested movers always move
-            moved = stay_key + (delta * free).sum(axis=1)
-            contested = active & (cnt >= 2)
-            if not contested.any():
-                succ[base] = moved
-                probs[base] = 1.0
-                continue
-            rank = np.cumsum(contested, axis=1) - 1  # j-th contender in agent order
-            for j in range(int(outcomes.max())):
-                rows = np.flatnonzero(outcomes > j)
-                win = contested[rows] & (rank[rows] == j)
-                succ[base[rows] + j] = moved[rows] + (delta[rows] * win).sum(axis=1)
-                probs[base[rows] + j] = 1.0 / outcomes[rows]
+        probs = np.empty(M)
+        succ[base.ravel()] = moved.ravel()
+        probs[base.ravel()] = 1.0 / outcomes.ravel()
+        if outcomes.max(initial=1) > 1:
+            # Contested pairs: outcome j = the j-th contender (in agent order) wins the cell.
+            r, k = np.nonzero(outcomes > 1)
+            contested = [cnt[i][r, k] >= 2 for i in range(A)]
+            rank = np.cumsum(np.stack(contested, axis=1), axis=1) - 1
+            b, mv, oc = base[r, k], moved[r, k], outcomes[r, k]
+            for j in range(int(oc.max())):
+                rows = np.flatnonzero(oc > j)
+                key = mv[rows].copy()
+                for i in range(A):
+                    key += np.where(contested[i][rows] & (rank[rows, i] == j), delta[i][r[rows], k[rows]], 0)
+                succ[b[rows] + j] = key
+                probs[b[rows] + j] = 1.0 / oc[rows]
         return terminal, counts, probs, succ
 
     # --- helpers --------------------------------------------------------------------
