@@ -112,9 +112,9 @@ EXPECTED_FAILURES = [
         lambda: gpu_count() < 2,
     ),
     (
-        r"--devices cuda:0(?! cuda:1)",
+        r"--devices? cuda:0(?! cuda:1)",
         2,
-        r"error: requested cuda:0.*(visible|use --devices cpu)",
+        r"error: requested cuda:0.*(visible|use --devices? cpu)",
         "needs a GPU; without one it must refuse at once with one line (exit 2)",
         lambda: gpu_count() < 1,
     ),
