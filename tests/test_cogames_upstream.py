@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,9 +77,41 @@ def helpers_on_path(monkeypatch):
 def test_episode_and_mission_workers_equal_upstream(upstream_json, capsys):
     code, out, err = run_ours(capsys, "eval", *ours_flags(), "--jobs", "2", "-q")
     assert code == 0 and out == upstream_json, err
-    # --parallel-policy is accepted and gives the same numbers
-    code, out, err = run_ours(capsys, "eval", *ours_flags(), "--jobs", "2", "--parallel-policy", "-q")
+
+
+def test_agent_workers_equal_upstream(upstream_json, capsys):
+    # the agents of each step on 2 agent workers, observations through shared memory
+    code, out, err = run_ours(capsys, "eval", *ours_flags(), "--jobs", "2", "--parallel-policy")
     assert code == 0 and out == upstream_json, err
+    assert "2 agent workers each" in err
+
+
+def test_agent_workers_step_a_batching_policys_agents_in_one_call(tmp_path, capsys, helpers_on_path):
+    log = tmp_path / "calls"
+    spec = f"class=upstream_helpers.GroupPolicy,kw.log={log}"
+    flags = ["eval", "-m", "cogames:arena", "-p", spec, "-p", "starter", "-e", "2", "-s", "6",
+             "--format", "json", "-q"]  # fmt: skip
+    code, serial, err = run_ours(capsys, *flags)
+    assert code == 0, err
+    assert [line.split()[1] for line in log.read_text().splitlines()] == ["4"] * 12  # upstream's own
+    log.unlink()
+    code, out, err = run_ours(capsys, *flags, "--jobs", "2", "--parallel-policy")
+    assert code == 0 and out == serial, err
+    calls = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
+    # 4 agents x 12 steps, at most one call per agent worker per step, none in this process
+    assert sum(n for _, n in calls) == 48 and len(calls) <= 24
+    assert os.getpid() not in {pid for pid, _ in calls}
+
+
+def test_a_dead_agent_worker_fails_only_its_episode(tmp_path, capsys, helpers_on_path):
+    spec = f"class=upstream_helpers.DieOncePolicy,kw.flag={tmp_path / 'died'}"
+    code, out, err = run_ours(capsys, "eval", "-m", "cogames:arena", "-p", spec, "-e", "2", "-s", "5",
+                              "--jobs", "2", "--parallel-policy", "--format", "json", "-q")  # fmt: skip
+    data = json.loads(out)
+    assert code == 1 and [f["episode"] for f in data["failed"]] == [0], err
+    assert re.search(r"agent worker [01] \(agents \d-\d\) exited with code 7", data["failed"][0]["error"])
+    assert data["missions"][0]["mission_summary"]["episodes"] == 1  # the next episode ran
+    assert err.count("\n") == 1 and err.startswith("cogames: error: 1 of 2 episodes failed")
 
 
 @pytest.mark.skipif(shutil.which("mpirun", path=str(BIN)) is None, reason="no mpirun")

@@ -59,8 +59,18 @@ OURS = [sys.executable, "-m", "cogames_parallel", "eval"]
 UPSTREAM = [sys.executable, "-m", "cogames", "run"]
 
 
+# --real: byte-compiled modules are cached here (PYTHONPYCACHEPREFIX), so every process
+# imports as an installed package does, not recompiling upstream's modules each time
+# (a PYTHONDONTWRITEBYTECODE environment would otherwise add ~10 s to every run)
+PYCACHE: str | None = None
+
+
 def run_cli(args: list[str], command: list[str] = OURS, status_line: bool = True) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "PARALLEL_RL_SMOKE"}  # sizes are ours
+    if PYCACHE is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = PYCACHE
+    load = os.getloadavg()[0]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen([*command, *args], stdout=out, stderr=err, env=env)
@@ -82,6 +92,8 @@ def run_cli(args: list[str], command: list[str] = OURS, status_line: bool = True
     return {
         "wall_s": float(m.group(3)) if status_line else total,
         "process_s": total,
+        "eval_s": float(m.group(3)) if m else None,
+        "load_avg_1m": [load, os.getloadavg()[0]],  # before and after this run
         "steps": int(m.group(2)) if m else 0,
         "episodes": int(m.group(1)) if m else 0,
         "layout": lay.group(1).strip() if lay else "",
@@ -119,9 +131,14 @@ def bench_real(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    global PYCACHE
     if importlib.util.find_spec("cogames") is None:
         print("bench: error: --real needs upstream CoGames (uv sync --extra upstream)", file=sys.stderr)
         return 2
+    cache = tempfile.TemporaryDirectory(prefix="bench-cogames-pycache-")
+    PYCACHE = cache.name
+    warm = "import cogames.main, cogames.cli.mission, mettagrid.runner.rollout, cogames_parallel.cli"
+    run_cli(["-c", warm], [sys.executable], status_line=False)  # fill the cache once
     episodes, steps, repeats = (2, 10, 1) if args.quick else (args.episodes, args.steps, args.repeats)
     mission = "arena" if args.mission == "harvest.open" else args.mission.removeprefix("cogames:")
     flags = ["-e", str(episodes), "-s", str(steps), "--seed", "42", "--format", "json",
@@ -140,6 +157,8 @@ def bench_real(args) -> int:
         policies["neural"] = "lstm"
     else:
         skipped["neural"] = why
+    if args.workloads:
+        policies = {k: v for k, v in policies.items() if k in args.workloads.split(",")}
     results: dict = {
         "machine": {
             "cores": len(os.sched_getaffinity(0)),
@@ -149,7 +168,8 @@ def bench_real(args) -> int:
         "params": {"mission": mission, "episodes": episodes, "steps": steps, "jobs": j,
                    "repeats": repeats, "quick": args.quick,
                    "action_timeout_ms": args.action_timeout_ms},  # fmt: skip
-        "note": "wall_s is the whole process (start-up included); median of interleaved repeats",
+        "note": "wall_s is the whole process (start-up included, modules byte-compiled once "
+        "beforehand); median of interleaved repeats; load_avg_1m per run: before, after",
         "workloads": {},
         "skipped": skipped,
     }
@@ -175,7 +195,8 @@ def bench_real(args) -> int:
                 runs[mname].append(r)
                 print(
                     f"bench: {wname} {mname:20s} {r['wall_s']:.1f} s, "
-                    f"{r['action_timeouts']} action timeouts",
+                    f"{r['action_timeouts']} action timeouts, load "
+                    f"{r['load_avg_1m'][0]:.1f}-{r['load_avg_1m'][1]:.1f}",
                     file=sys.stderr,
                 )
         rows = {m: median_row(rs) for m, rs in runs.items()}
@@ -188,6 +209,7 @@ def bench_real(args) -> int:
             table.add_row(wname, mname, f"{r['wall_s']:.1f}", f"{r['speedup_vs_upstream']:.2f}x",
                           f"{r['peak_rss_mb']:.0f}", "yes" if r["equal_to_upstream"] else "NO")  # fmt: skip
         results["workloads"][wname] = rows
+    results["machine"]["load_avg_1m_end"] = os.getloadavg()[0]
     Console(file=sys.stderr).print(table)
     for name, why in skipped.items():
         print(f"bench: skipped {name}: {why}", file=sys.stderr)
@@ -228,6 +250,10 @@ def main() -> int:
         default=250,
         help="--real: the action timeout given to upstream and ours (late actions become "
         "no-ops, so a loaded machine changes results; raise it there)",
+    )
+    ap.add_argument(
+        "--workloads",
+        help="--real: comma-separated subset of scripted,neural (default: both, when available)",
     )
     ap.add_argument(
         "--real",

@@ -166,6 +166,7 @@ def _agent_worker_main(conn) -> None:
     """Loop of one agent worker: ``begin`` builds/resets its agents, ``step`` acts."""
     worker_setup()
     group = AgentGroup()
+    real = None  # real CoGames episodes (cogames_parallel.real_agents), made on first use
     while True:
         try:
             msg = conn.recv()
@@ -175,7 +176,13 @@ def _agent_worker_main(conn) -> None:
             return
         kind, tag = msg[0], msg[1]
         try:
-            if kind == "begin":
+            if kind.startswith("real_"):
+                if real is None:
+                    from cogames_parallel.real_agents import RealAgentGroup
+
+                    real = RealAgentGroup()
+                reply = ("ok", tag, real.handle(msg), None)
+            elif kind == "begin":
                 _, _, task, env_info, slots = msg
                 group.begin(task, env_info, slots)
                 reply = ("ok", tag, None, None)
@@ -204,6 +211,12 @@ class AgentWorkerPool:
             return
         if self.procs[i] is not None:
             stop_process(self.procs[i], None, grace=0.1)
+        # real CoGames episodes share observations through shared memory: the workers must
+        # inherit this process's resource tracker, not start their own (which would "clean
+        # up" every block at exit with a warning)
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
         ctx = mp_context()
         parent, child = ctx.Pipe()
         proc = ctx.Process(
@@ -215,6 +228,7 @@ class AgentWorkerPool:
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs if p is not None]
+
 
     def close(self) -> None:
         for i in range(self.n):

@@ -429,13 +429,8 @@ def cmd_eval_upstream(args) -> int:
     if ctx is not None and ctx.is_distributed and jobs > ctx.local_workers:
         jobs = ctx.local_workers
     n_local = len(tasks) if ctx is None else len(ctx.scatter_work(tasks))
-    layout = worker_layout(jobs, n_local, 1, False, None)
-    if args.parallel_policy and status:
-        warn(
-            "--parallel-policy: real CoGames policies run in upstream's own per-episode loop "
-            "(agents sharing a batching policy are stepped together there); the whole budget "
-            "goes to episode workers"
-        )
+    max_agents = max(int(cfg.game.num_agents) for _, cfg in missions)
+    layout = worker_layout(jobs, n_local, max_agents, args.parallel_policy, args.agent_workers)
     for note in layout.notes:
         if status:
             warn(note)

@@ -36,9 +36,14 @@ class EpisodeEngine:
     def run(self, task):
         if isinstance(task, EvalTask):
             return run_episode(task, self.agents)
-        # a real CoGames episode (upstream.UpstreamTask): upstream's own rollout in this process
+        # a real CoGames episode (upstream.UpstreamTask): upstream's own rollout in this
+        # process, its policies on the agent workers if there are any
         from cogames_parallel.upstream import run_task
 
+        if isinstance(self.agents, WorkerAgents):
+            from cogames_parallel.real_agents import RealWorkerAgents
+
+            return run_task(task, RealWorkerAgents(self.agents))
         return run_task(task)
 
     def close(self) -> None:

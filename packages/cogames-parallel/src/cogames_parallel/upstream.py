@@ -345,8 +345,10 @@ def default_episode_timeout_s(env_cfg: Any, action_timeout_ms: float) -> float:
     return 60.0 + 2.0 * steps * agents * action_timeout_ms / 1000.0
 
 
-def run_task(task: UpstreamTask) -> UpstreamResult:
-    """Run one episode through upstream's ``run_episode_local``; errors become a failed result."""
+def run_task(task: UpstreamTask, agents: Any = None) -> UpstreamResult:
+    """Run one episode through upstream's ``run_episode_local`` (or, with ``agents`` (a
+    :class:`~cogames_parallel.real_agents.RealWorkerAgents`), through the same rollout with
+    the policies on agent workers); errors become a failed result."""
     try:
         from mettagrid.runner.rollout import run_episode_local
         from mettagrid.simulator.multi_episode.rollout import EpisodeRolloutResult
@@ -361,18 +363,26 @@ def run_task(task: UpstreamTask) -> UpstreamResult:
                 f"episode did not finish within --episode-timeout-s {limit:g} s "
                 "(a policy that never returns?); stopped",
             ):
-                res, _ = run_episode_local(
-                    policy_specs=list(task.policy_specs),
-                    assignments=list(task.assignment),
-                    env=task.env_cfg,
-                    results_path=None,
-                    replay_path=replay_path,
-                    seed=task.seed,
-                    max_action_time_ms=task.action_timeout_ms,
-                    device=task.device,
-                )
+                if agents is not None:
+                    from cogames_parallel.real_agents import run_episode_on_workers
+
+                    res = run_episode_on_workers(task, agents)
+                else:
+                    res, _ = run_episode_local(
+                        policy_specs=list(task.policy_specs),
+                        assignments=list(task.assignment),
+                        env=task.env_cfg,
+                        results_path=None,
+                        replay_path=replay_path,
+                        seed=task.seed,
+                        max_action_time_ms=task.action_timeout_ms,
+                        device=task.device,
+                    )
         except Hung as exc:
             return task.failed(str(exc))
+        finally:
+            if agents is not None:  # outside the deadline: stuck workers are replaced here
+                agents.end()
         rollout = EpisodeRolloutResult(
             assignments=list(task.assignment),
             rewards=list(res.rewards),
