@@ -72,7 +72,8 @@ def test_vectorised_dag_with_workers_equals_serial(monkeypatch):
 
     world = load_world("medium", 6)
     serial = build_dag(world)
-    monkeypatch.setattr(dag_module, "BATCH_STATES", 32)  # many chunks: the pool starts
+    monkeypatch.setattr(dag_module, "BATCH_STATES", 32)  # many chunks ...
+    monkeypatch.setattr(dag_module, "POOL_MIN_WAVE", 64)  # ... and the pool starts
     started = []
     real = dag_module._maybe_pool
 
@@ -88,3 +89,22 @@ def test_vectorised_dag_with_workers_equals_serial(monkeypatch):
     assert parallel.states == serial.states
     for name in ("terminal", "counts", "state_offsets", "prob_idx", "prob_table", "succ"):
         np.testing.assert_array_equal(getattr(parallel, name), getattr(serial, name), err_msg=name)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_release_dag_gives_identical_priors(workers, monkeypatch):
+    """``release_dag`` (what the CLI uses) hands back the transitions of finished levels
+    during Phase 1: same numbers, and the DAG keeps its states and sizes only."""
+    monkeypatch.setattr("empo_distributed.phase1._LocalRunner.MIN_PARALLEL_WORK", 1)
+    monkeypatch.setattr("empo_distributed.phase1.SCRATCH_ELEMENTS", 64)  # many kernel batches
+    world = load_world("large", 8)
+    gen = world.goal_generator()
+    kept = compute_human_policy_prior(world, [0], gen, gamma_h=0.9, workers=workers)
+    released = compute_human_policy_prior(
+        world, [0], gen, gamma_h=0.9, workers=workers, release_dag=True
+    )
+    same(kept, released)
+    assert released.dag.succ is None and kept.dag.succ is not None
+    assert released.dag.num_outcomes == kept.dag.num_outcomes
+    if workers > 1:
+        assert released.timings["phase1_parallel_batches"] > 0

@@ -321,6 +321,7 @@ def _run(args, ctx) -> int:
             on_phase=progress,
             max_states=args.max_states,
             memory_guard=guard,
+            release_dag=True,  # the transitions are not needed after Phase 1: less memory
         )
     except MemoryLimitError as exc:
         progress.close()

@@ -163,6 +163,7 @@ class Dag:
     waves: int = 0
     timings: dict = field(default_factory=dict)
     _state_array: np.ndarray | None = field(default=None, repr=False)
+    _num_outcomes: int | None = field(default=None, repr=False)
 
     @staticmethod
     def from_csr(states, state_to_idx, num_agents, num_actions, terminal, sk_offsets, probs, succ, **kw):
@@ -204,7 +205,14 @@ class Dag:
 
     @property
     def num_outcomes(self) -> int:
-        return len(self.succ)
+        return self._num_outcomes if self.succ is None else len(self.succ)
+
+    def drop_transitions(self) -> None:
+        """Forget the transition arrays (a Phase 1 with ``release_dag`` consumed them);
+        states, terminal flags and sizes stay."""
+        self._num_outcomes = self.num_outcomes
+        self.counts = self.state_offsets = self.succ = None
+        self.prob_idx = self.probs_raw = self.durations = None
 
     def round_probs_float16(self) -> None:
         """EMPO's ``use_float16``: probabilities rounded to float16 (stored compactly anyway)."""
@@ -560,7 +568,8 @@ def build_dag(
     return dag
 
 
-BATCH_STATES = 16384  # states expanded per numpy call: bounds the temporaries of a wave
+BATCH_STATES = 4096  # states per expand_batch call: ~10 MB of temporaries, as fast as 16k
+POOL_MIN_WAVE = 32768  # local workers expand a wave only from this size on
 
 
 def _init_batch_worker(world_model) -> None:
@@ -627,7 +636,7 @@ def build_dag_batched(
 
 def _maybe_pool(world_model, workers: int, wave_size: int):
     """A worker pool once a wave is big enough to split (None otherwise, or when serial)."""
-    if workers <= 1 or wave_size < 2 * BATCH_STATES:
+    if workers <= 1 or wave_size < POOL_MIN_WAVE:
         return None
     from .workers import WorkerPool
 
@@ -670,46 +679,56 @@ def _batched_wave(world_model, codec, ctx, keys, K, table, out, n_states, pool):
     else:
         results = [world_model.expand_batch(c) for c in chunks]
     del rows, chunks
-
-    def joined(i: int, empty: np.ndarray) -> np.ndarray:
-        parts = [r[i] for r in results]
-        return np.concatenate(parts) if parts else empty
-
-    terminal = joined(0, np.zeros(0, dtype=bool))
-    counts = joined(1, np.zeros((0, K), dtype=np.uint8))
-    probs = joined(2, np.zeros(0))
-    succ_keys = joined(3, np.zeros(0, dtype=np.int64))
-    del results
+    # Chunk by chunk from here on: the raw int64 keys and float64 probabilities of the
+    # wave are never joined (that would hold them twice); only compact arrays are.
     # Probabilities -> ids of a table that is identical on every rank: new values merged, sorted.
-    new = table.new_values(probs)
+    new = sorted(set().union(*(table.new_values(r[2]) for r in results)))
     if ctx.is_distributed:
         new = sorted(set().union(*ctx.allgather(new)))
     table.add(new)
     if len(table) > 65535:
         raise WorldError("more than 65535 distinct transition probabilities")
-    prob_idx = table.index(probs)
-    del probs
-    # Successor keys -> indices into the next wave (which starts at n_states): each rank
-    # deduplicates its own keys, the ranks merge their sorted sets.
-    nxt = sorted_unique(succ_keys)
+    # Successor keys -> indices into the next wave (which starts at n_states): sorted
+    # unique keys per chunk, merged per rank, then across ranks.
+    nxt = _merge_unique([sorted_unique(r[3]) for r in results])
     if ctx.is_distributed:
         nxt = sorted_unique(ctx.allgatherv(nxt), kind="stable")  # merges sorted runs
-    succ = np.searchsorted(nxt, succ_keys)
-    del succ_keys
-    succ += n_states
-    succ = succ.astype(_index_dtype(n_states + len(nxt)))
-    if ctx.is_distributed:
-        terminal = ctx.allgatherv(terminal.view(np.uint8)).view(bool)
-        counts = ctx.allgatherv(counts)
-        prob_idx = ctx.allgatherv(prob_idx)
-        succ = ctx.allgatherv(succ)
-    out.append("terminal", terminal)
-    out.append("counts", counts)
-    out.append("prob_idx", prob_idx)
-    out.append("succ", succ)
+    index_dtype = _index_dtype(n_states + len(nxt))
+    terminal, counts, prob_idx, succ = [], [], [], []
+    while results:
+        t, c, p, sk = results.pop(0)
+        terminal.append(t)
+        counts.append(c.reshape(-1))
+        prob_idx.append(table.index(p))
+        i = np.searchsorted(nxt, sk)
+        i += n_states
+        succ.append(i.astype(index_dtype))
+        del t, c, p, sk, i
+    compact = {
+        "terminal": _joined(terminal, np.bool_),
+        "counts": _joined(counts, np.uint8),
+        "prob_idx": _joined(prob_idx, _small_uint(max(0, len(table) - 1))),
+        "succ": _joined(succ, index_dtype),
+    }
+    for name, arr in compact.items():
+        if ctx.is_distributed:
+            arr = ctx.allgatherv(arr.view(np.uint8) if arr.dtype == np.bool_ else arr)
+            arr = arr.view(np.bool_) if name == "terminal" else arr
+        out.append(name, arr)
     if len(nxt):
         out.append("keys", nxt)
     return nxt
+
+
+def _joined(parts: list, dtype) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
+def _merge_unique(sorted_parts: list) -> np.ndarray:
+    """Sorted unique values of several sorted unique arrays."""
+    if len(sorted_parts) == 1:
+        return sorted_parts[0]
+    return sorted_unique(_joined(sorted_parts, np.int64), kind="stable")
 
 
 def _finish_batched(world_model, codec, K, table, out, wave, t0) -> Dag:

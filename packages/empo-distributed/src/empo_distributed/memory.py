@@ -8,8 +8,12 @@ check), so either every rank stops with :class:`MemoryLimitError` or none does.
 
 from __future__ import annotations
 
+import mmap
 import os
+import sys
 import time
+
+import numpy as np
 
 
 class MemoryLimitError(MemoryError):
@@ -26,7 +30,19 @@ def current_rss() -> int:
 
 
 def peak_rss() -> int:
-    """Peak resident set size of this process in bytes."""
+    """Peak resident set size of this process in bytes.
+
+    ``VmHWM`` of ``/proc/self/status`` where available: ``getrusage``'s ``ru_maxrss``
+    survives ``exec`` and so reports the parent's size for a child started from a big
+    process (``subprocess`` uses ``vfork``), e.g. a test runner.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -53,6 +69,44 @@ def release_free_memory() -> None:
             _LIBC = False
     if _LIBC:
         _LIBC.malloc_trim(0)
+
+
+def release_pages(array, start: int, stop: int) -> None:
+    """Drop the resident pages of ``array[start:stop]`` (a 1-D array this process owns).
+
+    Linux ``madvise(MADV_DONTNEED)`` on the whole pages inside the range: the memory goes
+    back to the system at once and reads there would give zeros, so call it only for
+    elements that are never read again. A no-op for memory maps, views, and where
+    ``madvise`` is unavailable.
+    """
+    if not isinstance(array, np.ndarray) or isinstance(array, np.memmap) or array.base is not None:
+        return
+    if not array.flags.c_contiguous or stop <= start or sys.platform != "linux":
+        return
+    global _MADVISE
+    if _MADVISE is None:
+        try:
+            import ctypes
+
+            fn = ctypes.CDLL(None, use_errno=True).madvise
+            fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+            fn.restype = ctypes.c_int
+            _MADVISE = fn
+        except (OSError, AttributeError):
+            _MADVISE = False
+    if not _MADVISE:
+        return
+    page = mmap.PAGESIZE
+    base = array.ctypes.data
+    lo = base + start * array.itemsize
+    hi = base + min(stop, len(array)) * array.itemsize
+    lo = -(-lo // page) * page  # whole pages inside the range only
+    hi = hi // page * page
+    if hi > lo:
+        _MADVISE(lo, hi - lo, 4)  # MADV_DONTNEED
+
+
+_MADVISE = None
 
 
 def meminfo() -> dict[str, int]:

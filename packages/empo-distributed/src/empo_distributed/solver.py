@@ -68,6 +68,7 @@ def compute_human_policy_prior(
     memory_guard=None,
     robots=None,
     policy_on: str = "root",
+    release_dag: bool = False,
     parallel: bool = False,
     num_workers: int | None = None,
     level_fct: Callable | None = None,
@@ -95,7 +96,9 @@ def compute_human_policy_prior(
 
     Robots are, as in EMPO, all agents not in ``human_agent_indices`` (``robots`` overrides).
     Under MPI the policies end on rank 0 only (``policy_on="all"``: on every rank); the
-    other ranks' priors have ``policy = None`` but the full values.
+    other ranks' priors have ``policy = None`` but the full values. ``release_dag=True``
+    gives the memory of the transitions back while Phase 1 runs (``prior.dag`` then keeps
+    only states, terminal flags and sizes): about half the peak memory of a large world.
 
     EMPO's keyword arguments keep their meaning: ``parallel``/``num_workers`` (local
     worker processes; ``workers`` is this package's name), ``level_fct`` (state -> level,
@@ -115,7 +118,7 @@ def compute_human_policy_prior(
     """
     from parallel_core.mpi import get_context
 
-    from .memory import MemoryGuard, peak_rss
+    from .memory import MemoryGuard, peak_rss, release_free_memory
 
     for name, value in refused.items():
         if name not in _REFUSED:
@@ -182,6 +185,7 @@ def compute_human_policy_prior(
         lv = levels_from_function(dag, level_fct)
     else:
         lv = dependency_levels(dag, levels)
+    release_free_memory()  # decoded state arrays and other temporaries of this step
     t_goals = time.perf_counter() - t1
 
     total_states = len(dag)
@@ -207,6 +211,7 @@ def compute_human_policy_prior(
         active=state_weights > 0 if state_weights is not None else None,
         memory_guard=memory_guard,
         policy_on=policy_on,
+        release_dag=release_dag,
     )
     if on_phase:
         on_phase("end", 0, 0)
