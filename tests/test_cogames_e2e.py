@@ -185,6 +185,52 @@ def test_mpirun_backend_is_byte_identical_to_serial():
     assert proc.stdout == serial
 
 
+@pytest.mark.skipif(
+    shutil.which("mpirun", path=str(Path(sys.executable).parent)) is None, reason="no mpirun"
+)
+def test_a_killed_mpi_rank_leaves_the_finished_episodes_in_the_output_file(tmp_path):
+    out = tmp_path / "out.json"
+    # rank 1 (tasks 3-5) is SIGKILLed in its second episode, once rank 0 has written 4
+    # finished episodes (its own 3 and rank 1's first, streamed to it); mpirun then kills
+    # rank 0 too, and the output file is what rank 0 last wrote
+    spec = f"class={HELPERS}:KillRankPolicy,kw.wait_for={out},kw.count=4"
+    mpirun = str(Path(sys.executable).parent / "mpirun")
+    proc = subprocess.run(
+        [mpirun, "-n", "2", *COGAMES, "eval", "-m", "harvest.open", "-v", "small", "-p", spec,
+         "-e", "6", "-s", "10", "--backend", "mpi", "-o", str(out), "-q"],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
+    assert proc.returncode != 0
+    data = json.loads(out.read_text())
+    assert data["partial"].startswith("4 of 6 episodes finished")
+    assert [ep["status"] for ep in data["episodes"]] == ["ok"] * 4 + ["missing"] * 2
+    assert [f["episode"] for f in data["failed"]] == [4, 5]
+
+
+@pytest.mark.skipif(
+    shutil.which("mpirun", path=str(Path(sys.executable).parent)) is None, reason="no mpirun"
+)
+def test_an_episode_that_kills_its_process_under_mpi_fails_alone():
+    # under --backend mpi episodes run in an episode worker, so the rank survives
+    mpirun = str(Path(sys.executable).parent / "mpirun")
+    proc = subprocess.run(
+        [mpirun, "-n", "2", *COGAMES, "eval", "-m", "harvest.open", "-v", "small", "-p",
+         f"class={HELPERS}:DiePolicy,kw.mod=5", "-e", "6", "-s", "10", "--backend", "mpi",
+         "--format", "json", "-q"],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
+    data = json.loads(proc.stdout)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("cogames: error: 4 of 6 episodes failed")
+    assert [ep["status"] for ep in data["episodes"]].count("ok") == 2
+
+
 def test_imitate_then_evaluate_mlp(tmp_path):
     weights = tmp_path / "mlp.pt"
     cogames(

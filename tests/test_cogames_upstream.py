@@ -53,11 +53,13 @@ def upstream_json() -> str:
     return sh([*UPSTREAM, "run", *FLAGS]).stdout
 
 
-def test_serial_equals_upstream_cogames_run_byte_for_byte(upstream_json):
+def test_serial_equals_upstream_cogames_run_byte_for_byte(upstream_json, capsys):
     data = json.loads(upstream_json)
     assert [m["mission_name"] for m in data["missions"]] == ["arena", "tutorial"]
     assert [p["agent_count"] for p in data["missions"][0]["mission_summary"]["policy_summaries"]] == [3, 1]
-    assert sh([*OURS, "eval", *ours_flags(), "-q"]).stdout == upstream_json
+    # in this process (the console script is the same main(); the MPI test runs it)
+    code, out, err = run_ours(capsys, "eval", *ours_flags(), "-q")
+    assert code == 0 and out == upstream_json, err
 
 
 def run_ours(capsys, *argv: str) -> tuple[int, str, str]:
@@ -166,6 +168,7 @@ def test_real_policy_error_keeps_a_trimmed_traceback_and_exit_1(capsys, helpers_
         (["-m", "cogames:arena", "-p", "/nonexistent-bundle"], "policy '/nonexistent-bundle'"),
         (["-m", "cogames:arena", "-m", "harvest.open"], "cannot be mixed"),
         (["-m", "cogames:arena", "--seed", str(2**31)], "mettagrid takes a C int"),
+        (["-m", "cogames:arena", "-c", "300"], "-c/--cogs 300 is more than the 56 spawn points"),
     ],
 )
 def test_real_mission_usage_errors_are_one_line_exit_2(capsys, args, message):

@@ -118,3 +118,52 @@ class BoxPolicy(MultiAgentPolicy):
     def agent_policy(self, agent_id):
         space = self.env_info.action_space
         return _Counting(lambda t: np.full(space.shape, 0.25 * (agent_id + 1), dtype=space.dtype))
+
+
+class _RankKiller(AgentPolicy):
+    episodes = 0  # episodes started in this process
+
+    def __init__(self, owner: "KillRankPolicy", agent_id: int) -> None:
+        self.owner, self.agent_id, self.t = owner, agent_id, 0
+
+    def reset(self, seed=None) -> None:
+        self.t = 0
+        if self.agent_id == 0:
+            _RankKiller.episodes += 1
+
+    def step(self, obs) -> int:
+        import json
+        import signal
+
+        o = self.owner
+        self.t += 1
+        doomed = (
+            self.agent_id == 0
+            and os.environ.get("PMI_RANK") == str(o.rank)
+            and _RankKiller.episodes == 2
+        )
+        if doomed and self.t == 2:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # until rank 0 has written `count` episodes
+                try:
+                    note = json.loads(open(o.wait_for).read()).get("partial", "")
+                    if int(note.split()[0]) >= int(o.count):
+                        break
+                except (OSError, ValueError, IndexError):
+                    pass
+                time.sleep(0.05)
+            os.kill(os.getppid(), signal.SIGKILL)  # the rank; this episode worker follows it
+            time.sleep(60)
+        return 0
+
+
+class KillRankPolicy(MultiAgentPolicy):
+    """On MPI rank ``rank``, in the second episode of its episode worker, waits until the
+    ``--output`` file ``wait_for`` lists ``count`` finished episodes, then SIGKILLs the rank."""
+
+    def __init__(self, env_info, rank: int = 1, wait_for: str = "", count: int = 1) -> None:
+        super().__init__(env_info)
+        self.rank, self.wait_for, self.count = rank, wait_for, count
+
+    def agent_policy(self, agent_id):
+        return _RankKiller(self, agent_id)

@@ -211,12 +211,6 @@ class AgentWorkerPool:
             return
         if self.procs[i] is not None:
             stop_process(self.procs[i], None, grace=0.1)
-        # real CoGames episodes share observations through shared memory: the workers must
-        # inherit this process's resource tracker, not start their own (which would "clean
-        # up" every block at exit with a warning)
-        from multiprocessing import resource_tracker
-
-        resource_tracker.ensure_running()
         ctx = mp_context()
         parent, child = ctx.Pipe()
         proc = ctx.Process(

@@ -371,6 +371,52 @@ def _mpi_context(args):
 C_INT_MAX = 2**31 - 1
 
 
+class Checkpoint:
+    """With ``-o FILE``: while the run goes on, FILE holds every episode finished so far
+    (rewritten atomically, temp file + rename), so a run that dies (a killed MPI rank makes
+    ``mpirun`` kill them all) keeps what it finished. The document is the final one's,
+    with the unfinished episodes listed under ``failed`` and a top-level ``partial`` note;
+    the final write replaces it. Writing costs a summary of everything so far, so it is
+    skipped while the time since the last write is under 10x what that write took."""
+
+    def __init__(self, path, render_doc, total: int) -> None:
+        self.path, self.render_doc, self.total = path, render_doc, total
+        self.results: dict[int, object] = {}
+        self.next_at = 0.0
+        self.dirty = False
+
+    def add(self, result) -> None:
+        self.update([result])
+
+    def update(self, results) -> None:
+        """Add ``results``; write now if due (call with none to write a deferred one)."""
+        for r in results:
+            self.results[r.index] = r
+            self.dirty = True
+        if self.dirty and time.monotonic() >= self.next_at and len(self.results) < self.total:
+            self.write()
+
+    def write(self) -> None:
+        from parallel_core.io import atomic_write
+
+        start = time.monotonic()
+        done = sorted(self.results.values(), key=lambda r: r.index)
+        note = f"{len(done)} of {self.total} episodes finished when this was written; run unfinished"
+        with atomic_write(self.path, mode="w") as f:
+            f.write(self.render_doc(done, note))
+        self.next_at = time.monotonic() + 10 * (time.monotonic() - start)
+        self.dirty = False
+
+
+def _on_result(bar, checkpoint: Checkpoint | None, backend: str):
+    def on_result(result) -> None:
+        bar.advance(1)
+        if checkpoint is not None and backend != "mpi":  # under MPI rank 0 feeds it
+            checkpoint.add(result)
+
+    return on_result
+
+
 def _clip(value: object, limit: int = 40) -> str:
     """A value for an error message, never thousands of characters long."""
     text = str(value)
@@ -412,6 +458,8 @@ def cmd_eval_upstream(args) -> int:
     missions = upstream.resolve_missions(
         args.mission, variants=args.variant, cogs=args.cogs, steps=args.steps, map_seed=args.map_seed
     )
+    if args.cogs is not None:
+        upstream.check_cogs_fit(missions, args.seed)
     specs = upstream.parse_policies(args.policy, device)
     upstream.check_policies_load(specs, missions[0][1], device)
     tasks = upstream.plan_tasks(
@@ -443,10 +491,18 @@ def cmd_eval_upstream(args) -> int:
         )
     if args.save_replay_dir is not None:
         args.save_replay_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = None
+    if args.output is not None and is_root:
+
+        def partial_doc(done, note):
+            doc, _ = upstream.summarize(plan, done)
+            return upstream.render({**doc, "partial": note}, args.format or "json")
+
+        checkpoint = Checkpoint(args.output, partial_doc, len(tasks))
     t0 = time.perf_counter()
-    with make_runner(layout, args.backend, ctx) as runner:
+    with make_runner(layout, args.backend, ctx, checkpoint and checkpoint.update) as runner:
         with progress_bar(n_local, "episodes", quiet=not status) as bar:
-            results = runner.run(tasks, on_result=lambda r: bar.advance(1))
+            results = runner.run(tasks, on_result=_on_result(bar, checkpoint, args.backend))
     wall = time.perf_counter() - t0
     code = 0
     if is_root:
@@ -539,12 +595,20 @@ def cmd_eval(args) -> int:
         )
     if args.save_replay_dir is not None:
         args.save_replay_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = None
+    if args.output is not None and is_root:
+
+        def partial_doc(done, note):
+            data = summarize(plan.missions, plan.policies, plan.tasks, done, plan.config)
+            return render({**data, "partial": note}, args.format or "json")
+
+        checkpoint = Checkpoint(args.output, partial_doc, len(plan.tasks))
     t0 = time.perf_counter()
     tasks = plan_tasks_for_run(plan, args.save_replay_dir)
     # workers start before the progress bar's thread exists, so they can be forked
-    with prepare_runner(plan, layout, args.backend, ctx) as runner:
+    with prepare_runner(plan, layout, args.backend, ctx, checkpoint and checkpoint.update) as runner:
         with progress_bar(n_local, "episodes", quiet=not status) as bar:
-            results = runner.run(tasks, on_result=lambda r: bar.advance(1))
+            results = runner.run(tasks, on_result=_on_result(bar, checkpoint, args.backend))
     wall = time.perf_counter() - t0
     code = 0
     if is_root:

@@ -41,6 +41,7 @@ class Layout:
     agent_workers: int = 1
     budget: int = 1
     notes: list[str] = field(default_factory=list)
+    in_process_only: bool = False  # a policy cannot be rebuilt in a worker process
 
     def describe(self) -> str:
         ew = (
@@ -142,20 +143,25 @@ def make_plan(
     return Plan(resolved, specs, tasks, config)
 
 
-def make_runner(layout: Layout, backend: str = "local", ctx=None):
+def make_runner(layout: Layout, backend: str = "local", ctx=None, checkpoint=None):
+    """The runner for ``layout``. Under ``--backend mpi`` episodes always run in an episode
+    worker process (one, if the layout has none), so a crashing episode fails alone instead
+    of killing its rank (which makes ``mpirun`` kill every rank); ``checkpoint`` then gets
+    the results collected on rank 0 as they arrive (see :class:`MPIRunner`)."""
+    isolate = backend == "mpi" and not layout.in_process_only
     local = (
-        ProcessRunner(layout.episode_workers, layout.agent_workers)
-        if layout.episode_workers > 1
+        ProcessRunner(max(layout.episode_workers, 1), layout.agent_workers)
+        if layout.episode_workers > 1 or isolate
         else SerialRunner(layout.agent_workers)
     )
     if backend == "mpi":
-        return MPIRunner(ctx, local)
+        return MPIRunner(ctx, local, checkpoint)
     return local
 
 
-def check_worker_safety(plan: Plan, layout: Layout) -> Layout:
+def check_worker_safety(plan: Plan, layout: Layout, backend: str = "local") -> Layout:
     """Fall back to in-process (one warning) if some policy cannot be rebuilt in a worker."""
-    if layout.episode_workers <= 1 and layout.agent_workers <= 1:
+    if layout.episode_workers <= 1 and layout.agent_workers <= 1 and backend != "mpi":
         return layout
     for spec in plan.policies:
         reason = worker_unsafe_reason(spec)
@@ -163,14 +169,14 @@ def check_worker_safety(plan: Plan, layout: Layout) -> Layout:
             warn(
                 f"policy {spec.name} cannot run in a worker process ({reason}); running everything in-process"
             )
-            return Layout(1, 1, layout.budget, layout.notes)
+            return Layout(1, 1, layout.budget, layout.notes, in_process_only=True)
     return layout
 
 
-def prepare_runner(plan: Plan, layout: Layout, backend: str = "local", ctx=None):
+def prepare_runner(plan: Plan, layout: Layout, backend: str = "local", ctx=None, checkpoint=None):
     """The runner for ``layout`` (after the worker-safety fallback); use it as a context
     manager to start its workers up front."""
-    return make_runner(check_worker_safety(plan, layout), backend, ctx)
+    return make_runner(check_worker_safety(plan, layout, backend), backend, ctx, checkpoint)
 
 
 def plan_tasks_for_run(plan: Plan, replay_dir: str | None = None) -> list[EvalTask]:

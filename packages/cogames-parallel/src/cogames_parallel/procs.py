@@ -38,6 +38,27 @@ def worker_setup() -> None:
         except (OSError, AttributeError):
             pass
     limit_worker_threads()
+    _reseed_global_rngs()
+
+
+def _reseed_global_rngs() -> None:
+    """A forked worker inherits its parent's global RNG states, so every worker would draw
+    the same "random" numbers. Policies that draw from the global generators without a
+    seed (upstream's ``random`` uses the ``random`` module, its neural policies sample with
+    torch's) are not reproducible anyway; reseeding from the OS keeps their episodes
+    independent. Seeded policies (all of ours) are unaffected."""
+    import random
+
+    random.seed()
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            torch.seed()
+        except Exception:  # noqa: BLE001 - CUDA or an odd build: leave it
+            pass
 
 
 def stop_process(proc, conn=None, grace: float = 1.0) -> None:

@@ -33,6 +33,21 @@ import numpy as np
 # --------------------------------------------------------------------------- worker side
 
 
+def _attach(name: str):
+    """Attach to the episode process's block without registering it with a resource
+    tracker: the episode's process owns (and unlinks) it, and a tracker started here would
+    "clean up" the block with a warning when this worker exits (Python < 3.13 has no
+    ``track=False``). Workers are single-threaded, so the swap is safe."""
+    from multiprocessing import resource_tracker, shared_memory
+
+    register = resource_tracker.register
+    resource_tracker.register = lambda *args, **kwargs: None
+    try:
+        return shared_memory.SharedMemory(name=name)
+    finally:
+        resource_tracker.register = register
+
+
 class RealAgentGroup:
     """Inside one agent worker: the policies of its agents for the current real episode."""
 
@@ -61,14 +76,10 @@ class RealAgentGroup:
             self.shm = None
 
     def begin(self, shm_name, shape, env_cfg, specs, assignment, slots, device, timeout_ms):
-        from multiprocessing import shared_memory
-
         from mettagrid.policy.loader import PolicyEnvInterface, initialize_or_load_policy
 
         self._detach()
-        # attaching registers the name with the resource tracker this worker shares with
-        # the episode's process (started before the workers), which unlinks the block
-        self.shm = shared_memory.SharedMemory(name=shm_name)
+        self.shm = _attach(shm_name)
         self.obs = np.ndarray(shape, dtype=np.uint8, buffer=self.shm.buf)
         self.features = {f.id: f for f in env_cfg.game.id_map().features()}
         env_interface = PolicyEnvInterface.from_mg_cfg(env_cfg)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
@@ -237,13 +238,24 @@ class ProcessRunner(_Runner):
             s["task"] = None
 
 
+RESULT_TAG = 7177  # MPI tag of the finished results a rank streams to rank 0
+
+
 class MPIRunner:
     """Each MPI rank runs its contiguous share of the task list with a local runner;
-    rank 0 gathers every result and returns the full ordered list (others get None)."""
+    rank 0 collects every result and returns the full ordered list (others get None).
 
-    def __init__(self, ctx, local) -> None:
+    Results travel to rank 0 as each episode finishes (a non-blocking send), not in one
+    gather at the end, so rank 0 always holds everything finished so far: ``checkpoint``
+    (rank 0 only) is called with them whenever new ones arrive, and the CLI keeps
+    ``--output`` up to date from it. If a rank dies, ``mpirun`` kills the others, and the
+    output file still has every episode that reached rank 0.
+    """
+
+    def __init__(self, ctx, local, checkpoint: Callable[[list], None] | None = None) -> None:
         self.ctx = ctx
         self.local = local
+        self.checkpoint = checkpoint
 
     def start(self) -> None:
         self.local.start()
@@ -262,15 +274,59 @@ class MPIRunner:
         self, tasks: Sequence[EvalTask], on_result: OnResult | None = None
     ) -> list[EpisodeResult] | None:
         mine = self.ctx.scatter_work(list(tasks))
+        comm = getattr(self.ctx, "comm", None)
+        if comm is None or self.ctx.size <= 1:  # one rank: nothing to collect
+            local = self._run_local(mine, on_result)
+            if self.checkpoint is not None:
+                self.checkpoint(local)
+            return sorted(local, key=lambda r: r.index)
+        if self.ctx.is_root:
+            return self._run_root(comm, mine, len(tasks), on_result)
+        sends = []
+
+        def send(result):
+            sends.append(comm.isend(result, dest=0, tag=RESULT_TAG))
+            if on_result:
+                on_result(result)
+
+        self._run_local(mine, send)
+        from mpi4py import MPI
+
+        MPI.Request.waitall(sends)
+        return None
+
+    def _run_local(self, mine, on_result):
         try:
-            local = self.local.run(mine, on_result)
+            return self.local.run(mine, on_result)
         except BaseException:
-            # a rank that cannot finish must not leave the others waiting in gather
+            # a rank that cannot finish must not leave the others waiting for it
             self.ctx.abort(1)
             raise
-        gathered = self.ctx.gather(local, root=0)
-        if not self.ctx.is_root:
-            return None
-        out = [r for part in gathered for r in part]
-        out.sort(key=lambda r: r.index)
-        return out
+
+    def _run_root(self, comm, mine, total: int, on_result) -> list[EpisodeResult]:
+        from mpi4py import MPI
+
+        got: dict[int, EpisodeResult] = {}
+
+        def drain() -> None:  # what other ranks finished meanwhile, without waiting
+            while comm.iprobe(source=MPI.ANY_SOURCE, tag=RESULT_TAG):
+                r = comm.recv(source=MPI.ANY_SOURCE, tag=RESULT_TAG)
+                got[r.index] = r
+
+        def mine_done(result):
+            got[result.index] = result
+            if on_result:
+                on_result(result)
+            drain()
+            if self.checkpoint is not None:
+                self.checkpoint(list(got.values()))
+
+        self._run_local(mine, mine_done)
+        while len(got) < total:
+            before = len(got)
+            drain()
+            if self.checkpoint is not None:  # also writes a deferred checkpoint once due
+                self.checkpoint(list(got.values()) if len(got) > before else [])
+            if len(got) == before:
+                time.sleep(0.01)
+        return sorted(got.values(), key=lambda r: r.index)

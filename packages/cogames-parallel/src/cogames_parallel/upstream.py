@@ -127,6 +127,28 @@ def check_map_capacity(missions: Sequence[tuple[str, Any]]) -> None:
             )
 
 
+def check_cogs_fit(missions: Sequence[tuple[str, Any]], seed: int) -> None:
+    """``-c`` more than a procedural map can spawn fails in every episode (upstream prints a
+    traceback for it): build episode 0's map once now and say it in one line. Only ``-c``
+    runs pay for this; other map errors are left to the episodes."""
+    import re
+
+    from mettagrid.runner.rollout import resolve_env_for_seed
+
+    for name, env_cfg in missions:
+        cfg = resolve_env_for_seed(env_cfg, seed)
+        n = int(cfg.game.num_agents)
+        try:
+            cfg.game.map_builder.create().build_for_num_agents(n)
+        except ValueError as exc:
+            found = re.search(r"exceeds available spawn points (\d+)", str(exc))
+            if found:
+                raise UpstreamError(
+                    f"mission {name}: -c/--cogs {n} is more than the {found.group(1)} spawn "
+                    "points of its map"
+                ) from None
+
+
 def list_missions() -> list[str]:
     """Every upstream mission name (core missions and evals), with our ``cogames:`` prefix."""
     from cogames.cli.mission import get_all_eval_mission_names, get_all_mission_names
