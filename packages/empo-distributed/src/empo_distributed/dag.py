@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .exchange import allgatherv_known, pack, unpack
 from .world_model import WorldError, joint_actions, num_actions, root_state
 
 PROB_TOL = 1e-9  # how far the outcome probabilities of a joint action may sum away from 1
@@ -681,19 +682,22 @@ def _batched_wave(world_model, codec, ctx, keys, K, table, out, n_states, pool):
     del rows, chunks
     # Chunk by chunk from here on: the raw int64 keys and float64 probabilities of the
     # wave are never joined (that would hold them twice); only compact arrays are.
-    # Probabilities -> ids of a table that is identical on every rank: new values merged, sorted.
     new = sorted(set().union(*(table.new_values(r[2]) for r in results)))
+    nxt = _merge_unique([sorted_unique(r[3]) for r in results])  # sorted unique successor keys
+    n_out = sum(len(r[3]) for r in results)
     if ctx.is_distributed:
-        new = sorted(set().union(*ctx.allgather(new)))
+        # One small allgather of what each rank found (new probability values, sizes),
+        # then one buffer exchange for the keys and one for the compact arrays.
+        facts = ctx.allgather((new, len(nxt), n_out))
+        new = sorted(set().union(*(f[0] for f in facts)))
+        nxt = sorted_unique(allgatherv_known(ctx, nxt, [f[1] for f in facts]), kind="stable")
+    # Probabilities -> ids of a table identical on every rank (new values added sorted);
+    # successor keys -> indices into the next wave, which starts at n_states.
     table.add(new)
     if len(table) > 65535:
         raise WorldError("more than 65535 distinct transition probabilities")
-    # Successor keys -> indices into the next wave (which starts at n_states): sorted
-    # unique keys per chunk, merged per rank, then across ranks.
-    nxt = _merge_unique([sorted_unique(r[3]) for r in results])
-    if ctx.is_distributed:
-        nxt = sorted_unique(ctx.allgatherv(nxt), kind="stable")  # merges sorted runs
     index_dtype = _index_dtype(n_states + len(nxt))
+    prob_dtype = _small_uint(max(0, len(table) - 1))
     terminal, counts, prob_idx, succ = [], [], [], []
     while results:
         t, c, p, sk = results.pop(0)
@@ -704,17 +708,29 @@ def _batched_wave(world_model, codec, ctx, keys, K, table, out, n_states, pool):
         i += n_states
         succ.append(i.astype(index_dtype))
         del t, c, p, sk, i
-    compact = {
-        "terminal": _joined(terminal, np.bool_),
-        "counts": _joined(counts, np.uint8),
-        "prob_idx": _joined(prob_idx, _small_uint(max(0, len(table) - 1))),
-        "succ": _joined(succ, index_dtype),
-    }
-    for name, arr in compact.items():
-        if ctx.is_distributed:
-            arr = ctx.allgatherv(arr.view(np.uint8) if arr.dtype == np.bool_ else arr)
-            arr = arr.view(np.bool_) if name == "terminal" else arr
-        out.append(name, arr)
+    fields = (("terminal", np.bool_), ("counts", np.uint8), ("prob_idx", prob_dtype), ("succ", index_dtype))
+    mine = [_joined(part, dt) for part, (_, dt) in zip((terminal, counts, prob_idx, succ), fields)]
+    del terminal, counts, prob_idx, succ
+    if not ctx.is_distributed:
+        for (name, _), arr in zip(fields, mine):
+            out.append(name, arr)
+    else:
+        from parallel_core.mpi import partition
+
+        # Rank r's share: n_r states (the partition every rank knows) and facts[r][2] outcomes.
+        shares = [hi - lo for lo, hi in partition(len(keys), ctx.size)]
+        layouts = [
+            [(n, np.bool_), (n * K, np.uint8), (m, prob_dtype), (m, index_dtype)]
+            for n, m in zip(shares, (f[2] for f in facts))
+        ]
+        sizes = [sum(k * np.dtype(dt).itemsize for k, dt in lay) for lay in layouts]
+        gathered = allgatherv_known(ctx, pack(mine), sizes)
+        del mine
+        pos = 0
+        for lay, size in zip(layouts, sizes):
+            for (name, _), arr in zip(fields, unpack(gathered[pos : pos + size], lay)):
+                out.append(name, arr)
+            pos += size
     if len(nxt):
         out.append("keys", nxt)
     return nxt

@@ -408,7 +408,9 @@ def backward_induction(
     """
     if policy_on not in ("root", "all"):
         raise ValueError(f"policy_on must be 'root' or 'all', got {policy_on!r}")
-    from parallel_core.mpi import get_context
+    from parallel_core.mpi import get_context, partition
+
+    from .exchange import allgatherv_known
 
     ctx = ctx if ctx is not None else get_context()
     N, nA = len(dag), dag.num_actions
@@ -465,10 +467,10 @@ def backward_induction(
                 P[level[term]] = np.nan
             if release is not None:
                 release.level_done(level)
-            if ctx.is_distributed:
+            if ctx.is_distributed:  # every rank knows the split of todo: one Allgatherv
                 te = time.perf_counter()
-                all_idx = ctx.allgatherv(my_idx)
-                V[all_idx] = ctx.allgatherv(np.ascontiguousarray(V[my_idx]))
+                shares = [b - a for a, b in partition(len(todo), ctx.size)]
+                V[todo] = allgatherv_known(ctx, V[my_idx], shares)
                 t_exchange += time.perf_counter() - te
             if memory_guard is not None:
                 memory_guard.check(f"after Phase 1 level {li + 1} of {len(levels)}")

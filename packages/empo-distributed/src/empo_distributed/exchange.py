@@ -1,0 +1,47 @@
+"""One-call buffer exchanges between MPI ranks whose sizes every rank already knows.
+
+``parallel_core``'s ``allgatherv`` first agrees on sizes (an extra collective); the DAG
+waves and Phase 1 levels know every rank's share in advance (``partition``) or learn it
+together with other small facts, so each exchange here is a single ``Allgatherv``: fewer
+points where the ranks wait for each other.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def allgatherv_known(ctx, array: np.ndarray, rows: list[int]) -> np.ndarray:
+    """Every rank's rows of ``array`` in rank order; rank r contributes ``rows[r]`` rows
+    (the same list on every rank; dtype and trailing shape must agree)."""
+    from mpi4py import MPI
+
+    local = np.ascontiguousarray(array)
+    if local.shape[0] != rows[ctx.rank]:
+        raise ValueError(f"rank {ctx.rank} has {local.shape[0]} rows, expected {rows[ctx.rank]}")
+    row_bytes = local.dtype.itemsize * int(np.prod(local.shape[1:], dtype=np.int64))
+    counts = np.asarray(rows, dtype=np.int64) * row_bytes
+    displs = np.zeros(len(rows), dtype=np.int64)
+    np.cumsum(counts[:-1], out=displs[1:])
+    out = np.empty((int(sum(rows)),) + local.shape[1:], dtype=local.dtype)
+    ctx.comm.Allgatherv(
+        [local.reshape(-1).view(np.uint8), MPI.BYTE],
+        [out.reshape(-1).view(np.uint8), (counts, displs), MPI.BYTE],
+    )
+    return out
+
+
+def pack(arrays: list[np.ndarray]) -> np.ndarray:
+    """The raw bytes of several arrays, one after the other (see :func:`unpack`)."""
+    parts = [np.ascontiguousarray(a).reshape(-1).view(np.uint8) for a in arrays]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
+
+
+def unpack(buffer: np.ndarray, layout: list[tuple[int, np.dtype]]) -> list[np.ndarray]:
+    """Split ``buffer`` into arrays of ``(length, dtype)`` (copies, so each owns its memory)."""
+    out, pos = [], 0
+    for n, dtype in layout:
+        size = n * np.dtype(dtype).itemsize
+        out.append(buffer[pos : pos + size].view(dtype).copy())
+        pos += size
+    return out
