@@ -97,3 +97,21 @@ def test_mpi_upstream_kind_worlds_equal_serial():
         np.testing.assert_array_equal(dist.values, serial.values)
         np.testing.assert_array_equal(dist.policy, serial.policy)
         np.testing.assert_array_equal(dist.goal_ids, serial.goal_ids)
+
+
+def _interleaved_levels(state):
+    return 2 * state[0] + state[1] % 2  # increases along every transition; not contiguous
+
+
+def test_mpi_policies_gathered_on_rank0_equal_serial():
+    """The final gather to rank 0: contiguous level slices (step levels, also with
+    ``release_dag``) and index lists (levels whose states interleave)."""
+    ctx, local = _ctx()
+    world = load_world("medium", 5)
+    gen = world.goal_generator()
+    serial = compute_human_policy_prior(world, [0], gen, ctx=local, gamma_h=0.9)
+    for kw in (dict(), dict(release_dag=True), dict(level_fct=_interleaved_levels)):
+        dist = compute_human_policy_prior(world, [0], gen, ctx=ctx, gamma_h=0.9, **kw)
+        np.testing.assert_array_equal(dist.values, serial.values)
+        if ctx.is_root:
+            np.testing.assert_array_equal(dist.policy, serial.policy)

@@ -350,26 +350,42 @@ class _Release:
 GATHER_ROWS = 32768  # policy rows per message: bounds the extra memory of the final gather
 
 
-def _gather_rows_to_root(ctx, P: np.ndarray, my_idx: np.ndarray) -> None:
-    """Send every rank's policy rows to rank 0 in chunks (raw buffers, no pickling), so
-    neither side ever holds more than one chunk beyond ``P`` itself."""
-    comm = ctx.comm
-    counts = ctx.allgather(len(my_idx))
-    tag_idx, tag_rows = 71, 72
+def _rank_rows(todos: list[np.ndarray], rank: int, size: int):
+    """The row indices rank ``rank`` computed, level by level, in chunks of ``GATHER_ROWS``:
+    ``(start, stop)`` when they are a contiguous range, else the index array."""
+    from parallel_core.mpi import partition
+
+    for todo in todos:
+        lo, hi = partition(len(todo), size)[rank]
+        for a in range(lo, hi, GATHER_ROWS):
+            idx = todo[a : min(hi, a + GATHER_ROWS)]
+            if int(idx[-1]) - int(idx[0]) == len(idx) - 1 and bool(np.all(np.diff(idx) == 1)):
+                yield int(idx[0]), int(idx[-1]) + 1
+            else:
+                yield idx
+
+
+def _gather_rows_to_root(ctx, P: np.ndarray, todos: list[np.ndarray]) -> None:
+    """Send every rank's policy rows to rank 0 (raw buffers, no pickling). Every rank knows
+    which rows each rank computed (the split of each level), so only rows travel; a
+    contiguous range goes straight from and into ``P`` (no copy), and no side ever
+    holds more than one chunk beyond ``P`` itself."""
+    comm, tag = ctx.comm, 72
     if ctx.is_root:
         for r in range(1, ctx.size):
-            for a in range(0, counts[r], GATHER_ROWS):
-                n = min(GATHER_ROWS, counts[r] - a)
-                idx = np.empty(n, dtype=np.int64)
-                rows = np.empty((n,) + P.shape[1:], dtype=P.dtype)
-                comm.Recv(idx, source=r, tag=tag_idx)
-                comm.Recv(rows, source=r, tag=tag_rows)
-                P[idx] = rows
+            for rows in _rank_rows(todos, r, ctx.size):
+                if isinstance(rows, tuple):
+                    comm.Recv(P[rows[0] : rows[1]], source=r, tag=tag)
+                else:
+                    buf = np.empty((len(rows),) + P.shape[1:], dtype=P.dtype)
+                    comm.Recv(buf, source=r, tag=tag)
+                    P[rows] = buf
     else:
-        for a in range(0, len(my_idx), GATHER_ROWS):
-            idx = np.ascontiguousarray(my_idx[a : a + GATHER_ROWS], dtype=np.int64)
-            comm.Send(idx, dest=0, tag=tag_idx)
-            comm.Send(np.ascontiguousarray(P[idx]), dest=0, tag=tag_rows)
+        for rows in _rank_rows(todos, ctx.rank, ctx.size):
+            if isinstance(rows, tuple):
+                comm.Send(P[rows[0] : rows[1]], dest=0, tag=tag)
+            else:
+                comm.Send(np.ascontiguousarray(P[rows]), dest=0, tag=tag)
 
 
 def backward_induction(
@@ -454,14 +470,12 @@ def backward_induction(
         runner.on_pool_start = release.all_private  # the kernel reads the shared copies now
     failed = True
     try:
-        mine = []
         for li, level in enumerate(levels):
             term = dag.terminal[level]
             todo = level[~term]
             lo, hi = ctx.work_range(len(todo))
             my_idx = todo[lo:hi]
             runner.run(my_idx)
-            mine.append(my_idx)
             V, P = runner.arrays["V"], runner.arrays["P"]  # shared copies once workers start
             if keep_policy and term.any():
                 P[level[term]] = np.nan
@@ -479,14 +493,15 @@ def backward_induction(
         V, P = runner.arrays["V"], runner.arrays["P"]
         if ctx.is_distributed:  # policies are not needed by later levels: one exchange at the end
             te = time.perf_counter()
-            my_all = np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
+            todos = [level[~dag.terminal[level]] for level in levels]
             if policy_on == "all":
-                rows = np.ascontiguousarray(P[my_all]).reshape(len(my_all), -1)
-                all_idx = ctx.allgatherv(my_all)
-                P[all_idx] = ctx.allgatherv(rows).reshape(len(all_idx), G, nA)
-                del rows
+                for todo in todos:
+                    lo, hi = ctx.work_range(len(todo))
+                    shares = [b - a for a, b in partition(len(todo), ctx.size)]
+                    P[todo] = allgatherv_known(ctx, P[todo[lo:hi]], shares)
             else:
-                _gather_rows_to_root(ctx, P, my_all)
+                _gather_rows_to_root(ctx, P, todos)
+            del todos
             t_exchange += time.perf_counter() - te
         # Plain arrays; when workers shared them, views of the mappings, which stay valid
         # after the files are removed (no second copy of V and P).

@@ -44,6 +44,9 @@ class StateTable(Sequence):
         return self.codec.decode(self.keys)
 
     def steps(self) -> np.ndarray:
+        """The first element (step count) of every state."""
+        if hasattr(self.codec, "steps"):
+            return self.codec.steps(self.keys)
         return self.array()[:, 0] if len(self) else np.zeros(0, dtype=np.int64)
 
     def index_of(self, state) -> int:
@@ -99,6 +102,10 @@ class GridCodec:
         for i in range(1, rows.shape[1]):
             key = key * self.cells + rows[:, i]
         return key
+
+    def steps(self, keys: np.ndarray) -> np.ndarray:
+        """The step (first element) of each key, without decoding the rest."""
+        return np.asarray(keys, dtype=np.int64) // self.cells**self.agents
 
     def decode(self, keys: np.ndarray) -> np.ndarray:
         out = np.empty((len(keys), 1 + self.agents), dtype=np.int64)
