@@ -132,3 +132,23 @@ def test_no_arguments_runs_the_default_job(tmp_path):
     assert out["mode"] == "ppo" and out["episodes"] == 2 and out["n_envs"] == 2
     assert out["max_epochs"] == 12
     assert validate_file(tmp_path / "esper-telemetry" / "ppo.jsonl")[1] == []
+
+
+def test_bench_upstream_fails_with_one_line(tmp_path):
+    """`bench_esper.py --upstream PATH`: not a checkout -> exit 2; a checkout whose
+    dependencies are missing here -> exit 1 naming them (nothing is installed)."""
+    bench = os.path.join(os.path.dirname(__file__), "..", "tools", "bench_esper.py")
+    run = lambda path: subprocess.run(  # noqa: E731
+        [sys.executable, bench, "--upstream", str(path)], capture_output=True, text=True, timeout=120
+    )
+    proc = run(tmp_path)
+    assert proc.returncode == 2 and "not an esper-lite checkout" in proc.stderr
+    (tmp_path / "src/esper/simic/training").mkdir(parents=True)
+    (tmp_path / "src/esper/simic/training/vectorized.py").write_text("")
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "esper-lite"\ndependencies = ["numpy>=1", "no-such-dist-here>=0.1"]\n'
+    )
+    proc = run(tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert "it needs no-such-dist-here, not installed" in lines[0]

@@ -51,11 +51,13 @@ def _stats(values: list[float]) -> tuple[float, float]:
     return m, 1.96 * statistics.stdev(values) / math.sqrt(len(values))
 
 
-def evaluate(mode: str, devices, episodes: int, seed: int, max_epochs: int, agent_state=None) -> dict:
+def evaluate(
+    mode: str, devices, episodes: int, seed: int, max_epochs: int, agent_state=None, **over
+) -> dict:
     """``episodes`` held-out episodes of one controller in one batch; no learning."""
     from esper_multigpu.train import run_training
 
-    cfg = _cfg(mode, devices=devices, n_envs=episodes, episodes=episodes, seed=seed, max_epochs=max_epochs)
+    cfg = _cfg(mode, devices=devices, n_envs=episodes, episodes=episodes, seed=seed, max_epochs=max_epochs, **over)
     summary, _ = run_training(
         cfg, log=lambda s: None, agent_state=agent_state, learn=False, greedy=True
     )
@@ -89,6 +91,9 @@ def learning(args, devices) -> dict:
         max_epochs=args.max_epochs,
         telemetry_dir=args.telemetry_dir,
         ppo={"lr": args.ppo_lr},
+        reward={"rent": args.rent},
+        max_seeds=args.max_seeds,
+        quiet=False,
     )
     print(
         f"bench: training PPO for {args.train_episodes} episodes ({args.n_envs_train} envs on {devices})",
@@ -104,7 +109,8 @@ def learning(args, devices) -> dict:
         print(f"bench: held-out evaluation of {name} ({args.eval_episodes} episodes)", file=sys.stderr)
         out[name] = evaluate(
             mode, devices, args.eval_episodes, held_out, args.max_epochs,
-            agent_state=state if mode == "ppo" else None,
+            agent_state=state if mode == "ppo" else None, reward={"rent": args.rent},
+            max_seeds=args.max_seeds if mode == "ppo" else None,
         )  # fmt: skip
     half = max(1, len(curve) // 2)
     return {
@@ -120,9 +126,57 @@ def learning(args, devices) -> dict:
         "train_wall_s": train_s,
         "total_wall_s": time.perf_counter() - t0,
         "ppo_lr": args.ppo_lr,
+        "rent": args.rent,
+        "ppo_max_seeds": args.max_seeds,
         "host_params": summary["host_params"],
         "devices": devices,
     }
+
+
+#: what an esper-lite checkout must offer to run "the same task, host size and slots"
+UPSTREAM_ENTRY = "src/esper/simic/training/vectorized.py"
+UPSTREAM_TASKS = "src/esper/runtime/tasks.py"
+
+
+def upstream_problem(path: str) -> str | None:
+    """Why esper-lite at ``path`` cannot run the comparison here (None when it can).
+
+    Checked without importing anything from the checkout: it must be an esper-lite
+    source tree, every distribution its ``pyproject.toml`` depends on must be installed
+    in this environment (the benchmark installs nothing), and it must have the task we
+    compare on (the digits task; upstream ships CIFAR-10 and TinyStories tasks, both
+    downloaded at first use, which a machine without network cannot do).
+    """
+    import importlib.metadata as md
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(path).expanduser()
+    if not (root / UPSTREAM_ENTRY).is_file():
+        return f"{path} is not an esper-lite checkout (no {UPSTREAM_ENTRY})"
+    try:
+        deps = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
+        return f"cannot read the dependencies of {root / 'pyproject.toml'} ({type(exc).__name__})"
+    missing = []
+    for dep in deps:
+        name = re.split(r"[\s<>=!~;\[]", dep, maxsplit=1)[0]
+        try:
+            md.version(name)
+        except md.PackageNotFoundError:
+            missing.append(name)
+    if missing:
+        return (
+            f"esper-lite at {path} cannot run here: it needs {', '.join(missing)}, not installed "
+            "in this environment (the benchmark installs nothing; see docs/esper-multigpu.md)"
+        )
+    if "digits" not in (root / UPSTREAM_TASKS).read_text(encoding="utf-8"):
+        return (
+            f"esper-lite at {path} has no digits task (its tasks are CIFAR-10 and TinyStories, "
+            "downloaded at first use), so it cannot run the same task here"
+        )
+    return None
 
 
 def throughput_configs(n_envs_list, cores, cuda_count):
@@ -200,12 +254,25 @@ def main(argv=None) -> int:
     p.add_argument("--train-episodes", type=int, help="PPO training episodes (default 96; quick 48)")
     p.add_argument("--eval-episodes", type=int, help="held-out episodes per controller (default 16; quick 8)")
     p.add_argument("--ppo-lr", type=float, default=3e-3)
+    p.add_argument("--rent", type=float, default=0.005, help="reward rent per epoch on log(1 + seed/host params), all controllers")
+    p.add_argument("--max-seeds", type=int, default=1, help="PPO's growth budget: seeds in the model at once (the baselines run their defaults)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--telemetry-dir", default=None, help="keep the PPO training telemetry here")
-    p.add_argument("--upstream", metavar="PATH", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--upstream", metavar="PATH",
+        help="an esper-lite checkout to run beside ours (fails with the reason where it cannot run)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     if args.upstream:
-        p.error("--upstream is not implemented yet (see docs/esper-multigpu.md)")
+        from pathlib import Path
+
+        if not (Path(args.upstream).expanduser() / UPSTREAM_ENTRY).is_file():
+            p.error(f"--upstream: {args.upstream} is not an esper-lite checkout (no {UPSTREAM_ENTRY})")
+        problem = upstream_problem(args.upstream) or (
+            "esper-lite's dependencies are installed, but running its loop on our task is not wired up"
+        )
+        print(f"bench_esper.py: error: --upstream: {problem}", file=sys.stderr)
+        return 1
     args.repeats = args.repeats or (3 if args.quick else 5)
     args.train_episodes = args.train_episodes or (48 if args.quick else 96)
     args.eval_episodes = args.eval_episodes or (8 if args.quick else 16)

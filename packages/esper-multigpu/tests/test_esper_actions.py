@@ -29,11 +29,34 @@ def test_masks_follow_slot_states():
     assert mk["slot_by_op"][OPS.index("GERMINATE")].tolist() == [True, False, True]  # mid disabled
     germ(m, "early")
     mk = action_masks(dict(m.slots), m.enabled_slots)
-    assert mk["op"].tolist() == [True, True, True, False]
+    # a seed in isolation has changed nothing yet: no CULL until it blends (or is stuck)
+    assert mk["op"].tolist() == [True, True, False, False]
     assert mk["slot_by_op"][1].tolist() == [False, False, True]
-    assert mk["slot_by_op"][2].tolist() == [True, False, False]
-    # fossilise only once the G4 gate would pass
     s = m.slots["early"]
+    s.state.stage, s.state.epochs_in_stage = SeedStage.TRAINING, 1
+    assert not action_masks(dict(m.slots), m.enabled_slots)["op"][2]
+    s.state.epochs_in_stage = s.gates.min_training_epochs  # still TRAINING: G2 failed, stuck
+    assert action_masks(dict(m.slots), m.enabled_slots)["slot_by_op"][2].tolist() == [
+        True,
+        False,
+        False,
+    ]
+    # a measured seed: CULL is the mirror of G4, only when it does not help
+    s.state.stage, s.state.epochs_in_stage = SeedStage.BLENDING, 0
+    s.state.telemetry.contribution = 0.05
+    assert not action_masks(dict(m.slots), m.enabled_slots)["op"][2]
+    s.state.telemetry.contribution = 0.0
+    mk = action_masks(dict(m.slots), m.enabled_slots)
+    assert mk["op"].tolist() == [True, True, True, False]
+    assert mk["slot_by_op"][2].tolist() == [True, False, False]
+    # the growth budget: no GERMINATE while max_seeds seeds are in the model
+    assert not action_masks(dict(m.slots), m.enabled_slots, max_seeds=1)["op"][1]
+    assert action_masks(dict(m.slots), m.enabled_slots, max_seeds=2)["slot_by_op"][1].tolist() == [
+        False,
+        False,
+        True,
+    ]
+    # fossilise only once the G4 gate would pass
     s.state.stage, s.state.alpha, s.state.epochs_in_stage = SeedStage.PROBATIONARY, 1.0, 1
     s.state.telemetry.contribution = -0.1
     assert not action_masks(dict(m.slots), m.enabled_slots)["op"][3]

@@ -43,6 +43,20 @@ def test_germinates_first_empty_enabled_slot_in_order():
     assert [(a.op, a.slot) for a in h.decide(0, e)] == [("GERMINATE", "late")]
 
 
+def test_heuristic_honours_the_seed_budget():
+    h = HeuristicController(HeuristicConfig(warmup_epochs=1, germinate_interval=1), max_seeds=1)
+    h.begin_batch(1, 0)
+    e = env()
+    e.epoch = 1
+    e.apply(h.decide(0, e)[0])
+    e.epoch = 2
+    assert h.decide(0, e) == []  # one seed in the model: the budget is used
+    set_stage(e, "early", SeedStage.PROBATIONARY, contribution=-0.5, epochs=5)
+    e.epoch = 3
+    # culling the harmful seed frees the budget in the same decision
+    assert [(a.op, a.slot) for a in h.decide(0, e)] == [("CULL", "early"), ("GERMINATE", "mid")]
+
+
 def test_targets_resolve_to_the_right_slot():
     h = HeuristicController(HeuristicConfig(warmup_epochs=99))
     h.begin_batch(1, 0)

@@ -159,6 +159,9 @@ class TrainConfig:
     slots: list[Literal["early", "mid", "late"]] = dataclasses.field(
         default_factory=lambda: list(SLOT_NAMES)
     )
+    #: at most this many seeds in the model at once (live or fossilised; a cull frees one);
+    #: None = one per enabled slot. A growth budget every controller honours.
+    max_seeds: PosInt | None = None
     amp: Literal["off", "bf16", "fp16"] = "off"
     seed: NonNegInt = 42
     cpu_threads: PosInt | None = None  # torch intra-op threads per CPU device group; None -> 1
@@ -196,6 +199,7 @@ FLAGS = {
     "episodes": "--episodes",
     "max_epochs": "--max-epochs",
     "slots": "--slots",
+    "max_seeds": "--max-seeds",
     "amp": "--amp",
     "seed": "--seed",
     "cpu_threads": "--cpu-threads",

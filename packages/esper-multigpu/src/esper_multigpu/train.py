@@ -142,6 +142,8 @@ def run_training(
                             "mean_final_val_acc",
                             "env_epochs_per_s",
                             "skipped_steps",
+                            "events",
+                            "ppo",
                         )
                     }
                 )

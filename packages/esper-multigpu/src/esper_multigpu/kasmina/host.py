@@ -127,6 +127,10 @@ class MorphogeneticModel(nn.Module):
     def host_param_count(self) -> int:
         return sum(p.numel() for p in self.host.parameters())
 
+    def seed_count(self) -> int:
+        """Seeds in the model now: live or fossilised."""
+        return sum(1 for s in self.slots.values() if s.is_live or s.stage == SeedStage.FOSSILIZED)
+
     def seed_param_count(self) -> int:
         return sum(s.state.seed_params for s in self.slots.values() if s.seed is not None)
 

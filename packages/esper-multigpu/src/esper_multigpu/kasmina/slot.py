@@ -137,6 +137,20 @@ class SeedSlot(nn.Module):
     def is_live(self) -> bool:
         return self.state.stage in LIVE_STAGES
 
+    def can_cull(self) -> bool:
+        """Whether a controller may cull this seed now: the mirror of the G4 gate. A seed
+        whose effect is measured (BLENDING, PROBATIONARY) may be culled when its
+        counterfactual contribution is not above ``min_contribution`` (it does not help),
+        and a seed stuck in isolation (still TRAINING after ``min_training_epochs``: G2
+        failed) may be culled. A seed still in isolation has changed nothing yet, and
+        culling a seed the model relies on could only destroy what it added."""
+        st = self.state
+        if st.stage in (SeedStage.BLENDING, SeedStage.PROBATIONARY):
+            return st.telemetry.contribution <= self.gates.min_contribution
+        return (
+            st.stage == SeedStage.TRAINING and st.epochs_in_stage >= self.gates.min_training_epochs
+        )
+
     def seed_parameters(self) -> list[nn.Parameter]:
         return [] if self.seed is None else list(self.seed.parameters())
 

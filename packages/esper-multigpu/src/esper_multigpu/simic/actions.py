@@ -4,8 +4,10 @@ An action is four categorical choices: ``op`` (WAIT, GERMINATE, CULL, FOSSILIZE)
 ``blueprint`` and ``blend``. ``slot`` matters for every op except WAIT; ``blueprint`` and
 ``blend`` only for GERMINATE. Masks remove what is physically impossible *now*:
 germinating into an occupied or disabled slot, culling an empty slot, fossilising a seed
-that is not through its probation gate (G4). The slot mask depends on the op, so it is
-given per op (``slot_by_op``) and picked after the op has been sampled.
+that is not through its probation gate (G4), and culling a seed that helps: CULL is the
+mirror of G4 (:meth:`SeedSlot.can_cull`), allowed for a measured seed (BLENDING,
+PROBATIONARY) whose contribution is not above ``min_contribution`` and for a seed stuck
+in TRAINING (G2 failed); a seed still in isolation has changed nothing yet.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 from ..kasmina.blueprints import BLUEPRINT_NAMES
 from ..kasmina.host import SLOT_NAMES
-from ..kasmina.slot import BLEND_SCHEDULES, SeedSlot
+from ..kasmina.slot import BLEND_SCHEDULES, SeedSlot, SeedStage
 from ..tolaria.env import Action
 
 OPS: tuple[str, ...] = ("WAIT", "GERMINATE", "CULL", "FOSSILIZE")
@@ -26,15 +28,22 @@ HEAD_SIZES = {
 }
 
 
-def action_masks(slots: dict[str, SeedSlot], enabled: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Boolean masks: ``op`` (4,), ``slot_by_op`` (4, 3), ``blueprint`` (6,), ``blend`` (2,)."""
+def action_masks(
+    slots: dict[str, SeedSlot], enabled: tuple[str, ...], max_seeds: int | None = None
+) -> dict[str, np.ndarray]:
+    """Boolean masks: ``op`` (4,), ``slot_by_op`` (4, 3), ``blueprint`` (6,), ``blend`` (2,).
+
+    ``max_seeds``: no GERMINATE while that many seeds are live or fossilised (the budget).
+    """
     slot_by_op = np.zeros((len(OPS), len(SLOT_NAMES)), dtype=bool)
+    n_seeds = sum(1 for s in slots.values() if s.is_live or s.stage == SeedStage.FOSSILIZED)
+    budget_left = max_seeds is None or n_seeds < max_seeds
     for k, name in enumerate(SLOT_NAMES):
         slot = slots[name]
         if name not in enabled:
             continue
-        slot_by_op[1, k] = slot.is_empty
-        slot_by_op[2, k] = slot.is_live
+        slot_by_op[1, k] = slot.is_empty and budget_left
+        slot_by_op[2, k] = slot.can_cull()
         slot_by_op[3, k] = slot.can_fossilize()
     op = np.array([True, *slot_by_op[1:].any(axis=1)])
     slot_by_op[0, :] = True  # WAIT ignores the slot head; any value is fine and carries no weight

@@ -10,7 +10,8 @@ Every epoch it looks at *every* enabled slot (early -> mid -> late):
 
 Then, after ``warmup_epochs`` and at most once every ``germinate_interval`` epochs, it
 germinates into the first empty enabled slot, with that slot's preferred blueprint
-(skipping blueprints already culled from that slot in this episode).
+(skipping blueprints already culled from that slot in this episode), while the model
+holds fewer than ``max_seeds`` seeds (the run's growth budget, when it sets one).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from ..tolaria.env import Action, MorphoEnv
 class HeuristicController:
     name = "heuristic"
 
-    def __init__(self, config: HeuristicConfig | None = None):
+    def __init__(self, config: HeuristicConfig | None = None, max_seeds: int | None = None):
         self.config = config or HeuristicConfig()
+        self.max_seeds = max_seeds
         self._last_germination: dict[int, int] = {}
         self._culled: dict[int, dict[str, set[str]]] = {}
 
@@ -56,8 +58,10 @@ class HeuristicController:
             if cull:
                 self._culled[k].setdefault(name, set()).add(st.blueprint)
                 actions.append(Action("CULL", name))
+        culled_now = sum(1 for a in actions if a.op == "CULL")
         if (
-            epoch >= cfg.warmup_epochs
+            (self.max_seeds is None or model.seed_count() - culled_now < self.max_seeds)
+            and epoch >= cfg.warmup_epochs
             and epoch - self._last_germination[k] >= cfg.germinate_interval
         ):
             for name in model.enabled_slots:
