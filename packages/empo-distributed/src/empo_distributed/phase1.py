@@ -224,10 +224,10 @@ def boltzmann(Q: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
 _KERNEL: dict = {}
 
 
-def _init_kernel_worker(spec: dict, meta: KernelMeta, believed, states) -> None:
+def _init_kernel_worker(spec: dict, inherited: dict, meta: KernelMeta, believed, states) -> None:
     from .shm import attach
 
-    _KERNEL["k"] = LevelKernel(attach(spec), meta, believed, states)
+    _KERNEL["k"] = LevelKernel({**inherited, **attach(spec)}, meta, believed, states)
 
 
 def _kernel_task(idx: np.ndarray) -> int:
@@ -258,25 +258,50 @@ class _LocalRunner:
         self.arrays = arrays
         self.kernel = LevelKernel(arrays, meta, believed, states)
         self.parallel_batches = 0
-        self.on_pool_start = None  # called once the workers read the shared copies
+        self.on_pool_start = None  # called once the workers read shared copies of the DAG
+        self.written: list[np.ndarray] = []  # rows written before the pool starts
         self.work_per_state = meta.num_actions**meta.num_agents * arrays["V"].shape[1]
 
     def _start_pool(self) -> None:
+        """Share what the workers write (V, P: only the rows written so far are copied) and
+        what they read: forked workers inherit the read-only arrays (the DAG, achieved)
+        from the parent at no cost, other start methods map shared copies."""
+        from parallel_core.pools import choose_start_method
+
         from .shm import SharedArrays
         from .workers import WorkerPool
 
+        inherit = choose_start_method() == "fork"
         self.shared = SharedArrays()
+        done = np.concatenate(self.written) if self.written else np.zeros(0, dtype=np.int64)
         for name, arr in self.arrays.items():
-            self.shared.share(name, arr)  # V and P carry the rows computed so far
-        self.arrays = self.shared.arrays
+            if name in ("V", "P"):
+                out = self.shared.create(name, arr.shape, arr.dtype)  # sparse until written
+                out[done] = arr[done]
+            elif not inherit:
+                self.shared.share(name, arr)
+        self.written = []
+        inherited = {k: v for k, v in self.arrays.items() if k not in self.shared.arrays}
+        self.arrays = {**inherited, **self.shared.arrays}
         self.kernel = LevelKernel(self.arrays, self.meta, self.believed, self.states)
         self.pool = WorkerPool(
             self.workers,
             _init_kernel_worker,
-            (self.shared.spec(), self.meta, self.believed, self.states if self.believed else None),
+            (
+                self.shared.spec(),
+                inherited,
+                self.meta,
+                self.believed,
+                self.states if self.believed else None,
+            ),
         )
-        if self.on_pool_start is not None:
+        if self.on_pool_start is not None and not inherited:
             self.on_pool_start()
+
+    def mark_written(self, idx: np.ndarray) -> None:
+        """Rows of V/P written outside :meth:`run` (terminal rows) before the pool starts."""
+        if self.pool is None and self.workers > 1:
+            self.written.append(np.asarray(idx, dtype=np.int64))
 
     def run(self, idx: np.ndarray) -> None:
         big = (
@@ -285,6 +310,7 @@ class _LocalRunner:
         )
         if self.workers <= 1 or not big:
             self.kernel.compute(idx)
+            self.mark_written(idx)
             return
         if self.pool is None:
             self._start_pool()
@@ -479,12 +505,14 @@ def backward_induction(
             V, P = runner.arrays["V"], runner.arrays["P"]  # shared copies once workers start
             if keep_policy and term.any():
                 P[level[term]] = np.nan
+                runner.mark_written(level[term])
             if release is not None:
                 release.level_done(level)
             if ctx.is_distributed:  # every rank knows the split of todo: one Allgatherv
                 te = time.perf_counter()
                 shares = [b - a for a, b in partition(len(todo), ctx.size)]
                 V[todo] = allgatherv_known(ctx, V[my_idx], shares)
+                runner.mark_written(todo)
                 t_exchange += time.perf_counter() - te
             if memory_guard is not None:
                 memory_guard.check(f"after Phase 1 level {li + 1} of {len(levels)}")
