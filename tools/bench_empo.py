@@ -10,9 +10,11 @@ Modes: serial, 2 local workers, 2 MPI ranks, 4 MPI ranks on this machine (simula
 nodes). Each run is a fresh process (under ``mpirun -n R`` for MPI) with one BLAS thread
 per process, so peak RSS is per rank and nothing is warm. Modes are interleaved
 (serial, workers, 2 ranks, 4 ranks, serial, ...) for ``--repeats`` rounds and the
-medians reported, so a busy machine slows every mode alike. Writes JSON (states, DAG /
+medians reported, so a busy machine slows every mode alike. At 1e6 a mode with more
+ranks than cores is skipped (noted in the JSON and on stderr; ``--all-modes-at-1e6``
+runs it). Runs solve as ``empo-prior`` does (``release_dag``). Writes JSON (states, DAG /
 Phase 1 / exchange seconds, states/s, speedups, peak RSS per rank, bytes per state,
-identical-output check) and prints a table. The per-state speed of Phase 1 is also
+identical-output check, load average) and prints a table. The per-state speed of Phase 1 is also
 compared with the one-state-at-a-time Python oracle of ``packages/empo-distributed/tests``.
 ``--upstream PATH``: the same small upstream MultiGrid world solved by upstream EMPO and
 by this package in one process, timed side by side.
@@ -45,6 +47,7 @@ THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_N
 def child(world_name: str, steps: int | None, workers: int) -> None:
     """One measured run (maybe as one MPI rank); rank 0 prints a JSON line."""
     from empo_distributed import compute_human_policy_prior, load_world
+    from empo_distributed.memory import peak_rss
     from parallel_core.mpi import get_context
 
     ctx = get_context()
@@ -58,21 +61,21 @@ def child(world_name: str, steps: int | None, workers: int) -> None:
         gamma_h=0.9,
         workers=workers,
         ctx=ctx,
+        release_dag=True,  # as empo-prior runs it
     )
     total = time.perf_counter() - t0
     me, kids = (
         resource.getrusage(resource.RUSAGE_SELF),
         resource.getrusage(resource.RUSAGE_CHILDREN),
     )
+    peak = peak_rss()  # VmHWM: ru_maxrss would include the launcher's size after exec
     rss = {
         "rank": ctx.rank,
         # CPU seconds (this rank + its local workers): parallel efficiency even on a busy machine
         "cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_rss_bytes_per_state": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        * 1024
-        / max(1, len(prior)),
-        "largest_worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "peak_rss_mb": peak / 2**20,
+        "peak_rss_bytes_per_state": peak / max(1, len(prior)),
+        "largest_worker_rss_mb": kids.ru_maxrss / 1024,
     }
     per_rank = ctx.gather(rss)
     if ctx.is_root:
@@ -214,6 +217,12 @@ def _main() -> int:
     p.add_argument("--simulated-ranks", type=int, default=4, help="ranks of the simulated-nodes mode (0: skip)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported")
     p.add_argument(
+        "--all-modes-at-1e6",
+        action="store_true",
+        help="also run the simulated-nodes mode at 1e6 (skipped by default: more ranks than "
+        "cores busy-wait for each other, minutes per run on a 2-core machine)",
+    )
+    p.add_argument(
         "--reference-sizes", default="1e3,1e4", help="sizes on which to time the scalar oracle"
     )
     p.add_argument("--output", default="bench_empo.json", help="JSON results (written atomically)")
@@ -259,9 +268,21 @@ def _main() -> int:
         world, steps = SIZES[size]
         if args.quick:
             steps = 4
-        rounds: dict[str, list] = {label: [] for label, _, _ in modes}
+        size_modes, skipped = modes, {}
+        if size == "1e6" and not args.all_modes_at_1e6:
+            oversubscribed = [m for m in modes if m[1] > (os.cpu_count() or 1)]
+            size_modes = [m for m in modes if m not in oversubscribed]
+            skipped = {
+                m[0]: f"skipped at 1e6: {m[1]} ranks on {os.cpu_count()} cores busy-wait for "
+                "each other (--all-modes-at-1e6 runs it)"
+                for m in oversubscribed
+            }
+            for note in skipped.values():
+                print(f"bench_empo: {note}", file=sys.stderr, flush=True)
+        rounds: dict[str, list] = {label: [] for label, _, _ in size_modes}
+        load_before = os.getloadavg()[0]
         for rep in range(args.repeats):  # interleaved: every mode sees the same machine load
-            for label, ranks, workers in modes:
+            for label, ranks, workers in size_modes:
                 print(f"bench_empo: {size} {world} {label} round {rep + 1} ...", file=sys.stderr, flush=True)
                 rounds[label].append(run_config(world, steps, ranks, workers))
         runs = {}
@@ -283,7 +304,9 @@ def _main() -> int:
         entry = {
             "world": world,
             "max_steps": steps,
+            "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "runs": runs,
+            "skipped_modes": skipped,
             "identical_outputs": len({x["digest"] for rs in rounds.values() for x in rs}) == 1,
         }
         if size in args.reference_sizes.split(","):
