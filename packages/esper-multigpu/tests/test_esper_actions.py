@@ -43,9 +43,9 @@ def test_masks_follow_slot_states():
     ]
     # a measured seed: CULL is the mirror of G4, only when it does not help
     s.state.stage, s.state.epochs_in_stage = SeedStage.BLENDING, 0
-    s.state.telemetry.contribution = 0.05
+    s.state.telemetry.contribution = 0.0  # blending: only a seed that hurts
     assert not action_masks(dict(m.slots), m.enabled_slots)["op"][2]
-    s.state.telemetry.contribution = 0.0
+    s.state.telemetry.contribution = -0.01
     mk = action_masks(dict(m.slots), m.enabled_slots)
     assert mk["op"].tolist() == [True, True, True, False]
     assert mk["slot_by_op"][2].tolist() == [True, False, False]
@@ -60,6 +60,9 @@ def test_masks_follow_slot_states():
     s.state.stage, s.state.alpha, s.state.epochs_in_stage = SeedStage.PROBATIONARY, 1.0, 1
     s.state.telemetry.contribution = -0.1
     assert not action_masks(dict(m.slots), m.enabled_slots)["op"][3]
+    s.state.telemetry.contribution = 0.0  # at alpha = 1, failing G4 is enough to cull
+    assert action_masks(dict(m.slots), m.enabled_slots)["op"].tolist() == [True, True, True, False]
+    assert not action_masks(dict(m.slots), m.enabled_slots)["blueprint"][0]  # never noop
     s.state.telemetry.contribution = 0.1
     mk = action_masks(dict(m.slots), m.enabled_slots)
     assert mk["op"][3] and mk["slot_by_op"][3].tolist() == [True, False, False]

@@ -138,14 +138,16 @@ class SeedSlot(nn.Module):
         return self.state.stage in LIVE_STAGES
 
     def can_cull(self) -> bool:
-        """Whether a controller may cull this seed now: the mirror of the G4 gate. A seed
-        whose effect is measured (BLENDING, PROBATIONARY) may be culled when its
-        counterfactual contribution is not above ``min_contribution`` (it does not help),
-        and a seed stuck in isolation (still TRAINING after ``min_training_epochs``: G2
-        failed) may be culled. A seed still in isolation has changed nothing yet, and
-        culling a seed the model relies on could only destroy what it added."""
+        """Whether a controller may cull this seed now: the mirror of the G4 gate. A
+        measured seed may be culled when it hurts (counterfactual contribution below 0
+        while BLENDING) or, at alpha = 1 (PROBATIONARY), when its contribution is not
+        above ``min_contribution``; a seed stuck in isolation (still TRAINING after
+        ``min_training_epochs``: G2 failed) may be culled. A seed still in isolation has
+        changed nothing yet, and culling one that helps only destroys what it added."""
         st = self.state
-        if st.stage in (SeedStage.BLENDING, SeedStage.PROBATIONARY):
+        if st.stage == SeedStage.BLENDING:
+            return st.telemetry.contribution < 0.0
+        if st.stage == SeedStage.PROBATIONARY:
             return st.telemetry.contribution <= self.gates.min_contribution
         return (
             st.stage == SeedStage.TRAINING and st.epochs_in_stage >= self.gates.min_training_epochs

@@ -5,9 +5,10 @@ An action is four categorical choices: ``op`` (WAIT, GERMINATE, CULL, FOSSILIZE)
 ``blend`` only for GERMINATE. Masks remove what is physically impossible *now*:
 germinating into an occupied or disabled slot, culling an empty slot, fossilising a seed
 that is not through its probation gate (G4), and culling a seed that helps: CULL is the
-mirror of G4 (:meth:`SeedSlot.can_cull`), allowed for a measured seed (BLENDING,
-PROBATIONARY) whose contribution is not above ``min_contribution`` and for a seed stuck
-in TRAINING (G2 failed); a seed still in isolation has changed nothing yet.
+mirror of G4 (:meth:`SeedSlot.can_cull`), allowed for a BLENDING seed that hurts
+(contribution < 0), a PROBATIONARY seed that fails G4 and a seed stuck in TRAINING (G2
+failed); a seed still in isolation has changed nothing yet. The ``noop`` blueprint (an
+identity seed, kept for tests) is never offered: germinating it only fills a slot.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ HEAD_SIZES = {
     "blueprint": len(BLUEPRINT_NAMES),
     "blend": len(BLEND_SCHEDULES),
 }
+
+
+_BLUEPRINT_MASK = np.array([b != "noop" for b in BLUEPRINT_NAMES])
 
 
 def action_masks(
@@ -50,7 +54,7 @@ def action_masks(
     return {
         "op": op,
         "slot_by_op": slot_by_op,
-        "blueprint": np.ones(len(BLUEPRINT_NAMES), dtype=bool),
+        "blueprint": _BLUEPRINT_MASK,
         "blend": np.ones(len(BLEND_SCHEDULES), dtype=bool),
     }
 
