@@ -613,7 +613,9 @@ def build_dag_batched(
         while len(keys):
             if pool is None:
                 pool = _maybe_pool(world_model, workers, len(keys))
-            keys = _batched_wave(world_model, codec, ctx, keys, K, table, out, n_states, pool)
+            keys = _batched_wave(
+                world_model, codec, ctx, keys, K, table, out, n_states, pool, memory_guard, wave
+            )
             wave += 1
             n_states += len(keys)
             release_free_memory()  # the wave's temporaries go back to the system
@@ -622,7 +624,7 @@ def build_dag_batched(
                     f"more than {max_states} reachable states after {wave} waves; "
                     "lower --max-steps or raise --max-states"
                 )
-            if memory_guard is not None:
+            if memory_guard is not None and not ctx.is_distributed:  # MPI: inside the wave
                 memory_guard.check(f"after DAG wave {wave} ({n_states} states)")
             if progress is not None:
                 progress(wave, n_states)
@@ -669,9 +671,12 @@ class _GrowingDag:
         setattr(self, name, arr)
 
 
-def _batched_wave(world_model, codec, ctx, keys, K, table, out, n_states, pool):
+def _batched_wave(
+    world_model, codec, ctx, keys, K, table, out, n_states, pool, memory_guard=None, wave=0
+):
     """Expand one wave (this rank's share), exchange compact arrays, append them to ``out``;
-    return the next wave's keys (sorted)."""
+    return the next wave's keys (sorted). Under MPI the memory guard's verdict travels
+    with the wave's first exchange (one meeting point of the ranks fewer per wave)."""
     lo, hi = ctx.work_range(len(keys))
     rows = codec.decode(keys[lo:hi])
     chunks = [rows[a : a + BATCH_STATES] for a in range(0, len(rows), BATCH_STATES)]
@@ -688,7 +693,16 @@ def _batched_wave(world_model, codec, ctx, keys, K, table, out, n_states, pool):
     if ctx.is_distributed:
         # One small allgather of what each rank found (new probability values, sizes),
         # then one buffer exchange for the keys and one for the compact arrays.
-        facts = ctx.allgather((new, len(nxt), n_out))
+        problem = (
+            memory_guard.local_problem(f"in DAG wave {wave + 1} ({n_states} states so far)")
+            if memory_guard is not None
+            else None
+        )
+        facts = ctx.allgather((new, len(nxt), n_out, problem))
+        if problem or any(f[3] for f in facts):
+            from .memory import MemoryGuard
+
+            MemoryGuard.raise_first([f[3] for f in facts])
         new = sorted(set().union(*(f[0] for f in facts)))
         nxt = sorted_unique(allgatherv_known(ctx, nxt, [f[1] for f in facts]), kind="stable")
     # Probabilities -> ids of a table identical on every rank (new values added sorted);

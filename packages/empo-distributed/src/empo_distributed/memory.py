@@ -178,17 +178,30 @@ class MemoryGuard:
                 )
         return None
 
-    def check(self, where: str, extra: int = 0) -> None:
+    def local_problem(self, where: str, extra: int = 0) -> str | None:
+        """This rank's verdict alone (None: fine); for callers that exchange it with
+        other facts (:meth:`raise_first` then decides for every rank)."""
         if not self.active:
-            return
+            return None
         self.checks += 1
         problem = self._problem(where, extra)
         if problem and self.pause_s > 0:
             time.sleep(self.pause_s)  # EMPO pauses once, hoping other jobs free memory
             problem = self._problem(where, extra)
+        return problem
+
+    @staticmethod
+    def raise_first(problems) -> None:
+        """Raise the first rank's problem, if any (identically on every rank)."""
+        found = [p for p in problems if p]
+        if found:
+            raise MemoryLimitError(found[0])
+
+    def check(self, where: str, extra: int = 0) -> None:
+        if not self.active:
+            return
+        problem = self.local_problem(where, extra)
         ctx = self.ctx
         if ctx is not None and ctx.is_distributed:
-            problems = [p for p in ctx.allgather(problem) if p]
-            problem = problems[0] if problems else None
-        if problem:
-            raise MemoryLimitError(problem)
+            self.raise_first(ctx.allgather(problem))
+        self.raise_first([problem])
