@@ -93,6 +93,7 @@ def learning(args, devices) -> dict:
         ppo={"lr": args.ppo_lr},
         reward={"rent": args.rent},
         max_seeds=args.max_seeds,
+        blueprints=args.blueprints,
         quiet=False,
     )
     print(
@@ -110,7 +111,7 @@ def learning(args, devices) -> dict:
         out[name] = evaluate(
             mode, devices, args.eval_episodes, held_out, args.max_epochs,
             agent_state=state if mode == "ppo" else None, reward={"rent": args.rent},
-            max_seeds=args.max_seeds if mode == "ppo" else None,
+            max_seeds=args.max_seeds if mode == "ppo" else None, blueprints=args.blueprints,
         )  # fmt: skip
     half = max(1, len(curve) // 2)
     return {
@@ -128,6 +129,7 @@ def learning(args, devices) -> dict:
         "ppo_lr": args.ppo_lr,
         "rent": args.rent,
         "ppo_max_seeds": args.max_seeds,
+        "blueprints": args.blueprints,
         "host_params": summary["host_params"],
         "devices": devices,
     }
@@ -255,6 +257,10 @@ def main(argv=None) -> int:
     p.add_argument("--eval-episodes", type=int, help="held-out episodes per controller (default 16; quick 8)")
     p.add_argument("--ppo-lr", type=float, default=3e-3)
     p.add_argument("--rent", type=float, default=0.005, help="reward rent per epoch on log(1 + seed/host params), all controllers")
+    p.add_argument(
+        "--blueprints", nargs="+", default=["attention", "depthwise", "conv_light", "conv_heavy"],
+        help="blueprints every controller may germinate (default: the four with capacity; not noop, norm)",
+    )  # fmt: skip
     p.add_argument("--max-seeds", type=int, default=1, help="PPO's growth budget: seeds in the model at once (the baselines run their defaults)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--telemetry-dir", default=None, help="keep the PPO training telemetry here")

@@ -62,7 +62,9 @@ def test_masks_follow_slot_states():
     assert not action_masks(dict(m.slots), m.enabled_slots)["op"][3]
     s.state.telemetry.contribution = 0.0  # at alpha = 1, failing G4 is enough to cull
     assert action_masks(dict(m.slots), m.enabled_slots)["op"].tolist() == [True, True, True, False]
-    assert not action_masks(dict(m.slots), m.enabled_slots)["blueprint"][0]  # never noop
+    assert not action_masks(dict(m.slots), m.enabled_slots)["blueprint"][0]  # no noop by default
+    offered = action_masks(dict(m.slots), m.enabled_slots, blueprints=["noop", "conv_heavy"])
+    assert offered["blueprint"].tolist() == [True, False, False, False, False, True]
     s.state.telemetry.contribution = 0.1
     mk = action_masks(dict(m.slots), m.enabled_slots)
     assert mk["op"][3] and mk["slot_by_op"][3].tolist() == [True, False, False]

@@ -57,6 +57,17 @@ def test_heuristic_honours_the_seed_budget():
     assert [(a.op, a.slot) for a in h.decide(0, e)] == [("CULL", "early"), ("GERMINATE", "mid")]
 
 
+def test_heuristic_germinates_only_offered_blueprints():
+    h = HeuristicController(
+        HeuristicConfig(warmup_epochs=1), blueprints=["conv_heavy", "attention"]
+    )
+    h.begin_batch(1, 0)
+    e = env()
+    e.epoch = 1
+    # early prefers conv_light, depthwise, norm, conv_heavy: the first one on offer
+    assert [(a.slot, a.blueprint) for a in h.decide(0, e)] == [("early", "conv_heavy")]
+
+
 def test_targets_resolve_to_the_right_slot():
     h = HeuristicController(HeuristicConfig(warmup_epochs=99))
     h.begin_batch(1, 0)

@@ -25,7 +25,7 @@ from parallel_core.cli import (
     smoke_mode,
 )
 
-from .config import SLOT_NAMES, TASKS, ConfigError, build_config, read_config_file
+from .config import BLUEPRINT_NAMES, SLOT_NAMES, TASKS, ConfigError, build_config, read_config_file
 
 PROG = "esper"
 DEFAULT_JOB = ("train", "ppo", "--n-envs", "2", "--episodes", "2")
@@ -80,6 +80,7 @@ def _train_flags(p: argparse.ArgumentParser, mode: str) -> None:
     g.add_argument("--episodes", type=_positive("--episodes"), help=f"total episodes, counting those of a resumed checkpoint (default {'4' if mode == 'ppo' else '1'})")
     g.add_argument("--max-epochs", type=_positive("--max-epochs", 2), help="epochs per episode (default 12)")
     g.add_argument("--slots", nargs="+", choices=SLOT_NAMES, help="enabled slots (default: early mid late)")
+    g.add_argument("--blueprints", nargs="+", choices=BLUEPRINT_NAMES, help="blueprints a controller may germinate (default: all but noop)")
     g.add_argument("--max-seeds", type=_positive("--max-seeds"), help="at most this many seeds in the model at once (default: one per slot)")
     g.add_argument("--amp", choices=("off", "bf16", "fp16"), help="mixed precision on CUDA envs (CPU envs run float32; the run record says which ran)")
     g.add_argument("--seed", type=_positive("--seed", 0), help="root seed (default 42)")
@@ -126,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _overrides(args: argparse.Namespace) -> dict:
     keys = (
         "task", "data_dir", "devices", "device_strategy", "n_envs", "episodes", "max_epochs",
-        "slots", "max_seeds", "amp", "seed", "cpu_threads", "telemetry_dir", "policy_device", "save", "resume",
+        "slots", "max_seeds", "blueprints", "amp", "seed", "cpu_threads", "telemetry_dir", "policy_device", "save", "resume",
     )  # fmt: skip
     o = {k: getattr(args, k, None) for k in keys}
     o["quiet"] = True if args.quiet else None

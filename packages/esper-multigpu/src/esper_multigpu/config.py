@@ -162,6 +162,10 @@ class TrainConfig:
     #: at most this many seeds in the model at once (live or fossilised; a cull frees one);
     #: None = one per enabled slot. A growth budget every controller honours.
     max_seeds: PosInt | None = None
+    #: the blueprints a controller may germinate; None = every blueprint but ``noop``
+    blueprints: (
+        list[Literal["noop", "norm", "attention", "depthwise", "conv_light", "conv_heavy"]] | None
+    ) = None
     amp: Literal["off", "bf16", "fp16"] = "off"
     seed: NonNegInt = 42
     cpu_threads: PosInt | None = None  # torch intra-op threads per CPU device group; None -> 1
@@ -179,6 +183,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not self.slots:
             raise ValueError("slots must name at least one of early, mid, late")
+        if self.blueprints is not None and not self.blueprints:
+            raise ValueError("blueprints must name at least one blueprint, e.g. [conv_heavy]")
         if self.devices is not None and not self.devices:
             raise ValueError("devices must name at least one device, e.g. [cpu]")
 
@@ -200,6 +206,7 @@ FLAGS = {
     "max_epochs": "--max-epochs",
     "slots": "--slots",
     "max_seeds": "--max-seeds",
+    "blueprints": "--blueprints",
     "amp": "--amp",
     "seed": "--seed",
     "cpu_threads": "--cpu-threads",

@@ -8,7 +8,8 @@ that is not through its probation gate (G4), and culling a seed that helps: CULL
 mirror of G4 (:meth:`SeedSlot.can_cull`), allowed for a BLENDING seed that hurts
 (contribution < 0), a PROBATIONARY seed that fails G4 and a seed stuck in TRAINING (G2
 failed); a seed still in isolation has changed nothing yet. The ``noop`` blueprint (an
-identity seed, kept for tests) is never offered: germinating it only fills a slot.
+identity seed, kept for tests) is not offered unless asked for (``blueprints``):
+germinating it only fills a slot.
 """
 
 from __future__ import annotations
@@ -29,15 +30,16 @@ HEAD_SIZES = {
 }
 
 
-_BLUEPRINT_MASK = np.array([b != "noop" for b in BLUEPRINT_NAMES])
-
-
 def action_masks(
-    slots: dict[str, SeedSlot], enabled: tuple[str, ...], max_seeds: int | None = None
+    slots: dict[str, SeedSlot],
+    enabled: tuple[str, ...],
+    max_seeds: int | None = None,
+    blueprints: list[str] | tuple[str, ...] | None = None,
 ) -> dict[str, np.ndarray]:
     """Boolean masks: ``op`` (4,), ``slot_by_op`` (4, 3), ``blueprint`` (6,), ``blend`` (2,).
 
-    ``max_seeds``: no GERMINATE while that many seeds are live or fossilised (the budget).
+    ``max_seeds``: no GERMINATE while that many seeds are live or fossilised (the budget);
+    ``blueprints``: the blueprints on offer (default: all but ``noop``).
     """
     slot_by_op = np.zeros((len(OPS), len(SLOT_NAMES)), dtype=bool)
     n_seeds = sum(1 for s in slots.values() if s.is_live or s.stage == SeedStage.FOSSILIZED)
@@ -54,7 +56,9 @@ def action_masks(
     return {
         "op": op,
         "slot_by_op": slot_by_op,
-        "blueprint": _BLUEPRINT_MASK,
+        "blueprint": np.array(
+            [b in blueprints if blueprints is not None else b != "noop" for b in BLUEPRINT_NAMES]
+        ),
         "blend": np.ones(len(BLEND_SCHEDULES), dtype=bool),
     }
 

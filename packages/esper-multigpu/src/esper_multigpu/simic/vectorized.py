@@ -266,7 +266,7 @@ class VectorizedTrainer:
         elif cfg.mode == "fixed":
             controller = FixedAdapter()
         else:
-            controller = HeuristicAdapter(HeuristicController(cfg.heuristic, cfg.max_seeds), envs)
+            controller = HeuristicAdapter(HeuristicController(cfg.heuristic, cfg.max_seeds, cfg.blueprints), envs)
         controller.begin_batch(n, policy_seed)
         returns = np.zeros(n)
         event_counts: dict[str, int] = {}
@@ -291,7 +291,9 @@ class VectorizedTrainer:
                 actions: list[list[Action]] = [[] for _ in envs]
                 if epoch < cfg.max_epochs:
                     masks = [
-                        action_masks(dict(e.model.slots), e.model.enabled_slots, cfg.max_seeds)
+                        action_masks(
+                            dict(e.model.slots), e.model.enabled_slots, cfg.max_seeds, cfg.blueprints
+                        )
                         for e in envs
                     ]
                     actions = controller.act(obs, masks)

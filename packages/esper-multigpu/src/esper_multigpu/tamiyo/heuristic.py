@@ -24,9 +24,15 @@ from ..tolaria.env import Action, MorphoEnv
 class HeuristicController:
     name = "heuristic"
 
-    def __init__(self, config: HeuristicConfig | None = None, max_seeds: int | None = None):
+    def __init__(
+        self,
+        config: HeuristicConfig | None = None,
+        max_seeds: int | None = None,
+        blueprints: list[str] | tuple[str, ...] | None = None,
+    ):
         self.config = config or HeuristicConfig()
         self.max_seeds = max_seeds
+        self.blueprints = tuple(blueprints) if blueprints is not None else BLUEPRINT_NAMES
         self._last_germination: dict[int, int] = {}
         self._culled: dict[int, dict[str, set[str]]] = {}
 
@@ -74,7 +80,10 @@ class HeuristicController:
 
     def _pick_blueprint(self, k: int, slot: str) -> str:
         tried = self._culled[k].get(slot, set())
-        prefs = self.config.preferences.get(slot, BLUEPRINT_NAMES)
+        prefs = [
+            b for b in self.config.preferences.get(slot, BLUEPRINT_NAMES) if b in self.blueprints
+        ]
+        prefs = prefs or list(self.blueprints)
         for bp in prefs:
             if bp not in tried:
                 return bp
