@@ -158,8 +158,8 @@ phase1._LocalRunner.MIN_PARALLEL_WORK = 1  # start the worker pool and /dev/shm 
 phase1._LocalRunner.MIN_CHUNK = 1
 run = phase1._LocalRunner.run
 
-def run_then_terminated(self, idx):
-    run(self, idx)
+def run_then_terminated(self, idx, *args):
+    run(self, idx, *args)
     if self.shared is not None:
         print(self.shared.dir, flush=True)
         os.kill(os.getpid(), signal.SIGTERM)

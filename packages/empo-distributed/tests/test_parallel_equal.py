@@ -108,3 +108,21 @@ def test_release_dag_gives_identical_priors(workers, monkeypatch):
     assert released.dag.num_outcomes == kept.dag.num_outcomes
     if workers > 1:
         assert released.timings["phase1_parallel_batches"] > 0
+
+
+def test_phase1_pool_starts_only_when_the_remaining_work_pays(monkeypatch):
+    """A batch goes to the workers from MIN_PARALLEL_WORK elements on, but the pool only
+    starts when the levels left hold POOL_START_BATCHES such batches (measured tuning)."""
+    from empo_distributed.phase1 import _LocalRunner
+
+    world = load_world("small")
+    gen = world.goal_generator()
+    monkeypatch.setattr(_LocalRunner, "MIN_PARALLEL_WORK", 1)
+    monkeypatch.setattr(_LocalRunner, "MIN_CHUNK", 2)
+    monkeypatch.setattr(_LocalRunner, "POOL_START_BATCHES", 10**9)  # never worth starting
+    kept_serial = compute_human_policy_prior(world, [0], gen, workers=2)
+    assert kept_serial.timings["phase1_parallel_batches"] == 0
+    monkeypatch.setattr(_LocalRunner, "POOL_START_BATCHES", 25)
+    pooled = compute_human_policy_prior(world, [0], gen, workers=2)
+    assert pooled.timings["phase1_parallel_batches"] > 0
+    same(kept_serial, pooled)

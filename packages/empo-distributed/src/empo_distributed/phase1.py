@@ -238,15 +238,27 @@ def _kernel_task(idx: np.ndarray) -> int:
 class _LocalRunner:
     """Runs a kernel over a batch of states in this process or across local workers.
 
-    The pool and the shared copies of the arrays are made lazily, at the first batch big
-    enough to pay for them (``MIN_PARALLEL_WORK`` state x joint-action x goal elements):
-    below that, starting workers and copying the DAG costs more than the batch itself.
+    A batch goes to the workers when it holds ``MIN_PARALLEL_WORK`` state x joint-action
+    x goal elements; the pool itself starts (lazily, at such a batch) only when the levels
+    left hold ``POOL_START_BATCHES`` times that, enough to pay for starting it.
     """
 
     MIN_CHUNK = 16
-    # Measured on the 113,900-state world: starting the pool and sharing the arrays costs
-    # ~0.12 s while the whole serial Phase 1 takes 0.14 s, so workers only pay on bigger worlds.
-    MIN_PARALLEL_WORK = 4_000_000
+    # Measured 2026-12-01 (tools: docs/empo-distributed.md, "Local Phase 1 pool"), batches
+    # of the 1e6-state world's biggest level (25 joint actions x 4 goals = 100 elements per
+    # state), CPU milliseconds, because on the shared machine a session's processes share
+    # one CPU allowance (Linux autogroup) and workers cannot show a wall-time gain there:
+    #   states  elements  serial   per worker (2 workers)   + dispatch ~3 ms -> on 2 free cores
+    #    1,000     1e5      6.3      3.7                       break-even
+    #    4,000     4e5     19.7     12.0                       1.3x
+    #   16,000   1.6e6     94       47                         1.9x
+    #   60,000     6e6    346      163                         2.1x
+    # So a batch pays from ~4e5 elements. Starting the pool (fork the workers, share V and
+    # P; the DAG is inherited) took 0.24 s, which the pool wins back only over ~1e7
+    # elements of work: 25 such batches. The 1e6-state world (1e8 elements) starts it at
+    # its first big level, the 1e5-state world (8.5e6) never does.
+    MIN_PARALLEL_WORK = 400_000
+    POOL_START_BATCHES = 25
 
     def __init__(self, arrays: dict, meta: KernelMeta, workers: int, believed, states):
         self.workers = workers
@@ -303,12 +315,19 @@ class _LocalRunner:
         if self.pool is None and self.workers > 1:
             self.written.append(np.asarray(idx, dtype=np.int64))
 
-    def run(self, idx: np.ndarray) -> None:
+    def run(self, idx: np.ndarray, remaining_work: int | None = None) -> None:
+        """Compute ``idx``; ``remaining_work``: elements left in this and later levels
+        (decides whether starting the pool pays; None: it does)."""
         big = (
             len(idx) * self.work_per_state >= self.MIN_PARALLEL_WORK
             and len(idx) >= 2 * self.MIN_CHUNK
         )
-        if self.workers <= 1 or not big:
+        worth_starting = (
+            self.pool is not None
+            or remaining_work is None
+            or remaining_work >= self.POOL_START_BATCHES * self.MIN_PARALLEL_WORK
+        )
+        if self.workers <= 1 or not big or not worth_starting:
             self.kernel.compute(idx)
             self.mark_written(idx)
             return
@@ -496,12 +515,15 @@ def backward_induction(
         runner.on_pool_start = release.all_private  # the kernel reads the shared copies now
     failed = True
     try:
+        # This rank's work (elements) in each level and all later ones: is a pool worth starting?
+        live = np.array([len(lv) - int(dag.terminal[lv].sum()) for lv in levels], dtype=np.int64)
+        left = np.cumsum(live[::-1])[::-1] // ctx.size * runner.work_per_state
         for li, level in enumerate(levels):
             term = dag.terminal[level]
             todo = level[~term]
             lo, hi = ctx.work_range(len(todo))
             my_idx = todo[lo:hi]
-            runner.run(my_idx)
+            runner.run(my_idx, int(left[li]))
             V, P = runner.arrays["V"], runner.arrays["P"]  # shared copies once workers start
             if keep_policy and term.any():
                 P[level[term]] = np.nan
