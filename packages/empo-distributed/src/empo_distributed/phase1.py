@@ -94,7 +94,8 @@ class LevelKernel:
     """
 
     def __init__(self, arrays: dict, meta: KernelMeta, believed_others_policy=None, states=None):
-        self.a = arrays
+        # Plain ndarray views of memory maps: numpy calls on np.memmap pay subclass overhead.
+        self.a = {k: np.asarray(v) for k, v in arrays.items()}
         self.meta = meta
         self.believed = believed_others_policy
         self.states = states
