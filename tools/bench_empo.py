@@ -5,6 +5,7 @@
     uv run python tools/bench_empo.py --sizes 1e3,1e4,1e5,1e6 --output bench.json
     uv run python tools/bench_empo.py --quick                        # smoke run
     uv run python tools/bench_empo.py --upstream ~/empo --upstream-python ~/empo/.venv/bin/python
+    uv run python tools/bench_empo.py --phase1-pool --output pool.json  # pool thresholds
 
 Modes: serial, 2 local workers, 2 MPI ranks, 4 MPI ranks on this machine (simulated
 nodes). Each run is a fresh process (under ``mpirun -n R`` for MPI) with one BLAS thread
@@ -17,7 +18,9 @@ Phase 1 / exchange seconds, states/s, speedups, peak RSS per rank, bytes per sta
 identical-output check, load average) and prints a table. The per-state speed of Phase 1 is also
 compared with the one-state-at-a-time Python oracle of ``packages/empo-distributed/tests``.
 ``--upstream PATH``: the same small upstream MultiGrid world solved by upstream EMPO and
-by this package in one process, timed side by side.
+by this package in one process, timed side by side. ``--phase1-pool``: only the
+measurements behind the local Phase 1 pool's thresholds (per-batch CPU of the serial
+kernel vs a 2-worker pool, whole Phase 1 across world sizes).
 """
 
 from __future__ import annotations
@@ -197,6 +200,135 @@ def upstream_side_by_side(path: str, python: str, steps: int) -> dict:
     }
 
 
+def _pool_timed_task(idx):
+    """A Phase 1 pool task that also reports its own wall and CPU seconds."""
+    from empo_distributed import phase1
+
+    t, c = time.perf_counter(), time.process_time()
+    phase1._KERNEL["k"].compute(idx)
+    return time.perf_counter() - t, time.process_time() - c
+
+
+def phase1_pool_sweep(
+    world_name: str, sizes: list[int], repeats: int, whole_worlds: list[str], workers: int = 2
+) -> dict:
+    """How the local Phase 1 pool compares with the serial kernel (tunes ``_LocalRunner``).
+
+    Per batch of n states of the world's biggest level: serial kernel CPU in this process,
+    CPU per worker and dispatch overhead (pool wall - slowest task) in a pool of
+    ``workers``. CPU, because on a shared Linux machine the processes of one session
+    share one CPU allowance (autogroup) and workers cannot show a wall-time gain there.
+    Then the whole Phase 1, serial vs the pool forced at every level, on worlds of
+    increasing size (wall and CPU including the workers).
+    """
+    import statistics
+
+    import numpy as np
+
+    from empo_distributed import load_world, phase1
+    from empo_distributed.dag import build_dag
+    from empo_distributed.goals import enumerate_goals
+    from empo_distributed.levels import dependency_levels
+    from empo_distributed.solver import compute_achieved
+    from parallel_core.mpi import LocalContext
+
+    ctx = LocalContext()
+
+    def setup(name):
+        w = load_world(name, None)
+        dag = build_dag(w, ctx=ctx)
+        gs = enumerate_goals(w.goal_generator(), dag.states[0], w.human_agent_indices)
+        return w, dag, gs, compute_achieved(dag, gs, ctx), dependency_levels(dag)
+
+    def cpu():
+        a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+    params = phase1.Phase1Params.make(10.0, 0.9)
+    w, dag, gs, ach, lv = setup(world_name)
+    G, N, nA = sum(len(g) for g in gs), len(dag), dag.num_actions
+    meta = phase1.KernelMeta(
+        dag.num_agents, nA, tuple(g.human for g in gs), tuple(w.robot_agent_indices), ((0, G),), params
+    )
+    arrays = {**dag.kernel_arrays(), "achieved": ach, "V": np.zeros((N, G)), "P": np.zeros((N, G, nA))}
+    big = max(lv[1:], key=len)
+    big = big[~dag.terminal[big]]
+    runner = phase1._LocalRunner(arrays, meta, workers, None, dag.states)
+    t = time.perf_counter()
+    runner._start_pool()
+    start_s = time.perf_counter() - t
+    rows: dict[int, list] = {}
+    try:
+        for _ in range(repeats):
+            for n in sizes:
+                idx = big[:n]
+                c, t = time.process_time(), time.perf_counter()
+                runner.kernel.compute(idx)
+                serial = (time.process_time() - c, time.perf_counter() - t)
+                chunks = np.array_split(idx, max(1, min(2 * workers, n // 16)))
+                t = time.perf_counter()
+                out = [f.result() for f in [runner.pool.submit(_pool_timed_task, x) for x in chunks]]
+                wall = time.perf_counter() - t
+                rows.setdefault(n, []).append(
+                    (serial[0], serial[1], wall, sum(o[1] for o in out) / workers, wall - max(o[0] for o in out))
+                )
+    finally:
+        runner.close()
+    K = dag.num_joint_actions
+    batches = {
+        n: {
+            "elements": n * K * G,
+            "serial_cpu_ms": 1e3 * statistics.median(x[0] for x in v),
+            "serial_wall_ms": 1e3 * statistics.median(x[1] for x in v),
+            "pool_wall_ms": 1e3 * statistics.median(x[2] for x in v),
+            "pool_cpu_per_worker_ms": 1e3 * statistics.median(x[3] for x in v),
+            "dispatch_ms": 1e3 * min(x[4] for x in v),
+        }
+        for n, v in rows.items()
+    }
+    whole = {}
+    for name in whole_worlds:
+        w, dag, gs, ach, lv = setup(name)
+        runs: dict[str, list] = {}
+        saved = phase1._LocalRunner.MIN_PARALLEL_WORK, phase1._LocalRunner.POOL_START_BATCHES
+        try:
+            for _ in range(repeats):
+                for mode in ("serial", "pool"):
+                    phase1._LocalRunner.MIN_PARALLEL_WORK = 0 if mode == "pool" else saved[0]
+                    phase1._LocalRunner.POOL_START_BATCHES = 0 if mode == "pool" else saved[1]
+                    c, t = cpu(), time.perf_counter()
+                    phase1.backward_induction(
+                        dag, gs, params, lv, ach, robots=w.robot_agent_indices,
+                        workers=workers if mode == "pool" else 1, ctx=ctx,
+                    )
+                    runs.setdefault(mode, []).append((time.perf_counter() - t, cpu() - c))
+        finally:
+            phase1._LocalRunner.MIN_PARALLEL_WORK, phase1._LocalRunner.POOL_START_BATCHES = saved
+        whole[name] = {
+            "states": len(dag),
+            "elements": len(dag) * dag.num_joint_actions * sum(len(g) for g in gs),
+            **{
+                m: {
+                    "wall_s": statistics.median(x[0] for x in v),
+                    "cpu_s": statistics.median(x[1] for x in v),
+                }
+                for m, v in runs.items()
+            },
+        }
+    return {
+        "world": world_name,
+        "workers": workers,
+        "pool_start_s": start_s,
+        "load_average_1min": os.getloadavg()[0],
+        "batches": batches,
+        "whole_phase1": whole,
+        "thresholds": {
+            "MIN_PARALLEL_WORK": phase1._LocalRunner.MIN_PARALLEL_WORK,
+            "POOL_START_BATCHES": phase1._LocalRunner.POOL_START_BATCHES,
+        },
+    }
+
+
 def main() -> int:
     from parallel_core.cli import run_cli
 
@@ -232,6 +364,12 @@ def _main() -> int:
         "--upstream-python", default=sys.executable,
         help="python with upstream's dependencies and this package (default: this one)",
     )
+    p.add_argument(
+        "--phase1-pool",
+        action="store_true",
+        help="only measure the local Phase 1 pool against the serial kernel (batch sizes of "
+        "the 1e6-state world, whole Phase 1 across sizes): the numbers behind its thresholds",
+    )
     p.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._child:
@@ -241,6 +379,29 @@ def _main() -> int:
 
     if smoke_mode():
         args.quick = True
+    if args.phase1_pool:
+        world = "medium" if args.quick else "giant"
+        sizes = [64, 256] if args.quick else [1000, 4000, 16000, 60000]
+        whole = ["medium"] if args.quick else ["medium", "large", "huge", "giant"]
+        result = {"phase1_pool": phase1_pool_sweep(world, sizes, args.repeats, whole)}
+        from parallel_core.io import atomic_write
+
+        with atomic_write(args.output, "w") as fh:
+            fh.write(json.dumps(result, indent=2))
+        for n, b in result["phase1_pool"]["batches"].items():
+            print(
+                f"batch {n} states ({b['elements']:.1e} elements): serial CPU {b['serial_cpu_ms']:.1f} ms, "
+                f"per worker {b['pool_cpu_per_worker_ms']:.1f} ms, dispatch {b['dispatch_ms']:.1f} ms",
+                file=sys.stderr,
+            )
+        for name, r in result["phase1_pool"]["whole_phase1"].items():
+            print(
+                f"{name} ({r['states']} states): serial {r['serial']['wall_s']:.3f} s / CPU "
+                f"{r['serial']['cpu_s']:.3f} s, pool {r['pool']['wall_s']:.3f} s / CPU {r['pool']['cpu_s']:.3f} s",
+                file=sys.stderr,
+            )
+        print(f"wrote {args.output}", file=sys.stderr)
+        return 0
     if args.quick:
         args.sizes, args.repeats, args.reference_sizes = "1e3", 1, ""
         args.simulated_ranks = min(args.simulated_ranks, 2)

@@ -245,17 +245,18 @@ class _LocalRunner:
     """
 
     MIN_CHUNK = 16
-    # Measured 2026-12-01 (tools: docs/empo-distributed.md, "Local Phase 1 pool"), batches
-    # of the 1e6-state world's biggest level (25 joint actions x 4 goals = 100 elements per
-    # state), CPU milliseconds, because on the shared machine a session's processes share
-    # one CPU allowance (Linux autogroup) and workers cannot show a wall-time gain there:
+    # Measured 2026-12-01 (tools/bench_empo.py --phase1-pool; docs/empo-distributed.md,
+    # "Local Phase 1 pool"): batches of the 1e6-state world's biggest level (25 joint
+    # actions x 4 goals = 100 elements per state), CPU milliseconds, because on the shared
+    # machine a session's processes share one CPU allowance (Linux autogroup) and workers
+    # cannot show a wall-time gain there:
     #   states  elements  serial   per worker (2 workers)   + dispatch ~3 ms -> on 2 free cores
-    #    1,000     1e5      6.3      3.7                       break-even
-    #    4,000     4e5     19.7     12.0                       1.3x
-    #   16,000   1.6e6     94       47                         1.9x
-    #   60,000     6e6    346      163                         2.1x
+    #    1,000     1e5      5.9      3.5                       break-even
+    #    4,000     4e5     23.2     12.1                       1.5x
+    #   16,000   1.6e6     90.3     47.6                       1.8x
+    #   60,000     6e6    330      113                         2.8x (noisy; 2.1x in another run)
     # So a batch pays from ~4e5 elements. Starting the pool (fork the workers, share V and
-    # P; the DAG is inherited) took 0.24 s, which the pool wins back only over ~1e7
+    # P; the DAG is inherited) took ~0.25 s, which the pool wins back only over ~1e7
     # elements of work: 25 such batches. The 1e6-state world (1e8 elements) starts it at
     # its first big level, the 1e5-state world (8.5e6) never does.
     MIN_PARALLEL_WORK = 400_000
