@@ -51,6 +51,12 @@ def test_ppo_one_episode_on_cpu_with_three_slots(tmp_path):
     proc = esper("telemetry", "plot", str(tel), "--output", str(png), cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and json.loads(proc.stdout)["episodes"] == 1
+    # a run still going: slot records of a batch whose batch record is not written yet
+    slot = next(r for r in map(json.loads, open(tel)) if r["type"] == "slot")
+    with open(tel, "a") as f:
+        f.write(json.dumps({**slot, "episode": 1, "batch": 1}) + "\n")
+    proc = esper("telemetry", "plot", str(tel), "--output", str(png), cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["episodes"] == 1, proc.stderr
 
 
 def test_heuristic_grows_seeds_in_several_slots(tmp_path):

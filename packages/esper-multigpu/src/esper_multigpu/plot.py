@@ -49,7 +49,8 @@ def plot_telemetry(path: str | Path, output: str | Path) -> dict:
     n_ep, max_epoch = int(episodes.max()) + 1, 0
     stage_of: dict[str, dict[tuple[int, int], int]] = {s: {} for s in SLOT_NAMES}
     for r in records:
-        if r.get("type") == "slot":
+        # a run still going (or cut short) has slot records of a batch not finished yet
+        if r.get("type") == "slot" and r["episode"] < n_ep:
             stage_of[r["slot"]][(r["episode"], r["epoch"])] = STAGES.index(r["stage"])
             max_epoch = max(max_epoch, r["epoch"])
 
