@@ -11,6 +11,13 @@ from empo_distributed.dag import WaveExpander
 pytestmark = pytest.mark.mpi
 
 
+@pytest.fixture(autouse=True)
+def _split_small_waves(monkeypatch):
+    """These worlds are small: waves from 8 states on are split across the ranks (the
+    first few are expanded whole by every rank), so both DAG paths run."""
+    monkeypatch.setattr("empo_distributed.dag.REPLICATE_WAVE", 8)
+
+
 def _ctx():
     from parallel_core.mpi import LocalContext, get_context
 

@@ -571,6 +571,7 @@ def build_dag(
 
 BATCH_STATES = 4096  # states per expand_batch call: ~10 MB of temporaries, as fast as 16k
 POOL_MIN_WAVE = 32768  # local workers expand a wave only from this size on
+REPLICATE_WAVE = 2048  # MPI: smaller waves are expanded whole by every rank (no exchange)
 
 
 def _init_batch_worker(world_model) -> None:
@@ -626,6 +627,7 @@ def build_dag_batched(
                 )
             if memory_guard is not None and not ctx.is_distributed:  # MPI: inside the wave
                 memory_guard.check(f"after DAG wave {wave} ({n_states} states)")
+            # (MPI waves below REPLICATE_WAVE states skip the check: they add little memory.)
             if progress is not None:
                 progress(wave, n_states)
     except BaseException:
@@ -676,8 +678,11 @@ def _batched_wave(
 ):
     """Expand one wave (this rank's share), exchange compact arrays, append them to ``out``;
     return the next wave's keys (sorted). Under MPI the memory guard's verdict travels
-    with the wave's first exchange (one meeting point of the ranks fewer per wave)."""
-    lo, hi = ctx.work_range(len(keys))
+    with the wave's first exchange (one meeting point of the ranks fewer per wave); a
+    wave below ``REPLICATE_WAVE`` states is expanded whole by every rank instead (the
+    same numbers everywhere, no meeting at all: splitting it would cost more)."""
+    distributed = ctx.is_distributed and len(keys) >= REPLICATE_WAVE
+    lo, hi = ctx.work_range(len(keys)) if distributed else (0, len(keys))
     rows = codec.decode(keys[lo:hi])
     chunks = [rows[a : a + BATCH_STATES] for a in range(0, len(rows), BATCH_STATES)]
     if pool is not None and len(chunks) > 1:
@@ -690,7 +695,7 @@ def _batched_wave(
     new = sorted(set().union(*(table.new_values(r[2]) for r in results)))
     nxt = _merge_unique([sorted_unique(r[3]) for r in results])  # sorted unique successor keys
     n_out = sum(len(r[3]) for r in results)
-    if ctx.is_distributed:
+    if distributed:
         # One small allgather of what each rank found (new probability values, sizes),
         # then one buffer exchange for the keys and one for the compact arrays.
         problem = (
@@ -725,7 +730,7 @@ def _batched_wave(
     fields = (("terminal", np.bool_), ("counts", np.uint8), ("prob_idx", prob_dtype), ("succ", index_dtype))
     mine = [_joined(part, dt) for part, (_, dt) in zip((terminal, counts, prob_idx, succ), fields)]
     del terminal, counts, prob_idx, succ
-    if not ctx.is_distributed:
+    if not distributed:
         for (name, _), arr in zip(fields, mine):
             out.append(name, arr)
     else:
