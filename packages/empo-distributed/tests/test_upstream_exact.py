@@ -184,7 +184,7 @@ def test_goals_per_state_have_stable_ids_and_state_weights():
     )
     later = [r for r in UPSTREAM["goals_per_state"] if r[2] >= 3]
     assert later
-    for state, h, place, pi, v in later:
+    for state, h, place, pi, _v in later:
         with pytest.raises(KeyError):
             fixed(state, h, Goal(h, place))
         np.testing.assert_allclose(prior(state, h, Goal(h, place)), pi, atol=PI_TOL)

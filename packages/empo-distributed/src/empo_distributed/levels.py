@@ -33,7 +33,7 @@ def dependency_levels(dag: Dag, mode: str = "auto") -> list[np.ndarray]:
 
 
 def _height_levels(dag: Dag) -> list[np.ndarray]:
-    N, K = len(dag), dag.num_joint_actions
+    N = len(dag)
     height = np.zeros(N, dtype=np.int64)
     state_off = dag.state_offsets  # first outcome of each state (N+1 entries)
     succ = dag.succ

@@ -295,7 +295,6 @@ def levels_from_function(dag: Dag, level_fct) -> list[np.ndarray]:
     a ``ValueError`` names the first offending transition.
     """
     lv = np.fromiter((level_fct(s) for s in dag.states), dtype=np.int64, count=len(dag))
-    K = dag.num_joint_actions
     per_state = np.diff(dag.state_offsets)
     src = np.repeat(np.arange(len(dag), dtype=np.int64), per_state)
     bad = np.flatnonzero(lv[dag.succ] <= lv[src])
