@@ -169,7 +169,8 @@ def bench_real(args) -> int:
                    "repeats": repeats, "quick": args.quick,
                    "action_timeout_ms": args.action_timeout_ms},  # fmt: skip
         "note": "wall_s is the whole process (start-up included, modules byte-compiled once "
-        "beforehand); median of interleaved repeats; load_avg_1m per run: before, after",
+        "beforehand); median of interleaved repeats; load_avg_1m per run: before, after; "
+        "neural rows are never equal to upstream (unseeded weights and sampling)",
         "workloads": {},
         "skipped": skipped,
     }
@@ -217,8 +218,10 @@ def bench_real(args) -> int:
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     os.replace(tmp, args.output)
     print(f"bench: wrote {args.output}", file=sys.stderr)
+    # upstream's neural policies start from unseeded random weights and sample actions with
+    # torch's global RNG: two upstream runs differ, so only the scripted rows must be equal
     bad = [f"{w}/{m}" for w, rows in results["workloads"].items() for m, r in rows.items()
-           if not r["equal_to_upstream"]]  # fmt: skip
+           if not r["equal_to_upstream"] and w != "neural"]  # fmt: skip
     if bad:
         print(f"bench: error: output differs from upstream in {', '.join(bad)}", file=sys.stderr)
         return 1

@@ -123,7 +123,7 @@ class BoxPolicy(MultiAgentPolicy):
 class _RankKiller(AgentPolicy):
     episodes = 0  # episodes started in this process
 
-    def __init__(self, owner: "KillRankPolicy", agent_id: int) -> None:
+    def __init__(self, owner: KillRankPolicy, agent_id: int) -> None:
         self.owner, self.agent_id, self.t = owner, agent_id, 0
 
     def reset(self, seed=None) -> None:

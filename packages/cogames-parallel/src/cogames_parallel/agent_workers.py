@@ -24,7 +24,7 @@ import numpy as np
 from cogames_parallel.policies.base import PolicyEnvInfo
 from cogames_parallel.policies.spec import build_policy
 from cogames_parallel.procs import exit_description, mp_context, stop_process, worker_setup
-from cogames_parallel.rollout import EpisodeError, one_line
+from cogames_parallel.rollout import EpisodeError, one_line, trimmed_traceback
 from cogames_parallel.tasks import EvalTask
 from cogames_parallel.watchdog import Hung, deadline
 
@@ -191,7 +191,8 @@ def _agent_worker_main(conn) -> None:
                 actions, timed_out = group.act(slots, obs)
                 reply = ("ok", tag, actions, timed_out)
         except Exception as exc:
-            reply = ("error", tag, one_line(exc), None)
+            # where it happened: the policy's own exception, not our wrapper around it
+            reply = ("error", tag, one_line(exc), trimmed_traceback(exc.__cause__ or exc))
         try:
             conn.send(reply)
         except (OSError, BrokenPipeError):
@@ -296,7 +297,9 @@ class WorkerAgents:
                     if reply[1] != tag:
                         continue  # answer to a step we already gave up on
                     if reply[0] == "error":
-                        raise PolicyFailure(reply[2])
+                        failure = PolicyFailure(reply[2])
+                        failure.worker_traceback = reply[3]  # where it happened, in the worker
+                        raise failure
                     replies[i] = reply
                     del waiting[obj]
                 elif obj in sentinels:

@@ -56,6 +56,7 @@ class RealAgentGroup:
         self.obs: np.ndarray | None = None
         self.agents: dict[int, Any] = {}
         self.assignment: tuple[int, ...] = ()
+        self.names: list[str] = []
         self.features: dict[int, Any] = {}
 
     def handle(self, msg: tuple) -> Any:
@@ -88,6 +89,7 @@ class RealAgentGroup:
             policies[a] = initialize_or_load_policy(env_interface, specs[a], device_override=device)
             policies[a].configure_action_timeout_ms(timeout_ms)
         self.assignment = tuple(assignment)
+        self.names = [s.name for s in specs]
         self.agents = {i: policies[assignment[i]].agent_policy(i) for i in slots}
         for i in slots:
             self.agents[i].reset()
@@ -107,7 +109,21 @@ class RealAgentGroup:
 
     def step(self, indices: list[int], talk: dict[int, Any] | None) -> list[tuple]:
         """``[(index, action, elapsed_ms, infos, start_ns, duration_ns)]`` in ``indices`` order."""
-        talk = talk or {}
+        try:
+            return self._step(indices, talk or {})
+        except Exception as exc:
+            from cogames_parallel.agent_workers import PolicyFailure
+            from cogames_parallel.rollout import one_line
+
+            i = getattr(exc, "agent", None)
+            who = (
+                "a policy raised"
+                if i is None
+                else f"policy {self.names[self.assignment[i]]} raised on agent {i}"
+            )
+            raise PolicyFailure(f"{who}: {one_line(exc)}") from exc
+
+    def _step(self, indices: list[int], talk: dict[int, Any]) -> list[tuple]:
         groups: dict[int, list[int]] = {}
         for i in indices:
             groups.setdefault(self.assignment[i], []).append(i)
@@ -118,9 +134,13 @@ class RealAgentGroup:
                 for h in handles:
                     if hasattr(h, "_infos"):
                         h._infos = {}  # noqa: SLF001 - as upstream's _step_group does
-                start_ns = time.time_ns()
                 batch = [(i, self.observation(i, talk.get(i))) for i in members]
-                actions = handles[0].step_group(batch)
+                start_ns = time.time_ns()  # upstream times the batched call alone
+                try:
+                    actions = handles[0].step_group(batch)
+                except Exception as exc:
+                    exc.agent = members[0]
+                    raise
                 duration_ns = time.time_ns() - start_ns
                 if len(actions) != len(members):
                     raise ValueError(f"step_group returned {len(actions)} actions for {len(members)} agents")
@@ -135,7 +155,11 @@ class RealAgentGroup:
                 continue
             for i, h in zip(members, handles):
                 start_ns = time.time_ns()
-                action = h.step(self.observation(i, talk.get(i)))
+                try:
+                    action = h.step(self.observation(i, talk.get(i)))
+                except Exception as exc:
+                    exc.agent = i  # for the message
+                    raise
                 duration_ns = time.time_ns() - start_ns
                 infos = h.infos
                 out[i] = (i, action, duration_ns / 1e6, dict(infos) if infos else {}, start_ns, duration_ns)

@@ -143,7 +143,7 @@ def run_episode(task: EvalTask, agents: Agents) -> EpisodeResult:
         )
     except Exception as exc:
         result = failed_result(task, one_line(exc))
-        result.traceback = trimmed_traceback(exc)
+        result.traceback = getattr(exc, "worker_traceback", None) or trimmed_traceback(exc)
         return result
     finally:
         try:

@@ -416,10 +416,11 @@ def run_task(task: UpstreamTask, agents: Any = None) -> UpstreamResult:
             time_averaged_game_stats=res.time_averaged_game_stats,
         )
     except Exception as exc:  # noqa: BLE001 - reported per episode, never as zeros
-        from cogames_parallel.rollout import trimmed_traceback
+        from cogames_parallel.rollout import one_line, trimmed_traceback
 
-        result = task.failed(f"{type(exc).__name__}: {_short(exc)}")
-        result.traceback = trimmed_traceback(exc)
+        text = one_line(exc)  # an EpisodeError's message already says what happened
+        result = task.failed(text if len(text) <= 300 else text[:297] + "...")
+        result.traceback = getattr(exc, "worker_traceback", None) or trimmed_traceback(exc)
         return result
     return UpstreamResult(
         index=task.index,
