@@ -20,6 +20,12 @@ a 2x is told from noise on a shared machine. Timings are the training loop only.
 
 ``--quick`` keeps the learning part within ~25 min on 2 cores; ``PARALLEL_RL_SMOKE=1``
 shrinks everything to seconds (for the documentation test).
+
+**Upstream** (``--upstream PATH``): esper-lite's own loop beside ours. It cannot run
+here: the checkout's dependencies (``datasets``, ``transformers``, ``duckdb``, ``mcp``, ...)
+are not installed and it has no digits task, so the option checks the checkout without
+importing it and fails with one line saying why (exit 2 when PATH is not a checkout,
+else 1); docs/esper-multigpu.md, "Benchmark", has the details.
 """
 
 from __future__ import annotations
