@@ -122,3 +122,52 @@ def test_mpi_policies_gathered_on_rank0_equal_serial():
         np.testing.assert_array_equal(dist.values, serial.values)
         if ctx.is_root:
             np.testing.assert_array_equal(dist.policy, serial.policy)
+
+
+def test_mpi_partitioned_dag_keeps_each_ranks_own_transitions():
+    """``partitioned=True`` (what ``release_dag`` solves use): a rank holds exactly the
+    rows of the states it expanded (the others have no outcomes), the states, terminal
+    flags and outcome count of the whole DAG, and Phase 1 on it equals serial."""
+    ctx, local = _ctx()
+    world = load_world("medium", 5)
+    full = build_dag(world, ctx=local)
+    part = build_dag(world, ctx=ctx, partitioned=True)
+    K = full.num_joint_actions
+    assert np.array_equal(part.states.keys, full.states.keys)
+    np.testing.assert_array_equal(part.terminal, full.terminal)
+    assert part.num_outcomes == full.num_outcomes
+    mine = np.zeros(len(full), dtype=bool)
+    for lo, hi in part.partition[2]:
+        mine[lo:hi] = True
+    assert 0 < mine.sum() < len(full)  # split waves: this rank does not own everything
+    counts, full_counts = part.counts.reshape(-1, K), full.counts.reshape(-1, K)
+    np.testing.assert_array_equal(counts[mine], full_counts[mine])
+    assert not counts[~mine].any()
+    rows = np.concatenate([np.arange(full.state_offsets[i], full.state_offsets[i + 1]) for i in np.flatnonzero(mine)])
+    np.testing.assert_array_equal(part.succ, full.succ[rows])
+    np.testing.assert_array_equal(part.prob_table[part.prob_idx], full.probs[rows])
+    gen = world.goal_generator()
+    serial = compute_human_policy_prior(world, [0], gen, ctx=local, gamma_h=0.9)
+    dist = compute_human_policy_prior(world, [0], gen, ctx=ctx, gamma_h=0.9, dag=part, policy_on="all")
+    np.testing.assert_array_equal(dist.values, serial.values)
+    np.testing.assert_array_equal(dist.policy, serial.policy)
+    with pytest.raises(ValueError, match="partitioned DAG needs step levels"):
+        compute_human_policy_prior(
+            world, [0], gen, ctx=ctx, dag=build_dag(world, ctx=ctx, partitioned=True), levels="height"
+        )
+
+
+def test_mpi_release_dag_with_local_workers_equals_serial(monkeypatch):
+    """The partitioned DAG (release_dag) with the Phase 1 pool on each rank, two humans."""
+    ctx, local = _ctx()
+    monkeypatch.setattr("empo_distributed.phase1._LocalRunner.MIN_CHUNK", 2)
+    monkeypatch.setattr("empo_distributed.phase1._LocalRunner.MIN_PARALLEL_WORK", 1)
+    world = load_world("two_humans", 3)
+    gen = world.goal_generator()
+    kw = dict(beta_h=math.inf, optimistic=True)
+    serial = compute_human_policy_prior(world, world.human_agent_indices, gen, ctx=local, **kw)
+    dist = compute_human_policy_prior(
+        world, world.human_agent_indices, gen, ctx=ctx, workers=2, release_dag=True, policy_on="all", **kw
+    )
+    np.testing.assert_array_equal(dist.values, serial.values)
+    np.testing.assert_array_equal(dist.policy, serial.policy)

@@ -352,10 +352,17 @@ def _run(args, ctx) -> int:
         except OSError as exc:  # e.g. disk full, permissions changed during the run
             raise _Failed(1, f"cannot write --output {args.output}: {exc.strerror or exc}") from None
         t_write = time.perf_counter() - tw
-    rss = ctx.gather(peak_rss())
+    t = prior.timings
+    cpu = {
+        "dag": round(t["dag_cpu_s"], 4),
+        "goals_levels": round(t["goals_levels_cpu_s"], 4),
+        "phase1": round(t["phase1_cpu_s"], 4),
+        "process": round(time.process_time(), 4),  # including start-up and imports
+    }
+    gathered = ctx.gather((peak_rss(), cpu, t["parts"]))
     if not ctx.is_root:
         return 0
-    t = prior.timings
+    rss = [g[0] for g in gathered]
     summary = {
         "world": args.world,
         "smoke": smoke,
@@ -380,6 +387,9 @@ def _run(args, ctx) -> int:
             "write": round(t_write, 4),
             "total": round(time.perf_counter() - t0, 4),
         },
+        # CPU seconds of each rank's own process: how the work splits, even on a busy machine
+        "cpu_s_per_rank": [g[1] for g in gathered],
+        "parts_per_rank": [g[2] for g in gathered],  # wall / CPU seconds of the solve's parts
         "phase1_pool_batches": t["phase1_parallel_batches"],
         "peak_rss_mb_per_rank": [round(r / 2**20, 1) for r in rss],
         "peak_rss_bytes_per_state": round(max(rss) / max(1, len(prior)), 1),

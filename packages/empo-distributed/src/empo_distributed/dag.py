@@ -165,6 +165,9 @@ class Dag:
     timings: dict = field(default_factory=dict)
     _state_array: np.ndarray | None = field(default=None, repr=False)
     _num_outcomes: int | None = field(default=None, repr=False)
+    wave_bounds: list | None = None  # [(start, stop)] of each BFS wave (batched builder)
+    # (rank, size, [(lo, hi)] per wave): the transitions are those of this rank's states only
+    partition: tuple | None = None
 
     @staticmethod
     def from_csr(states, state_to_idx, num_agents, num_actions, terminal, sk_offsets, probs, succ, **kw):
@@ -206,12 +209,13 @@ class Dag:
 
     @property
     def num_outcomes(self) -> int:
-        return self._num_outcomes if self.succ is None else len(self.succ)
+        return self._num_outcomes if self._num_outcomes is not None else len(self.succ)
 
     def drop_transitions(self) -> None:
         """Forget the transition arrays (a Phase 1 with ``release_dag`` consumed them);
         states, terminal flags and sizes stay."""
         self._num_outcomes = self.num_outcomes
+        self.partition = None
         self.counts = self.state_offsets = self.succ = None
         self.prob_idx = self.probs_raw = self.durations = None
 
@@ -450,10 +454,13 @@ def build_dag(
     max_states: int | None = None,
     durations: bool = False,
     memory_guard=None,
+    partitioned: bool = False,
 ) -> Dag:
     """Explore every state reachable from ``reset()`` and return the :class:`Dag`.
 
     ``durations``: ask the world for transition durations (needed only when discounting).
+    ``partitioned`` (MPI, worlds with batch expansion): each rank keeps only the
+    transitions of the states it expanded (see :func:`build_dag_batched`); ignored otherwise.
     ``memory_guard`` (:class:`.memory.MemoryGuard`) is checked after every wave.
     ``workers`` local processes expand each wave (per rank); ``ctx`` is a
     ``parallel_core.mpi`` context (default: ``get_context()``). ``progress(wave,
@@ -471,6 +478,7 @@ def build_dag(
             max_states=max_states,
             memory_guard=memory_guard,
             workers=workers,
+            partitioned=partitioned,
         )
     t0 = time.perf_counter()
     n_agents = len(world_model.agents)
@@ -583,7 +591,14 @@ def _expand_batch_chunk(rows: np.ndarray):
 
 
 def build_dag_batched(
-    world_model, *, ctx, progress=None, max_states=None, memory_guard=None, workers: int = 1
+    world_model,
+    *,
+    ctx,
+    progress=None,
+    max_states=None,
+    memory_guard=None,
+    workers: int = 1,
+    partitioned: bool = False,
 ) -> Dag:
     """The DAG of a step-layered world with ``codec()``/``expand_batch()`` (built-in worlds).
 
@@ -597,6 +612,14 @@ def build_dag_batched(
     general builder, so both builders give the same arrays. The DAG arrays grow in place
     wave by wave (no final join, no second copy). With ``workers > 1`` local processes
     expand chunks of a rank's share of big waves (results in chunk order).
+
+    ``partitioned`` (under MPI): the transitions are not exchanged at all; a rank keeps
+    those of the states it expanded (its ``partition`` share of each wave from
+    ``REPLICATE_WAVE`` states on, every state of smaller waves) and the other states'
+    rows are empty (count 0). The states, terminal flags and probability table are
+    complete on every rank. Phase 1 over step levels, split the same way, reads only
+    a rank's own rows (``Dag.partition``), so the ~150 bytes per state of compact
+    transitions are neither sent nor copied nor held by every rank.
     """
     from .memory import release_free_memory
 
@@ -610,12 +633,17 @@ def build_dag_batched(
     n_states, wave = 1, 0
     table = ProbTable()
     pool = None
+    partitioned = partitioned and ctx.is_distributed
+    bounds = []  # (start, stop) of every wave
+    owned = [] if partitioned else None  # (lo, hi) global indices this rank expanded, per wave
     try:
         while len(keys):
             if pool is None:
                 pool = _maybe_pool(world_model, workers, len(keys))
+            bounds.append((n_states - len(keys), n_states))
             keys = _batched_wave(
-                world_model, codec, ctx, keys, K, table, out, n_states, pool, memory_guard, wave
+                world_model, codec, ctx, keys, K, table, out, n_states, pool, memory_guard, wave,
+                owned,
             )
             wave += 1
             n_states += len(keys)
@@ -636,7 +664,12 @@ def build_dag_batched(
         raise
     if pool is not None:
         pool.close()
-    return _finish_batched(world_model, codec, K, table, out, wave, t0)
+    dag = _finish_batched(world_model, codec, K, table, out, wave, t0)
+    dag.wave_bounds = bounds
+    if partitioned:
+        dag.partition = (ctx.rank, ctx.size, owned)
+        dag._num_outcomes = out.total_outcomes
+    return dag
 
 
 def _maybe_pool(world_model, workers: int, wave_size: int):
@@ -661,6 +694,15 @@ class _GrowingDag:
         self.counts = np.zeros(0, dtype=np.uint8)
         self.prob_idx = np.zeros(0, dtype=np.uint8)
         self.succ = np.zeros(0, dtype=np.int32)
+        self.total_outcomes = 0  # of every rank (a partitioned DAG holds only its own)
+
+    def append_slice(self, name: str, piece: np.ndarray, length: int, at: int) -> None:
+        """Grow ``name`` by ``length`` zeros and write ``piece`` at offset ``at`` of them."""
+        arr = getattr(self, name)
+        n = len(arr)
+        arr.resize(n + length, refcheck=False)  # the new entries are zeros
+        arr[n + at : n + at + len(piece)] = piece
+        setattr(self, name, arr)
 
     def append(self, name: str, piece: np.ndarray) -> None:
         arr = getattr(self, name)
@@ -674,27 +716,35 @@ class _GrowingDag:
 
 
 def _batched_wave(
-    world_model, codec, ctx, keys, K, table, out, n_states, pool, memory_guard=None, wave=0
+    world_model, codec, ctx, keys, K, table, out, n_states, pool, memory_guard=None, wave=0,
+    owned=None,
 ):
     """Expand one wave (this rank's share), exchange compact arrays, append them to ``out``;
     return the next wave's keys (sorted). Under MPI the memory guard's verdict travels
     with the wave's first exchange (one meeting point of the ranks fewer per wave); a
     wave below ``REPLICATE_WAVE`` states is expanded whole by every rank instead (the
-    same numbers everywhere, no meeting at all: splitting it would cost more)."""
+    same numbers everywhere, no meeting at all: splitting it would cost more).
+    ``owned`` (a list, partitioned DAG): append this rank's ``(lo, hi)`` share and keep
+    only its own transitions (the other states' counts stay 0); only keys and terminal
+    flags travel."""
+    from .timing import CLOCK
+
     distributed = ctx.is_distributed and len(keys) >= REPLICATE_WAVE
     lo, hi = ctx.work_range(len(keys)) if distributed else (0, len(keys))
-    rows = codec.decode(keys[lo:hi])
-    chunks = [rows[a : a + BATCH_STATES] for a in range(0, len(rows), BATCH_STATES)]
-    if pool is not None and len(chunks) > 1:
-        results = [f.result() for f in [pool.submit(_expand_batch_chunk, c) for c in chunks]]
-    else:
-        results = [world_model.expand_batch(c) for c in chunks]
-    del rows, chunks
+    with CLOCK.part("dag_expand"):
+        rows = codec.decode(keys[lo:hi])
+        chunks = [rows[a : a + BATCH_STATES] for a in range(0, len(rows), BATCH_STATES)]
+        if pool is not None and len(chunks) > 1:
+            results = [f.result() for f in [pool.submit(_expand_batch_chunk, c) for c in chunks]]
+        else:
+            results = [world_model.expand_batch(c) for c in chunks]
+        del rows, chunks
     # Chunk by chunk from here on: the raw int64 keys and float64 probabilities of the
     # wave are never joined (that would hold them twice); only compact arrays are.
-    new = sorted(set().union(*(table.new_values(r[2]) for r in results)))
-    nxt = _merge_unique([sorted_unique(r[3]) for r in results])  # sorted unique successor keys
-    n_out = sum(len(r[3]) for r in results)
+    with CLOCK.part("dag_dedup"):
+        new = sorted(set().union(*(table.new_values(r[2]) for r in results)))
+        nxt = _merge_unique([sorted_unique(r[3]) for r in results])  # sorted unique successor keys
+        n_out = sum(len(r[3]) for r in results)
     if distributed:
         # One small allgather of what each rank found (new probability values, sizes),
         # then one buffer exchange for the keys and one for the compact arrays.
@@ -703,13 +753,20 @@ def _batched_wave(
             if memory_guard is not None
             else None
         )
-        facts = ctx.allgather((new, len(nxt), n_out, problem))
+        own_terminal = (
+            np.concatenate([r[0] for r in results]).astype(np.bool_) if owned is not None else None
+        )
+        with CLOCK.part("dag_meet"):
+            facts = ctx.allgather((new, len(nxt), n_out, problem, own_terminal))
         if problem or any(f[3] for f in facts):
             from .memory import MemoryGuard
 
             MemoryGuard.raise_first([f[3] for f in facts])
         new = sorted(set().union(*(f[0] for f in facts)))
-        nxt = sorted_unique(allgatherv_known(ctx, nxt, [f[1] for f in facts]), kind="stable")
+        with CLOCK.part("dag_keys_exchange"):
+            nxt = allgatherv_known(ctx, nxt, [f[1] for f in facts])
+        with CLOCK.part("dag_keys_merge"):
+            nxt = sorted_unique(nxt, kind="stable")
     # Probabilities -> ids of a table identical on every rank (new values added sorted);
     # successor keys -> indices into the next wave, which starts at n_states.
     table.add(new)
@@ -718,21 +775,34 @@ def _batched_wave(
     index_dtype = _index_dtype(n_states + len(nxt))
     prob_dtype = _small_uint(max(0, len(table) - 1))
     terminal, counts, prob_idx, succ = [], [], [], []
-    while results:
-        t, c, p, sk = results.pop(0)
-        terminal.append(t)
-        counts.append(c.reshape(-1))
-        prob_idx.append(table.index(p))
-        i = np.searchsorted(nxt, sk)
-        i += n_states
-        succ.append(i.astype(index_dtype))
-        del t, c, p, sk, i
-    fields = (("terminal", np.bool_), ("counts", np.uint8), ("prob_idx", prob_dtype), ("succ", index_dtype))
-    mine = [_joined(part, dt) for part, (_, dt) in zip((terminal, counts, prob_idx, succ), fields)]
-    del terminal, counts, prob_idx, succ
+    with CLOCK.part("dag_compact"):
+        while results:
+            t, c, p, sk = results.pop(0)
+            terminal.append(t)
+            counts.append(c.reshape(-1))
+            prob_idx.append(table.index(p))
+            i = np.searchsorted(nxt, sk)
+            i += n_states
+            succ.append(i.astype(index_dtype))
+            del t, c, p, sk, i
+        fields = (("terminal", np.bool_), ("counts", np.uint8), ("prob_idx", prob_dtype), ("succ", index_dtype))
+        mine = [_joined(part, dt) for part, (_, dt) in zip((terminal, counts, prob_idx, succ), fields)]
+        del terminal, counts, prob_idx, succ
+    if owned is not None:
+        owned.append((n_states - len(keys) + lo, n_states - len(keys) + hi))
     if not distributed:
-        for (name, _), arr in zip(fields, mine):
-            out.append(name, arr)
+        with CLOCK.part("dag_append"):
+            for (name, _), arr in zip(fields, mine):
+                out.append(name, arr)
+            out.total_outcomes += len(mine[3])
+    elif owned is not None:
+        with CLOCK.part("dag_append"):
+            out.append("terminal", np.concatenate([f[4] for f in facts]))
+            out.append_slice("counts", mine[1], len(keys) * K, lo * K)
+            out.append("prob_idx", mine[2])
+            out.append("succ", mine[3])
+            out.total_outcomes += sum(f[2] for f in facts)
+        del mine
     else:
         from parallel_core.mpi import partition
 
@@ -743,13 +813,16 @@ def _batched_wave(
             for n, m in zip(shares, (f[2] for f in facts))
         ]
         sizes = [sum(k * np.dtype(dt).itemsize for k, dt in lay) for lay in layouts]
-        gathered = allgatherv_known(ctx, pack(mine), sizes)
+        with CLOCK.part("dag_exchange"):
+            gathered = allgatherv_known(ctx, pack(mine), sizes)
         del mine
-        pos = 0
-        for lay, size in zip(layouts, sizes):
-            for (name, _), arr in zip(fields, unpack(gathered[pos : pos + size], lay)):
-                out.append(name, arr)
-            pos += size
+        with CLOCK.part("dag_append"):
+            pos = 0
+            for lay, size in zip(layouts, sizes):
+                for (name, _), arr in zip(fields, unpack(gathered[pos : pos + size], lay)):
+                    out.append(name, arr)
+                pos += size
+            out.total_outcomes += sum(f[2] for f in facts)
     if len(nxt):
         out.append("keys", nxt)
     return nxt

@@ -397,13 +397,51 @@ class _Release:
 GATHER_ROWS = 32768  # policy rows per message: bounds the extra memory of the final gather
 
 
-def _rank_rows(todos: list[np.ndarray], rank: int, size: int):
-    """The row indices rank ``rank`` computed, level by level, in chunks of ``GATHER_ROWS``:
-    ``(start, stop)`` when they are a contiguous range, else the index array."""
+def _level_split(dag: Dag, level: np.ndarray, term: np.ndarray, size: int):
+    """``(todo, splits)``: the level's non-terminal states and each rank's ``[lo, hi)`` of them.
+
+    Normally the non-terminal states are split evenly. A partitioned DAG (each rank holds
+    the transitions of its own share of every wave only) splits the level, which is a
+    wave, as the DAG builder split the wave, then drops the terminal states."""
     from parallel_core.mpi import partition
 
-    for todo in todos:
-        lo, hi = partition(len(todo), size)[rank]
+    todo = level[~term]
+    if dag.partition is None:
+        return todo, partition(len(todo), size)
+    live = np.zeros(len(level) + 1, dtype=np.int64)
+    np.cumsum(~term, out=live[1:])
+    return todo, [(int(live[a]), int(live[b])) for a, b in partition(len(level), size)]
+
+
+def _check_partition(dag: Dag, levels: list[np.ndarray], ctx) -> None:
+    """A partitioned DAG's levels must be its waves (step levels), on the ranks that built it."""
+    from parallel_core.mpi import partition
+
+    rank, size, owned = dag.partition
+    if (rank, size) != (ctx.rank, ctx.size):
+        raise ValueError(f"the DAG was partitioned for rank {rank} of {size}, not {ctx.rank} of {ctx.size}")
+    waves = {start: (stop, share) for (start, stop), share in zip(dag.wave_bounds, owned)}
+    starts = set()
+    for level in levels:
+        a, b = (int(level[0]), int(level[-1]) + 1) if len(level) else (-1, -1)
+        stop, (lo, hi) = waves.get(a, (None, (0, 0)))
+        if stop != b or b - a != len(level) or np.any(np.diff(level) != 1):
+            raise ValueError(
+                "a partitioned DAG needs step levels (its waves); build it with partitioned=False "
+                "for other levels"
+            )
+        if hi - lo != b - a and (lo - a, hi - a) != partition(b - a, size)[rank]:
+            raise ValueError("the DAG's share of a wave is not this rank's share of the level")
+        starts.add(a)
+    if len(starts) != len(waves):
+        raise ValueError("a partitioned DAG needs step levels (its waves)")
+
+
+def _rank_rows(todos: list[np.ndarray], splits: list, rank: int):
+    """The row indices rank ``rank`` computed, level by level, in chunks of ``GATHER_ROWS``:
+    ``(start, stop)`` when they are a contiguous range, else the index array."""
+    for todo, split in zip(todos, splits):
+        lo, hi = split[rank]
         for a in range(lo, hi, GATHER_ROWS):
             idx = todo[a : min(hi, a + GATHER_ROWS)]
             if int(idx[-1]) - int(idx[0]) == len(idx) - 1 and bool(np.all(np.diff(idx) == 1)):
@@ -412,7 +450,7 @@ def _rank_rows(todos: list[np.ndarray], rank: int, size: int):
                 yield idx
 
 
-def _gather_rows_to_root(ctx, P: np.ndarray, todos: list[np.ndarray]) -> None:
+def _gather_rows_to_root(ctx, P: np.ndarray, todos: list[np.ndarray], splits: list) -> None:
     """Send every rank's policy rows to rank 0 (raw buffers, no pickling). Every rank knows
     which rows each rank computed (the split of each level), so only rows travel; a
     contiguous range goes straight from and into ``P`` (no copy), and no side ever
@@ -420,7 +458,7 @@ def _gather_rows_to_root(ctx, P: np.ndarray, todos: list[np.ndarray]) -> None:
     comm, tag = ctx.comm, 72
     if ctx.is_root:
         for r in range(1, ctx.size):
-            for rows in _rank_rows(todos, r, ctx.size):
+            for rows in _rank_rows(todos, splits, r):
                 if isinstance(rows, tuple):
                     comm.Recv(P[rows[0] : rows[1]], source=r, tag=tag)
                 else:
@@ -428,7 +466,7 @@ def _gather_rows_to_root(ctx, P: np.ndarray, todos: list[np.ndarray]) -> None:
                     comm.Recv(buf, source=r, tag=tag)
                     P[rows] = buf
     else:
-        for rows in _rank_rows(todos, ctx.rank, ctx.size):
+        for rows in _rank_rows(todos, splits, ctx.rank):
             if isinstance(rows, tuple):
                 comm.Send(P[rows[0] : rows[1]], dest=0, tag=tag)
             else:
@@ -471,11 +509,14 @@ def backward_induction(
     """
     if policy_on not in ("root", "all"):
         raise ValueError(f"policy_on must be 'root' or 'all', got {policy_on!r}")
-    from parallel_core.mpi import get_context, partition
+    from parallel_core.mpi import get_context
 
     from .exchange import allgatherv_known
+    from .timing import CLOCK
 
     ctx = ctx if ctx is not None else get_context()
+    if dag.partition is not None:
+        _check_partition(dag, levels, ctx)
     N, nA = len(dag), dag.num_actions
     G = sum(len(gs) for gs in goal_sets)
     dtype = np.dtype(params.dtype)
@@ -516,26 +557,31 @@ def backward_induction(
     if release is not None:
         runner.on_pool_start = release.all_private  # the kernel reads the shared copies now
     failed = True
+    splits: list = []  # each level's split of its non-terminal states between the ranks
     try:
         # This rank's work (elements) in each level and all later ones: is a pool worth starting?
         live = np.array([len(lv) - int(dag.terminal[lv].sum()) for lv in levels], dtype=np.int64)
         left = np.cumsum(live[::-1])[::-1] // ctx.size * runner.work_per_state
         for li, level in enumerate(levels):
             term = dag.terminal[level]
-            todo = level[~term]
-            lo, hi = ctx.work_range(len(todo))
+            todo, split = _level_split(dag, level, term, ctx.size)
+            splits.append(split)
+            lo, hi = split[ctx.rank]
             my_idx = todo[lo:hi]
-            runner.run(my_idx, int(left[li]))
+            with CLOCK.part("p1_kernel"):
+                runner.run(my_idx, int(left[li]))
             V, P = runner.arrays["V"], runner.arrays["P"]  # shared copies once workers start
             if keep_policy and term.any():
                 P[level[term]] = np.nan
                 runner.mark_written(level[term])
             if release is not None:
-                release.level_done(level)
+                with CLOCK.part("p1_release"):
+                    release.level_done(level)
             if ctx.is_distributed:  # every rank knows the split of todo: one Allgatherv
                 te = time.perf_counter()
-                shares = [b - a for a, b in partition(len(todo), ctx.size)]
-                V[todo] = allgatherv_known(ctx, V[my_idx], shares)
+                shares = [b - a for a, b in split]
+                with CLOCK.part("p1_exchange"):
+                    V[todo] = allgatherv_known(ctx, V[my_idx], shares)
                 runner.mark_written(todo)
                 t_exchange += time.perf_counter() - te
             if memory_guard is not None:
@@ -547,12 +593,13 @@ def backward_induction(
             te = time.perf_counter()
             todos = [level[~dag.terminal[level]] for level in levels]
             if policy_on == "all":
-                for todo in todos:
-                    lo, hi = ctx.work_range(len(todo))
-                    shares = [b - a for a, b in partition(len(todo), ctx.size)]
+                for todo, split in zip(todos, splits):
+                    lo, hi = split[ctx.rank]
+                    shares = [b - a for a, b in split]
                     P[todo] = allgatherv_known(ctx, P[todo[lo:hi]], shares)
             else:
-                _gather_rows_to_root(ctx, P, todos)
+                with CLOCK.part("p1_gather_policies"):
+                    _gather_rows_to_root(ctx, P, todos, splits)
             del todos
             t_exchange += time.perf_counter() - te
         # Plain arrays; when workers shared them, views of the mappings, which stay valid

@@ -139,7 +139,11 @@ def compute_human_policy_prior(
     params = Phase1Params.make(beta_h, gamma_h, rho_h, optimistic, dtype)
     if memory_guard is None and (min_free_memory_fraction or 0) > 0:
         memory_guard = MemoryGuard(None, ctx, min_free_memory_fraction, memory_pause_duration)
+    from .timing import CLOCK
+
+    CLOCK.reset()
     t0 = time.perf_counter()
+    c0 = time.process_time()
     if dag is None:
         dag = build_dag(
             world_model,
@@ -149,14 +153,20 @@ def compute_human_policy_prior(
             max_states=max_states,
             durations=params.rho_h > 0,
             memory_guard=memory_guard,
+            # MPI: the transitions of a state are read only by the rank that computes its
+            # step level, so with step levels each rank keeps (and builds) its share only;
+            # release_dag says that the caller does not want the transitions afterwards.
+            partitioned=release_dag and level_fct is None and levels != "height",
         )
     if use_float16:
         dag.round_probs_float16()  # EMPO's meaning: probabilities to ~3 digits
     t_dag = time.perf_counter() - t0
+    cpu_dag = time.process_time() - c0
     if on_phase:
         on_phase("end", 0, 0)
 
     t1 = time.perf_counter()
+    c1 = time.process_time()
     humans = list(human_agent_indices)
     n_agents = len(world_model.agents)
     if robots is None:
@@ -187,6 +197,8 @@ def compute_human_policy_prior(
         lv = dependency_levels(dag, levels)
     release_free_memory()  # decoded state arrays and other temporaries of this step
     t_goals = time.perf_counter() - t1
+    cpu_goals = time.process_time() - c1
+    c2 = time.process_time()
 
     total_states = len(dag)
     done_levels = np.cumsum([len(x) for x in lv]) if lv else []
@@ -213,6 +225,7 @@ def compute_human_policy_prior(
         policy_on=policy_on,
         release_dag=release_dag,
     )
+    cpu_phase1 = time.process_time() - c2
     if on_phase:
         on_phase("end", 0, 0)
     goals = [g for gs in goal_sets for g in gs.goals]
@@ -256,6 +269,11 @@ def compute_human_policy_prior(
         "phase1_s": t_bi["phase1_s"],
         "exchange_s": t_bi["exchange_s"],
         "phase1_parallel_batches": t_bi["parallel_batches"],
+        # CPU seconds of this process (not its local workers), and of the parts inside
+        "dag_cpu_s": cpu_dag,
+        "goals_levels_cpu_s": cpu_goals,
+        "phase1_cpu_s": cpu_phase1,
+        "parts": CLOCK.report(),
     }
     if memory_profile:
         prior.timings["peak_rss_bytes"] = peak_rss()
