@@ -79,6 +79,12 @@ def child(world_name: str, steps: int | None, workers: int) -> None:
         "peak_rss_mb": peak / 2**20,
         "peak_rss_bytes_per_state": peak / max(1, len(prior)),
         "largest_worker_rss_mb": kids.ru_maxrss / 1024,
+        # CPU seconds of this rank's own process in the solve (no start-up, no imports)
+        "dag_cpu_s": prior.timings["dag_cpu_s"],
+        "phase1_cpu_s": prior.timings["phase1_cpu_s"],
+        "solve_cpu_s": prior.timings["dag_cpu_s"]
+        + prior.timings["goals_levels_cpu_s"]
+        + prior.timings["phase1_cpu_s"],
     }
     per_rank = ctx.gather(rss)
     if ctx.is_root:
@@ -185,7 +191,12 @@ def upstream_side_by_side(path: str, python: str, steps: int) -> dict:
         capture_output=True, text=True, env=env, timeout=1800,
     )
     if r.returncode != 0:
-        raise CliError(f"--upstream run failed ({r.returncode}): {r.stderr.strip()[-500:]}")
+        lines = r.stderr.strip().splitlines() or ["no output"]
+        raise CliError(
+            f"--upstream run failed with {python} (exit {r.returncode}): {lines[-1].strip()} "
+            "(--upstream-python needs numpy, gymnasium, tqdm, scipy, cloudpickle, psutil, pyyaml, "
+            "matplotlib and this package)"
+        )
     line = next(x for x in r.stdout.splitlines() if x.startswith("BENCH_RESULT "))
     out = json.loads(line.removeprefix("BENCH_RESULT "))
     up, ours = statistics.median(out["upstream_s"]), statistics.median(out["empo_distributed_s"])
@@ -405,7 +416,8 @@ def _main() -> int:
     if args.quick:
         args.sizes, args.repeats, args.reference_sizes = "1e3", 1, ""
         args.simulated_ranks = min(args.simulated_ranks, 2)
-    unknown = [x for x in args.sizes.split(",") if x not in SIZES]
+    sizes = [x for x in args.sizes.split(",") if x]  # --sizes '': only --upstream / --phase1-pool
+    unknown = [x for x in sizes if x not in SIZES]
     if unknown:
         raise UsageError(f"unknown size(s) {unknown}; choose from {','.join(SIZES)}")
     if args.repeats < 1 or args.workers < 1 or args.ranks < 1:
@@ -425,7 +437,7 @@ def _main() -> int:
         "note": "wall times on a possibly shared machine; medians of interleaved rounds",
         "sizes": {},
     }
-    for size in args.sizes.split(","):
+    for size in sizes:
         world, steps = SIZES[size]
         if args.quick:
             steps = 4
@@ -452,6 +464,12 @@ def _main() -> int:
             for key in ("dag_s", "phase1_s", "exchange_s", "total_s", "process_wall_s"):
                 r[key] = statistics.median(x[key] for x in rs)
                 r[key + "_all"] = [x[key] for x in rs]
+            # Each rank's solve CPU seconds (median over rounds): the split of the work,
+            # which a busy machine does not distort as much as wall time.
+            r["solve_cpu_s_per_rank"] = [
+                statistics.median(x["per_rank"][k]["solve_cpu_s"] for x in rs)
+                for k in range(len(rs[0]["per_rank"]))
+            ]
             r["peak_rss_mb_max_rank"] = max(x["peak_rss_mb"] for x in r["per_rank"])
             r["peak_rss_bytes_per_state"] = max(x["peak_rss_bytes_per_state"] for x in r["per_rank"])
             runs[label] = r
@@ -462,6 +480,7 @@ def _main() -> int:
             r["speedup_dag"] = base["dag_s"] / r["dag_s"]
             r["speedup_phase1"] = base["phase1_s"] / r["phase1_s"]
             r["speedup_total"] = base["total_s"] / r["total_s"]
+            r["cpu_max_rank_vs_serial"] = max(r["solve_cpu_s_per_rank"]) / base["solve_cpu_s_per_rank"][0]
         entry = {
             "world": world,
             "max_steps": steps,
@@ -495,6 +514,10 @@ def _table(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    if not results["sizes"]:
+        _upstream_line(results)
+        return
+
     t = Table(title="empo-distributed benchmark (beta_h=10, gamma_h=0.9)")
     for c in (
         "size",
@@ -507,6 +530,8 @@ def _table(results: dict) -> None:
         "states/s P1",
         "speedup DAG",
         "speedup P1",
+        "CPU s/rank",
+        "CPU vs serial",
         "peak RSS/rank MB",
         "B/state",
         "same",
@@ -527,12 +552,18 @@ def _table(results: dict) -> None:
                 f"{r['states_per_s_phase1']:.0f}",
                 f"{r['speedup_dag']:.2f}",
                 f"{r['speedup_phase1']:.2f}",
+                "/".join(f"{c:.2f}" for c in r["solve_cpu_s_per_rank"]),
+                f"{100 * r['cpu_max_rank_vs_serial']:.0f}%",
                 f"{r['peak_rss_mb_max_rank']:.0f}",
                 f"{r['peak_rss_bytes_per_state']:.0f}",
                 "yes" if e["identical_outputs"] else "NO",
                 f"{ref:.0f}x" if (ref and label == "serial") else "",
             )
     Console(width=200, stderr=True).print(t)
+    _upstream_line(results)
+
+
+def _upstream_line(results: dict) -> None:
     up = results.get("upstream")
     if up:
         print(

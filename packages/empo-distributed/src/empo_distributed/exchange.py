@@ -31,6 +31,21 @@ def allgatherv_known(ctx, array: np.ndarray, rows: list[int]) -> np.ndarray:
     return out
 
 
+def allgatherv_in_place(ctx, out: np.ndarray, rows: list[int]) -> None:
+    """Fill ``out`` (contiguous; rank r's block of ``rows[r]`` rows at its rank-order
+    offset, this rank's block already written there) with every rank's block: one
+    ``Allgatherv`` straight into the destination (``MPI_IN_PLACE``), no copies around it."""
+    from mpi4py import MPI
+
+    if not out.flags.c_contiguous or out.shape[0] != sum(rows):
+        raise ValueError(f"need a contiguous array of {sum(rows)} rows, got shape {out.shape}")
+    row_bytes = out.dtype.itemsize * int(np.prod(out.shape[1:], dtype=np.int64))
+    counts = np.asarray(rows, dtype=np.int64) * row_bytes
+    displs = np.zeros(len(rows), dtype=np.int64)
+    np.cumsum(counts[:-1], out=displs[1:])
+    ctx.comm.Allgatherv(MPI.IN_PLACE, [out.reshape(-1).view(np.uint8), (counts, displs), MPI.BYTE])
+
+
 def pack(arrays: list[np.ndarray]) -> np.ndarray:
     """The raw bytes of several arrays, one after the other (see :func:`unpack`)."""
     parts = [np.ascontiguousarray(a).reshape(-1).view(np.uint8) for a in arrays]

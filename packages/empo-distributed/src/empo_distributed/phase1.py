@@ -511,7 +511,7 @@ def backward_induction(
         raise ValueError(f"policy_on must be 'root' or 'all', got {policy_on!r}")
     from parallel_core.mpi import get_context
 
-    from .exchange import allgatherv_known
+    from .exchange import allgatherv_in_place, allgatherv_known
     from .timing import CLOCK
 
     ctx = ctx if ctx is not None else get_context()
@@ -581,7 +581,12 @@ def backward_induction(
                 te = time.perf_counter()
                 shares = [b - a for a, b in split]
                 with CLOCK.part("p1_exchange"):
-                    V[todo] = allgatherv_known(ctx, V[my_idx], shares)
+                    if len(todo) and bool(np.all(np.diff(todo) == 1)):
+                        # a contiguous range (sorted, no terminal state inside): the rows
+                        # travel straight into V
+                        allgatherv_in_place(ctx, V[int(todo[0]) : int(todo[-1]) + 1], shares)
+                    else:
+                        V[todo] = allgatherv_known(ctx, V[my_idx], shares)
                 runner.mark_written(todo)
                 t_exchange += time.perf_counter() - te
             if memory_guard is not None:

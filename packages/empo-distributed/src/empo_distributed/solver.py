@@ -24,11 +24,13 @@ from .prior import HumanPolicyPrior
 def compute_achieved(dag: Dag, goal_sets, ctx) -> np.ndarray:
     """``(N, goals)`` bool; each rank evaluates its block of states, then ``Allgatherv``."""
     lo, hi = ctx.work_range(len(dag))
-    arr = dag.state_array()
-    parts = [
-        achieved_matrix(gs, dag.states[lo:hi], arr[lo:hi] if arr is not None else None)
-        for gs in goal_sets
-    ]
+    states = dag.states[lo:hi]
+    if hasattr(states, "array"):  # a StateTable: decode this rank's block only
+        arr = states.array()
+    else:
+        arr = dag.state_array()
+        arr = arr[lo:hi] if arr is not None else None
+    parts = [achieved_matrix(gs, states, arr) for gs in goal_sets]
     mine = np.concatenate(parts, axis=1) if parts else np.zeros((hi - lo, 0), dtype=bool)
     if ctx.is_distributed:
         return ctx.allgatherv(mine.astype(np.uint8)).astype(bool)
