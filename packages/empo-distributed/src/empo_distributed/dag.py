@@ -622,6 +622,7 @@ def build_dag_batched(
     transitions are neither sent nor copied nor held by every rank.
     """
     from .memory import release_free_memory
+    from .timing import CLOCK
 
     t0 = time.perf_counter()
     codec = world_model.codec()
@@ -647,14 +648,16 @@ def build_dag_batched(
             )
             wave += 1
             n_states += len(keys)
-            release_free_memory()  # the wave's temporaries go back to the system
+            with CLOCK.part("dag_trim"):
+                release_free_memory()  # the wave's temporaries go back to the system
             if max_states is not None and n_states > max_states:
                 raise WorldError(
                     f"more than {max_states} reachable states after {wave} waves; "
                     "lower --max-steps or raise --max-states"
                 )
             if memory_guard is not None and not ctx.is_distributed:  # MPI: inside the wave
-                memory_guard.check(f"after DAG wave {wave} ({n_states} states)")
+                with CLOCK.part("dag_guard"):
+                    memory_guard.check(f"after DAG wave {wave} ({n_states} states)")
             # (MPI waves below REPLICATE_WAVE states skip the check: they add little memory.)
             if progress is not None:
                 progress(wave, n_states)
@@ -664,7 +667,8 @@ def build_dag_batched(
         raise
     if pool is not None:
         pool.close()
-    dag = _finish_batched(world_model, codec, K, table, out, wave, t0)
+    with CLOCK.part("dag_finish"):
+        dag = _finish_batched(world_model, codec, K, table, out, wave, t0)
     dag.wave_bounds = bounds
     if partitioned:
         dag.partition = (ctx.rank, ctx.size, owned)
@@ -748,11 +752,12 @@ def _batched_wave(
     if distributed:
         # One small allgather of what each rank found (new probability values, sizes),
         # then one buffer exchange for the keys and one for the compact arrays.
-        problem = (
-            memory_guard.local_problem(f"in DAG wave {wave + 1} ({n_states} states so far)")
-            if memory_guard is not None
-            else None
-        )
+        with CLOCK.part("dag_guard"):
+            problem = (
+                memory_guard.local_problem(f"in DAG wave {wave + 1} ({n_states} states so far)")
+                if memory_guard is not None
+                else None
+            )
         own_terminal = (
             np.concatenate([r[0] for r in results]).astype(np.bool_) if owned is not None else None
         )

@@ -450,6 +450,27 @@ def _rank_rows(todos: list[np.ndarray], splits: list, rank: int):
                 yield idx
 
 
+def _post_policy_rows(ctx, P: np.ndarray, todo: np.ndarray, split, requests: list) -> bool:
+    """Post the non-blocking transfer of a finished level's policy rows to rank 0 (rank 0:
+    the receives) when every rank's rows are one contiguous range; False otherwise (the
+    rows then go with the final gather)."""
+    ranges = []
+    for lo, hi in split:
+        rows = todo[lo:hi]
+        if len(rows) and not bool(np.all(np.diff(rows) == 1)):
+            return False
+        ranges.append((int(rows[0]), int(rows[-1]) + 1) if len(rows) else None)
+    comm, tag = ctx.comm, 73
+    if ctx.is_root:
+        for r, rng in enumerate(ranges):
+            if r and rng is not None:
+                requests.append(comm.Irecv(P[rng[0] : rng[1]], source=r, tag=tag))
+    elif ranges[ctx.rank] is not None:
+        a, b = ranges[ctx.rank]
+        requests.append(comm.Isend(P[a:b], dest=0, tag=tag))
+    return True
+
+
 def _gather_rows_to_root(ctx, P: np.ndarray, todos: list[np.ndarray], splits: list) -> None:
     """Send every rank's policy rows to rank 0 (raw buffers, no pickling). Every rank knows
     which rows each rank computed (the split of each level), so only rows travel; a
@@ -558,6 +579,12 @@ def backward_induction(
         runner.on_pool_start = release.all_private  # the kernel reads the shared copies now
     failed = True
     splits: list = []  # each level's split of its non-terminal states between the ranks
+    # policy_on="root" without local workers (whose pool would move P into shared memory):
+    # each level's policy rows go to rank 0 as soon as the level is done (non-blocking,
+    # straight from and into P), so the transfer overlaps with the later levels instead
+    # of ending Phase 1 with a gather. early[li]: level li's rows travel that way.
+    early = [] if (ctx.is_distributed and policy_on == "root" and workers <= 1) else None
+    requests: list = []
     try:
         # This rank's work (elements) in each level and all later ones: is a pool worth starting?
         live = np.array([len(lv) - int(dag.terminal[lv].sum()) for lv in levels], dtype=np.int64)
@@ -588,15 +615,25 @@ def backward_induction(
                     else:
                         V[todo] = allgatherv_known(ctx, V[my_idx], shares)
                 runner.mark_written(todo)
+                if early is not None:
+                    early.append(_post_policy_rows(ctx, P, todo, split, requests))
                 t_exchange += time.perf_counter() - te
             if memory_guard is not None:
-                memory_guard.check(f"after Phase 1 level {li + 1} of {len(levels)}")
+                with CLOCK.part("p1_guard"):
+                    memory_guard.check(f"after Phase 1 level {li + 1} of {len(levels)}")
             if progress is not None:
                 progress(li + 1, len(levels))
         V, P = runner.arrays["V"], runner.arrays["P"]
         if ctx.is_distributed:  # policies are not needed by later levels: one exchange at the end
             te = time.perf_counter()
             todos = [level[~dag.terminal[level]] for level in levels]
+            if early is not None:  # levels whose rows already travel (or have arrived)
+                with CLOCK.part("p1_gather_policies"):
+                    from mpi4py import MPI
+
+                    MPI.Request.Waitall(requests)
+                todos = [t for t, e in zip(todos, early) if not e]
+                splits = [t for t, e in zip(splits, early) if not e]
             if policy_on == "all":
                 for todo, split in zip(todos, splits):
                     lo, hi = split[ctx.rank]
