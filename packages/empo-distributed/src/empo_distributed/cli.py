@@ -146,6 +146,8 @@ class _PhaseProgress:
     """One progress bar per phase, opened when the phase reports first, closed at the next."""
 
     def __init__(self, quiet: bool, dag_total: int):
+        if not quiet:  # import the bars (rich) here, not inside the timed DAG phase
+            from parallel_core.progress import progress_bar  # noqa: F401
         self.quiet = quiet
         self.dag_total = dag_total
         self.stack = contextlib.ExitStack()
@@ -154,6 +156,8 @@ class _PhaseProgress:
         self.done = 0
 
     def __call__(self, phase: str, done: int, total: int) -> None:
+        if self.quiet:  # no bars at all (and no import of rich on every rank)
+            return
         from parallel_core.progress import progress_bar
 
         if phase == "end":  # close the bar before the next phase starts its worker pool
