@@ -26,11 +26,11 @@ def process_cfg(**parallel):
     return tiny_config(parallel={"async_learning": True, "learner": "process", **parallel})
 
 
-@pytest.mark.parametrize("batched", [False, True])
-def test_deterministic_learner_process_is_bit_identical_to_sequential(batched):
+@pytest.mark.parametrize(("batched", "learners"), [(False, 1), (True, 1), (False, 2), (True, 2)])
+def test_deterministic_learner_process_is_bit_identical_to_sequential(batched, learners):
     extra = {"parallel_actions": True, "parallel_training": True} if batched else {}
     base = run(tiny_config(parallel=extra))
-    proc = run(process_cfg(deterministic=True, **extra))
+    proc = run(process_cfg(deterministic=True, learners=learners, **extra))
     assert proc.rounds == base.rounds > 0 and proc.env_steps == base.env_steps
     for p, q in zip(weights(base), weights(proc)):
         assert torch.equal(p, q)
@@ -43,12 +43,14 @@ def test_deterministic_learner_process_is_bit_identical_to_sequential(batched):
         assert a.sample_rng.bit_generator.state == b.sample_rng.bit_generator.state
 
 
-def test_async_learner_process_keeps_the_replay_ratio_and_the_learner_is_another_process():
-    cfg = process_cfg()
+def test_async_learner_processes_keep_the_replay_ratio_and_own_disjoint_agents():
+    cfg = process_cfg(learners=2)
     ex = Experiment(cfg).start()
     try:
         assert isinstance(ex.learner, ProcessLearner)
-        assert ex.learner._process.pid != os.getpid()
+        pids = {p.pid for p in ex.learner.processes}
+        assert len(pids) == 2 and os.getpid() not in pids
+        assert [list(lp.owned) for lp in ex.learner._learners] == [[0, 1], [2]]
         for _ in range(2):
             ex.run_epoch()
             lag = ex.schedule.allowed(ex.env_steps) - ex.learner.rounds
@@ -59,16 +61,20 @@ def test_async_learner_process_keeps_the_replay_ratio_and_the_learner_is_another
     assert all(a.updates == ex.rounds for a in ex.agents)
 
 
-def test_a_learner_exception_is_reported_in_the_main_process(monkeypatch):
+@pytest.mark.parametrize("learners", [1, 2])
+def test_a_learner_exception_is_reported_in_the_main_process(monkeypatch, learners):
     from agent_async_train import training
 
     def boom(self):
-        raise ValueError("exploding gradient in the learner")
+        if self.agents[-1].agent_id == 2:  # the last agent's owner fails (K=2: the second)
+            raise ValueError("exploding gradient in the learner")
+        return [a.train_step() for a in self.agents]
 
     monkeypatch.setattr(training.SerialTrainer, "round", boom)  # inherited by the forked learner
-    ex = Experiment(process_cfg()).start()
+    ex = Experiment(process_cfg(learners=learners)).start()
     t0 = time.perf_counter()
-    with pytest.raises(LearnerError, match="exploding gradient in the learner"):
+    where = "the learner process" if learners == 1 else r"learner process 1 \(agent 2\)"
+    with pytest.raises(LearnerError, match=f"{where} failed: .*exploding gradient in the learner"):
         for _ in range(5):
             ex.run_epoch()
     assert time.perf_counter() - t0 < 60
@@ -77,20 +83,23 @@ def test_a_learner_exception_is_reported_in_the_main_process(monkeypatch):
     assert ex.learner is None
 
 
-def test_a_killed_learner_is_reported_within_a_bounded_time():
-    ex = Experiment(process_cfg(deterministic=True)).start()
-    pid = ex.learner._process.pid
-    os.kill(pid, signal.SIGKILL)
+@pytest.mark.parametrize("learners", [1, 2])
+def test_a_killed_learner_is_reported_within_a_bounded_time(learners):
+    ex = Experiment(process_cfg(deterministic=True, learners=learners)).start()
+    victim = ex.learner.processes[-1]
+    os.kill(victim.pid, signal.SIGKILL)
     t0 = time.perf_counter()
     with pytest.raises(LearnerError, match="died"):
         for _ in range(5):
             ex.run_epoch()
     assert time.perf_counter() - t0 < 30  # the collector never blocks forever
+    processes = ex.learner.processes
     ex.close(drain=False)
+    assert not any(p.is_alive() for p in processes)  # the other learner is stopped too
 
 
-def test_checkpoint_from_a_learner_process_resumes_exactly(tmp_path):
-    cfg = process_cfg(deterministic=True)
+def test_checkpoint_from_learner_processes_resumes_exactly(tmp_path):
+    cfg = process_cfg(deterministic=True, learners=2)
     straight = run(cfg, epochs=2)
     ex = Experiment(cfg).start()
     ex.run_epoch()

@@ -107,6 +107,9 @@ class ParallelConfig(_Section):
     # where the async learner runs: "process" (own interpreter, no shared GIL; parameters
     # come back through shared memory) or "thread" (same process, shares the GIL)
     learner: str = "process"
+    # learner processes (learner=process): each owns a fixed block of agents; 0 = one per
+    # available core, at most one per agent
+    learners: Int = 0
     # async learner in lockstep: acting waits for every due round, so runs are bit-identical
     # to the sequential loop (the learner still trains in its own process)
     deterministic: bool = False
@@ -239,6 +242,7 @@ def validate(cfg: Config) -> None:
         (p.replay_ratio > 0, "parallel.replay_ratio must be > 0"),
         (p.num_workers >= 0, "parallel.num_workers must be >= 0 (0 = available cores)"),
         (p.learner in ("process", "thread"), "parallel.learner must be 'process' or 'thread'"),
+        (p.learners >= 0, "parallel.learners must be >= 0 (0 = one per available core)"),
         (p.env_workers >= 0, "parallel.env_workers must be >= 0 (0 = collect in this process)"),
         (p.snapshot_interval >= 1, "parallel.snapshot_interval must be >= 1"),
         (p.acting_backend in ("bmm", "vmap"), "parallel.acting_backend must be 'bmm' or 'vmap'"),

@@ -90,18 +90,20 @@ class Experiment:
         p = self.cfg.parallel
         if p.async_learning and self.learner is None and p.learner == "process":
             g = self.game
+            k = self.learner_processes()
             self.learner = ProcessLearner(
                 self.agents,
                 agent_args=(
                     g.num_agents, g.obs_dim, g.num_actions, g.obs_dtype, self.cfg.dqn,
                     np.random.SeedSequence(self.seed, spawn_key=(_AGENTS,)), self.device,
                 ),
-                trainer_args=(p.parallel_training, p.training_backend, self.workers),
+                trainer_args=(p.parallel_training, p.training_backend, max(1, self.workers // k)),
                 schedule=self.schedule,
                 snapshot_interval=p.snapshot_interval,
                 rounds_done=self.rounds,
                 env_steps=self.env_steps,
                 deterministic=p.deterministic,
+                learners=k,
             ).start()
         elif p.async_learning and self.learner is None:
             self.learner = BackgroundLearner(
@@ -112,6 +114,20 @@ class Experiment:
                 env_steps=self.env_steps,
             ).start()
         return self
+
+    def learner_processes(self) -> int:
+        """How many learner processes: ``parallel.learners``, or (0) chosen from the cores.
+
+        Per-agent training (serial, threads) costs each agent the same wherever it runs, so
+        the agents spread over every core (the collector is the small share and takes its
+        turn). A batched round costs almost the same for 2 agents as for 4, so batched
+        training splits only over the cores the collector leaves free. Never more than agents.
+        """
+        p = self.cfg.parallel
+        cores = available_cores()
+        batched = p.parallel_training and p.training_backend == "batched"
+        k = p.learners or (max(1, cores - 1) if batched else cores)
+        return max(1, min(k, self.game.num_agents))
 
     def close(self, drain: bool = True) -> None:
         """Stop the learner (training the rounds already due) and release thread pools."""
