@@ -92,6 +92,7 @@ def test_config_files_and_progress_output(tmp_path, capsys):
         (["run", "dqn.lr=fast"], "dqn.lr must be a valid number"),
         (["run", "lr=0.1"], "bad config key 'lr'"),
         (["run", "parallel.replay_ratio=0"], "parallel.replay_ratio must be > 0"),
+        (["run", "parallel.learners=-1"], "parallel.learners must be >= 0"),
         (["run", "--epochs", "0"], "run.epochs and run.episodes_per_epoch must be >= 1"),
         (["run", "run.eval_episodes=0"], "run.eval_episodes must be >= 1"),  # NaN score
         (["run", "dqn.eps_end=5"], "dqn.eps_start and dqn.eps_end must be in [0, 1]"),
