@@ -197,7 +197,7 @@ init = phase1._init_kernel_worker
 def init_then_terminate_everyone(*args):
     # Like SLURM or `kill -TERM -PGID`: the signal reaches the parent and every worker,
     # some of them still starting.
-    print(os.getpid(), flush=True)
+    os.write(1, f"{os.getpid()}\\n".encode())  # one write: print's two may interleave with another worker's
     os.killpg(0, signal.SIGTERM)
     init(*args)
 

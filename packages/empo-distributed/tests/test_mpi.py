@@ -143,17 +143,26 @@ def test_mpi_partitioned_dag_keeps_each_ranks_own_transitions():
     counts, full_counts = part.counts.reshape(-1, K), full.counts.reshape(-1, K)
     np.testing.assert_array_equal(counts[mine], full_counts[mine])
     assert not counts[~mine].any()
-    rows = np.concatenate([np.arange(full.state_offsets[i], full.state_offsets[i + 1]) for i in np.flatnonzero(mine)])
+    rows = np.concatenate(
+        [np.arange(full.state_offsets[i], full.state_offsets[i + 1]) for i in np.flatnonzero(mine)]
+    )
     np.testing.assert_array_equal(part.succ, full.succ[rows])
     np.testing.assert_array_equal(part.prob_table[part.prob_idx], full.probs[rows])
     gen = world.goal_generator()
     serial = compute_human_policy_prior(world, [0], gen, ctx=local, gamma_h=0.9)
-    dist = compute_human_policy_prior(world, [0], gen, ctx=ctx, gamma_h=0.9, dag=part, policy_on="all")
+    dist = compute_human_policy_prior(
+        world, [0], gen, ctx=ctx, gamma_h=0.9, dag=part, policy_on="all"
+    )
     np.testing.assert_array_equal(dist.values, serial.values)
     np.testing.assert_array_equal(dist.policy, serial.policy)
     with pytest.raises(ValueError, match="partitioned DAG needs step levels"):
         compute_human_policy_prior(
-            world, [0], gen, ctx=ctx, dag=build_dag(world, ctx=ctx, partitioned=True), levels="height"
+            world,
+            [0],
+            gen,
+            ctx=ctx,
+            dag=build_dag(world, ctx=ctx, partitioned=True),
+            levels="height",
         )
 
 
@@ -167,7 +176,42 @@ def test_mpi_release_dag_with_local_workers_equals_serial(monkeypatch):
     kw = dict(beta_h=math.inf, optimistic=True)
     serial = compute_human_policy_prior(world, world.human_agent_indices, gen, ctx=local, **kw)
     dist = compute_human_policy_prior(
-        world, world.human_agent_indices, gen, ctx=ctx, workers=2, release_dag=True, policy_on="all", **kw
+        world,
+        world.human_agent_indices,
+        gen,
+        ctx=ctx,
+        workers=2,
+        release_dag=True,
+        policy_on="all",
+        **kw,
     )
     np.testing.assert_array_equal(dist.values, serial.values)
     np.testing.assert_array_equal(dist.policy, serial.policy)
+
+
+def test_mpi_memory_guard_stops_every_rank_in_phase1():
+    """One rank's memory verdict after a Phase 1 level (it travels beside the value rows)
+    stops every rank with that rank's message, never a hang."""
+    from empo_distributed.memory import MemoryGuard, MemoryLimitError
+
+    ctx, _ = _ctx()
+
+    class OneRankGuard(MemoryGuard):
+        active = True
+
+        def _problem(self, where, extra):
+            if ctx.rank == 1 and where.startswith("after Phase 1 level 2 "):
+                return f"stopped {where}: rank 1 is full"
+            return None
+
+    world = load_world("medium", 5)
+    with pytest.raises(MemoryLimitError, match=r"after Phase 1 level 2 of \d+: rank 1 is full"):
+        compute_human_policy_prior(
+            world,
+            [0],
+            world.goal_generator(),
+            ctx=ctx,
+            memory_guard=OneRankGuard(None, ctx),
+            release_dag=True,
+        )
+    assert ctx.allgather("alive") == ["alive"] * ctx.size  # every rank got here

@@ -450,6 +450,30 @@ def _rank_rows(todos: list[np.ndarray], splits: list, rank: int):
                 yield idx
 
 
+class _GuardVerdict:
+    """A memory guard's per-level verdict shared by a non-blocking ``MPI_MAX`` reduction."""
+
+    def __init__(self, ctx, problem: str | None):
+        from mpi4py import MPI
+
+        self.ctx, self.problem = ctx, problem
+        self.flag = np.array([1 if problem else 0], dtype=np.int32)
+        self.any = np.zeros(1, dtype=np.int32)
+        self.request = ctx.comm.Iallreduce(self.flag, self.any, op=MPI.MAX)
+
+    def raise_if_any(self, requests: list) -> None:
+        """Raise the first rank's problem on every rank (the texts travel only then), once
+        the policy rows in flight (``requests``, posted in pairs by every rank) arrived."""
+        from mpi4py import MPI
+
+        from .memory import MemoryGuard
+
+        self.request.Wait()
+        if self.any[0]:
+            MPI.Request.Waitall(requests)
+            MemoryGuard.raise_first(self.ctx.allgather(self.problem))
+
+
 def _post_policy_rows(ctx, P: np.ndarray, todo: np.ndarray, split, requests: list) -> bool:
     """Post the non-blocking transfer of a finished level's policy rows to rank 0 (rank 0:
     the receives) when every rank's rows are one contiguous range; False otherwise (the
@@ -604,6 +628,12 @@ def backward_induction(
             if release is not None:
                 with CLOCK.part("p1_release"):
                     release.level_done(level)
+            where = f"after Phase 1 level {li + 1} of {len(levels)}"
+            verdict = None
+            if ctx.is_distributed and memory_guard is not None and memory_guard.active:
+                # The ranks' verdicts travel beside the value rows (a non-blocking reduction
+                # that completes during the Allgatherv): no extra meeting per level.
+                verdict = _GuardVerdict(ctx, memory_guard.local_problem(where))
             if ctx.is_distributed:  # every rank knows the split of todo: one Allgatherv
                 te = time.perf_counter()
                 shares = [b - a for a, b in split]
@@ -618,9 +648,12 @@ def backward_induction(
                 if early is not None:
                     early.append(_post_policy_rows(ctx, P, todo, split, requests))
                 t_exchange += time.perf_counter() - te
-            if memory_guard is not None:
+            if verdict is not None:
                 with CLOCK.part("p1_guard"):
-                    memory_guard.check(f"after Phase 1 level {li + 1} of {len(levels)}")
+                    verdict.raise_if_any(requests)
+            elif memory_guard is not None:
+                with CLOCK.part("p1_guard"):
+                    memory_guard.check(where)
             if progress is not None:
                 progress(li + 1, len(levels))
         V, P = runner.arrays["V"], runner.arrays["P"]
