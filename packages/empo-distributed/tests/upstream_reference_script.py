@@ -5,6 +5,8 @@
 Needs upstream's own dependencies (numpy, gymnasium, cloudpickle, tqdm, psutil, pyyaml,
 scipy) in the interpreter that runs it; it is not run by the test suite.
 """
+# Upstream's modules import only after its checkout is put on sys.path (and "gym" aliased).
+# ruff: noqa: E402, I001
 import json
 import os
 import sys
