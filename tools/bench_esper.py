@@ -21,11 +21,13 @@ a 2x is told from noise on a shared machine. Timings are the training loop only.
 ``--quick`` keeps the learning part within ~25 min on 2 cores; ``PARALLEL_RL_SMOKE=1``
 shrinks everything to seconds (for the documentation test).
 
-**Upstream** (``--upstream PATH``): esper-lite's own loop beside ours. It cannot run
-here: the checkout's dependencies (``datasets``, ``transformers``, ``duckdb``, ``mcp``, ...)
-are not installed and it has no digits task, so the option checks the checkout without
-importing it and fails with one line saying why (exit 2 when PATH is not a checkout,
-else 1); docs/esper-multigpu.md, "Benchmark", has the details.
+**Upstream** (``--upstream PATH [--upstream-python PY]``): esper-lite's own PPO loop
+(``train_ppo_vectorized``) on our digits task beside ours, one env each, the same
+episodes, epochs and three slots: wall and CPU seconds per env-epoch and final accuracy.
+PY is the interpreter of an environment with esper-lite's dependencies (the benchmark
+installs nothing); our tensors reach upstream as its own ``TaskSpec`` (see
+``upstream_child``). Where it cannot run, one line says why (exit 2 when PATH is not a
+checkout, 1 when PY lacks its dependencies), before torch is imported.
 """
 
 from __future__ import annotations
@@ -37,8 +39,6 @@ import resource
 import statistics
 import sys
 import time
-
-from parallel_core.cli import smoke_mode
 
 
 def _cfg(mode: str, **over):
@@ -84,7 +84,8 @@ def evaluate(
     }
 
 
-def learning(args, devices) -> dict:
+def train_ppo(args, devices, seed: int, telemetry_dir):
+    """Train PPO from ``seed``; the trained state, the per-batch curves and the wall time."""
     from esper_multigpu.train import run_training
 
     t0 = time.perf_counter()
@@ -93,68 +94,120 @@ def learning(args, devices) -> dict:
         devices=devices,
         n_envs=args.n_envs_train,
         episodes=args.train_episodes,
-        seed=args.seed,
+        seed=seed,
         max_epochs=args.max_epochs,
-        telemetry_dir=args.telemetry_dir,
+        telemetry_dir=telemetry_dir,
         ppo={"lr": args.ppo_lr},
-        reward={"rent": args.rent},
+        reward={"rent": args.rent, "rent_shape": args.rent_shape},
         max_seeds=args.max_seeds,
         blueprints=args.blueprints,
         quiet=False,
     )
     print(
-        f"bench: training PPO for {args.train_episodes} episodes ({args.n_envs_train} envs on {devices})",
+        f"bench: training PPO (seed {seed}) for {args.train_episodes} episodes ({args.n_envs_train} envs on {devices})",
         file=sys.stderr,
     )
     summary, trainer = run_training(cfg, log=lambda s: print(s, file=sys.stderr) if s.startswith("batch") else None)
-    train_s = time.perf_counter() - t0
-    state = trainer.agent.state_dict()
     curve = [b["mean_return"] for b in summary["batches"]]
-    held_out = args.seed + 10_000  # another root seed: hosts training never saw
-    out = {}
-    for name, mode in (("fixed_host", "fixed"), ("heuristic", "heuristic"), ("ppo", "ppo")):
-        print(f"bench: held-out evaluation of {name} ({args.eval_episodes} episodes)", file=sys.stderr)
-        out[name] = evaluate(
-            mode, devices, args.eval_episodes, held_out, args.max_epochs,
-            agent_state=state if mode == "ppo" else None, reward={"rent": args.rent},
-            max_seeds=args.max_seeds if mode == "ppo" else None, blueprints=args.blueprints,
-        )  # fmt: skip
+    acc_curve = [b["mean_final_val_acc"] for b in summary["batches"]]
+    return trainer.agent.state_dict(), curve, acc_curve, summary["host_params"], time.perf_counter() - t0
+
+
+def _halves(curve: list[float]) -> tuple[float, float | None]:
     half = max(1, len(curve) // 2)
-    return {
-        **out,
-        "ppo_reward_curve": curve,
-        "ppo_train_val_acc_curve": [b["mean_final_val_acc"] for b in summary["batches"]],
-        "ppo_curve_first_half_mean": statistics.fmean(curve[:half]),
-        "ppo_curve_second_half_mean": statistics.fmean(curve[half:]) if curve[half:] else None,
+    return statistics.fmean(curve[:half]), (statistics.fmean(curve[half:]) if curve[half:] else None)
+
+
+def learning(args, devices, progress=lambda partial: None) -> dict:
+    """Fixed host, heuristic and PPO trained from each of ``--train-seeds`` seeds, all
+    evaluated greedily on the same held-out hosts. ``progress`` gets the partial result
+    after every evaluation (the caller writes it, so a long run keeps what it has)."""
+    t0 = time.perf_counter()
+    held_out = args.seed + 10_000  # another root seed: hosts training never saw
+    reward = {"rent": args.rent, "rent_shape": args.rent_shape}
+    out: dict = {
         "train_episodes": args.train_episodes,
+        "train_seeds": [args.first_train_seed + i for i in range(args.train_seeds)],
         "eval_episodes": args.eval_episodes,
         "eval_policy": "greedy",
         "max_epochs": args.max_epochs,
-        "train_wall_s": train_s,
-        "total_wall_s": time.perf_counter() - t0,
         "ppo_lr": args.ppo_lr,
         "rent": args.rent,
-        "ppo_max_seeds": args.max_seeds,
+        "rent_shape": args.rent_shape,
+        "max_seeds": args.max_seeds,
+        "heuristic_max_seeds": None,  # the heuristic runs its default: one seed per slot
         "blueprints": args.blueprints,
-        "host_params": summary["host_params"],
         "devices": devices,
+    }
+    for name, mode in (("fixed_host", "fixed"), ("heuristic", "heuristic")) if args.baselines else ():
+        print(f"bench: held-out evaluation of {name} ({args.eval_episodes} episodes)", file=sys.stderr)
+        out[name] = evaluate(mode, devices, args.eval_episodes, held_out, args.max_epochs, reward=reward, blueprints=args.blueprints)
+        progress(out)
+    runs = []
+    for seed in out["train_seeds"]:
+        tdir = args.telemetry_dir if args.train_seeds == 1 or not args.telemetry_dir else f"{args.telemetry_dir}/seed{seed}"
+        state, curve, acc_curve, host_params, train_s = train_ppo(args, devices, seed, tdir)
+        print(f"bench: held-out evaluation of ppo (seed {seed}, {args.eval_episodes} episodes)", file=sys.stderr)
+        ev = evaluate(
+            "ppo", devices, args.eval_episodes, held_out, args.max_epochs, agent_state=state,
+            reward=reward, max_seeds=args.max_seeds, blueprints=args.blueprints,
+        )  # fmt: skip
+        first, second = _halves(curve)
+        runs.append({**ev, "train_seed": seed, "train_wall_s": train_s, "reward_curve": curve,
+                     "train_val_acc_curve": acc_curve, "curve_first_half_mean": first,
+                     "curve_second_half_mean": second})  # fmt: skip
+        out["host_params"] = host_params
+        out["ppo_runs"] = runs
+        out["ppo"] = _across_seeds(runs)
+        # the first seed's curve under the historical keys; every seed's in ppo_runs
+        out["ppo_reward_curve"] = runs[0]["reward_curve"]
+        out["ppo_train_val_acc_curve"] = runs[0]["train_val_acc_curve"]
+        out["ppo_curve_first_half_mean"] = runs[0]["curve_first_half_mean"]
+        out["ppo_curve_second_half_mean"] = runs[0]["curve_second_half_mean"]
+        out["total_wall_s"] = time.perf_counter() - t0
+        progress(out)
+    return out
+
+
+def _across_seeds(runs: list[dict]) -> dict:
+    """PPO over its training seeds. With one seed: that run's held-out statistics (95%
+    interval over episodes). With several: the mean over seeds of each run's held-out
+    mean, and the 95% interval over seeds (the training seed is the unit that varies)."""
+    if len(runs) == 1:
+        r = runs[0]
+        return {k: r[k] for k in ("episodes", "val_acc_mean", "val_acc_ci95", "added_params_mean",
+                                  "return_mean", "added_acc_mean", "val_acc", "added_params")}  # fmt: skip
+    acc_m, acc_ci = _stats([r["val_acc_mean"] for r in runs])
+    par_m, par_ci = _stats([r["added_params_mean"] for r in runs])
+    ret_m, ret_ci = _stats([r["return_mean"] for r in runs])
+    return {
+        "episodes": sum(r["episodes"] for r in runs),
+        "seeds": len(runs),
+        "interval_over": "training seeds",
+        "val_acc_mean": acc_m,
+        "val_acc_ci95": acc_ci,
+        "added_params_mean": par_m,
+        "added_params_ci95": par_ci,
+        "return_mean": ret_m,
+        "return_ci95": ret_ci,
+        "added_acc_mean": statistics.fmean(r["added_acc_mean"] for r in runs),
+        "val_acc_per_seed": [r["val_acc_mean"] for r in runs],
+        "added_params_per_seed": [r["added_params_mean"] for r in runs],
+        "curve_halves_per_seed": [[r["curve_first_half_mean"], r["curve_second_half_mean"]] for r in runs],
     }
 
 
 #: what an esper-lite checkout must offer to run "the same task, host size and slots"
 UPSTREAM_ENTRY = "src/esper/simic/training/vectorized.py"
-UPSTREAM_TASKS = "src/esper/runtime/tasks.py"
+#: our slots (after each of the three conv stages) are upstream's r0c0..r0c2 (after each block)
+UPSTREAM_SLOTS = {"early": "r0c0", "mid": "r0c1", "late": "r0c2"}
 
 
 def upstream_problem(path: str) -> str | None:
-    """Why esper-lite at ``path`` cannot run the comparison here (None when it can).
-
-    Checked without importing anything from the checkout: it must be an esper-lite
-    source tree, every distribution its ``pyproject.toml`` depends on must be installed
-    in this environment (the benchmark installs nothing), and it must have the task we
-    compare on (the digits task; upstream ships CIFAR-10 and TinyStories tasks, both
-    downloaded at first use, which a machine without network cannot do).
-    """
+    """Why esper-lite at ``path`` cannot run in this interpreter's environment (None when
+    it can). Checked without importing the checkout: it must be an esper-lite source tree
+    and every distribution its ``pyproject.toml`` depends on must be installed (the
+    benchmark installs nothing; ``--upstream-python`` names an environment that has them)."""
     import importlib.metadata as md
     import re
     import tomllib
@@ -176,15 +229,133 @@ def upstream_problem(path: str) -> str | None:
             missing.append(name)
     if missing:
         return (
-            f"esper-lite at {path} cannot run here: it needs {', '.join(missing)}, not installed "
-            "in this environment (the benchmark installs nothing; see docs/esper-multigpu.md)"
-        )
-    if "digits" not in (root / UPSTREAM_TASKS).read_text(encoding="utf-8"):
-        return (
-            f"esper-lite at {path} has no digits task (its tasks are CIFAR-10 and TinyStories, "
-            "downloaded at first use), so it cannot run the same task here"
+            f"esper-lite at {path} cannot run with {sys.executable}: it needs {', '.join(missing)}, not installed "
+            "there (the benchmark installs nothing; give --upstream-python PY of an environment that has them, "
+            "see docs/esper-multigpu.md)"
         )
     return None
+
+
+def upstream_child(path: str, data_file: str, out_file: str, episodes: int, max_epochs: int, slots: list[str], seed: int) -> int:
+    """Run in the *upstream* interpreter (``--upstream-python``): esper-lite's own PPO
+    loop, ``train_ppo_vectorized``, on our digits tensors. The task is handed over as an
+    esper-lite ``TaskSpec`` (its model factory builds its own ``CNNHost`` with
+    ``base_channels=4``, i.e. 4, 8, 16 channels like our width-4 host; its datasets are
+    our tensors, the grey image repeated on the 3 input channels its host expects). Its
+    task registry has no hook, so ``esper.runtime.get_task_spec`` answers our spec for
+    the name ``digits``; nothing else of upstream is touched."""
+    problem = upstream_problem(path)
+    if problem:
+        print(f"bench_esper.py: error: --upstream: {problem}", file=sys.stderr)
+        return 1
+    import resource
+
+    sys.path.insert(0, f"{path}/src")
+    import esper.runtime as runtime
+    import torch
+    from esper.kasmina.host import CNNHost, MorphogeneticModel
+    from esper.leyline import LossRewardConfig
+    from esper.runtime.tasks import TaskSpec
+    from esper.simic.training.vectorized import train_ppo_vectorized
+    from esper.tamiyo.policy.features import TaskConfig
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.set_num_threads(1)
+    d = torch.load(data_file, weights_only=True)
+    rgb = lambda x: x.expand(-1, 3, -1, -1).contiguous()  # noqa: E731
+    train, val = TensorDataset(rgb(d["x_train"]), d["y_train"]), TensorDataset(rgb(d["x_val"]), d["y_val"])
+
+    class DigitsSpec(TaskSpec):
+        def get_datasets(self):
+            return train, val
+
+    task_config = TaskConfig.for_cifar10()
+
+    def make_model(device, slots=None, permissive_gates=True):
+        host = CNNHost(num_classes=int(d["n_classes"]), base_channels=4)
+        return MorphogeneticModel(host, device=device, slots=slots, task_config=task_config, permissive_gates=permissive_gates)
+
+    def loaders(batch_size=64, **_):
+        return DataLoader(train, batch_size=batch_size, shuffle=True), DataLoader(val, batch_size=batch_size)
+
+    spec = DigitsSpec(
+        name="digits", topology="cnn", task_type="classification", model_factory=make_model,
+        dataloader_factory=loaders, dataloader_defaults={"batch_size": 64, "num_workers": 0},
+        task_config=task_config, loss_reward_config=LossRewardConfig.for_cifar10(), num_classes=int(d["n_classes"]),
+    )  # fmt: skip
+    registry = runtime.get_task_spec
+    runtime.get_task_spec = lambda name: spec if name == "digits" else registry(name)
+    host_params = sum(p.numel() for p in CNNHost(num_classes=int(d["n_classes"]), base_channels=4).parameters())
+    r0, c0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.process_time(), time.perf_counter()
+    _agent, history = train_ppo_vectorized(
+        n_episodes=episodes, n_envs=1, max_epochs=max_epochs, device="cpu", devices=["cpu"], task="digits",
+        use_telemetry=False, slots=[UPSTREAM_SLOTS[s] for s in slots], num_workers=0, batch_size_per_env=64,
+        compile_mode="off", seed=seed, phase_profiler=False, quiet_analytics=True,
+    )  # fmt: skip
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    # each batch record carries the run's episode list so far: the last one has them all
+    episodes_out = history[-1].get("episode_history", []) if history else []
+    step_ms = sum(h.get("throughput_step_time_ms_sum", 0.0) for h in history)
+    with open(out_file, "w", encoding="utf-8") as f:
+        json.dump({
+            "wall_s": wall, "cpu_s": cpu, "cpu_user_s": r1.ru_utime - r0.ru_utime,
+            "episodes": len(episodes_out), "final_val_acc": [e["final_accuracy"] / 100 for e in episodes_out],
+            "host_params": host_params, "env_step_s": step_ms / 1000, "slots": [UPSTREAM_SLOTS[s] for s in slots],
+        }, f)  # fmt: skip
+    return 0
+
+
+def run_upstream(args) -> dict:
+    """esper-lite's PPO loop and ours, one env each, the same digits data, episodes,
+    epochs and slots, one after the other; wall and CPU seconds per env-epoch, final
+    accuracy. Raises SystemExit(1) with upstream's one-line reason if it cannot run."""
+    import os
+    import subprocess
+    import tempfile
+
+    import torch
+
+    from esper_multigpu.tolaria.tasks import load_task
+    from esper_multigpu.train import run_training
+
+    task = load_task("digits")
+    episodes, epochs = args.upstream_episodes, args.max_epochs
+    slots = ["early", "mid", "late"]
+    with tempfile.TemporaryDirectory() as tmp:
+        data, out = os.path.join(tmp, "digits.pt"), os.path.join(tmp, "upstream.json")
+        torch.save({"x_train": task.x_train, "y_train": task.y_train, "x_val": task.x_val, "y_val": task.y_val,
+                    "n_classes": task.n_classes}, data)  # fmt: skip
+        cmd = [args.upstream_python, __file__, "--upstream-child", args.upstream, data, out,
+               str(episodes), str(epochs), ",".join(slots), str(args.seed)]  # fmt: skip
+        print(f"bench: esper-lite's loop ({episodes} episode(s) x {epochs} epochs, 1 env)", file=sys.stderr)
+        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+            print(lines[-1] if lines else f"bench_esper.py: error: --upstream: exited {proc.returncode}", file=sys.stderr)
+            raise SystemExit(1)
+        with open(out, encoding="utf-8") as f:
+            up = json.load(f)
+    print(f"bench: our loop ({episodes} episode(s) x {epochs} epochs, 1 env)", file=sys.stderr)
+    cfg = _cfg("ppo", devices=["cpu"], n_envs=1, episodes=episodes, seed=args.seed, max_epochs=epochs, slots=slots)
+    c0, t0 = time.process_time(), time.perf_counter()
+    summary, _ = run_training(cfg, log=lambda s: None)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    ours = {
+        "wall_s": wall, "cpu_s": cpu, "episodes": episodes,
+        "final_val_acc": [a for b in summary["batches"] for a in b["final_val_acc"]],
+        "host_params": summary["host_params"], "slots": slots,
+    }  # fmt: skip
+    for side in (up, ours):
+        env_epochs = side["episodes"] * epochs
+        side["wall_s_per_env_epoch"] = side["wall_s"] / env_epochs
+        side["cpu_s_per_env_epoch"] = side["cpu_s"] / env_epochs
+        side["final_val_acc_mean"] = statistics.fmean(side["final_val_acc"])
+    return {
+        "upstream": up, "ours": ours, "task": "digits", "n_envs": 1, "episodes": episodes, "max_epochs": epochs,
+        "controller": "ppo (each side's own, learning)", "upstream_python": args.upstream_python,
+        "cpu_ratio_ours_over_upstream": ours["cpu_s_per_env_epoch"] / up["cpu_s_per_env_epoch"],
+    }  # fmt: skip
 
 
 def throughput_configs(n_envs_list, cores, cuda_count):
@@ -262,37 +433,69 @@ def main(argv=None) -> int:
     p.add_argument("--train-episodes", type=int, help="PPO training episodes (default 96; quick 48)")
     p.add_argument("--eval-episodes", type=int, help="held-out episodes per controller (default 16; quick 8)")
     p.add_argument("--ppo-lr", type=float, default=3e-3)
-    p.add_argument("--rent", type=float, default=0.005, help="reward rent per epoch on log(1 + seed/host params), all controllers")
+    p.add_argument("--rent", type=float, default=0.005, help="reward rent per epoch (all controllers' returns)")
+    p.add_argument(
+        "--rent-shape", choices=["log", "linear"], default="log",
+        help="rent on log(1 + seed/host params) (default) or on seed/host params (linear: every parameter costs the same)",
+    )  # fmt: skip
+    p.add_argument("--train-seeds", type=int, default=1, help="train PPO from this many seeds (--first-train-seed, +1, ...); mean and 95%% interval over them")
+    p.add_argument("--first-train-seed", type=int, help="the first PPO training seed (default --seed); held-out hosts depend on --seed only")
+    p.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip the fixed host and heuristic evaluations (PPO seeds only)")
     p.add_argument(
         "--blueprints", nargs="+", default=["attention", "depthwise", "conv_light", "conv_heavy"],
         help="blueprints every controller may germinate (default: the four with capacity; not noop, norm)",
     )  # fmt: skip
-    p.add_argument("--max-seeds", type=int, default=1, help="PPO's growth budget: seeds in the model at once (the baselines run their defaults)")
+    p.add_argument("--max-seeds", type=int, default=1, help="PPO's growth budget: seeds in the model at once (the heuristic runs its default, one per slot)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--telemetry-dir", default=None, help="keep the PPO training telemetry here")
     p.add_argument(
         "--upstream", metavar="PATH",
-        help="an esper-lite checkout to run beside ours (fails with the reason where it cannot run)",
+        help="an esper-lite checkout: run its own PPO loop on our digits task beside ours (fails with the reason where it cannot run)",
     )  # fmt: skip
+    p.add_argument("--upstream-python", metavar="PY", default=sys.executable, help="the interpreter of an environment with esper-lite's dependencies (default: this one)")
+    p.add_argument("--upstream-episodes", type=int, help="episodes per side for --upstream (default 2; quick 1)")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--upstream-check"]:  # internal: in the upstream interpreter, stdlib only
+        problem = upstream_problem(argv[1])
+        print(problem or "ok", file=sys.stderr if problem else sys.stdout)
+        return 1 if problem else 0
+    if argv[:1] == ["--upstream-child"]:  # internal: runs in the upstream interpreter
+        path, data, out, episodes, epochs, slots, seed = argv[1:8]
+        return upstream_child(path, data, out, int(episodes), int(epochs), slots.split(","), int(seed))
     args = p.parse_args(argv)
+    from parallel_core.cli import smoke_mode
+
+    if args.train_seeds < 1:
+        p.error(f"--train-seeds: must be >= 1; got {args.train_seeds}")
+    if args.first_train_seed is None:
+        args.first_train_seed = args.seed
     if args.upstream:
         from pathlib import Path
 
         if not (Path(args.upstream).expanduser() / UPSTREAM_ENTRY).is_file():
             p.error(f"--upstream: {args.upstream} is not an esper-lite checkout (no {UPSTREAM_ENTRY})")
-        problem = upstream_problem(args.upstream) or (
-            "esper-lite's dependencies are installed, but running its loop on our task is not wired up"
-        )
-        print(f"bench_esper.py: error: --upstream: {problem}", file=sys.stderr)
-        return 1
+        if not Path(args.upstream_python).is_file():
+            p.error(f"--upstream-python: no such interpreter: {args.upstream_python}")
+        args.upstream = str(Path(args.upstream).expanduser().resolve())
+        import subprocess
+
+        check = subprocess.run(
+            [args.upstream_python, __file__, "--upstream-check", args.upstream], capture_output=True, text=True
+        )  # fmt: skip
+        if check.returncode != 0:  # before torch is imported: a missing dependency answers at once
+            lines = check.stderr.strip().splitlines() or [f"{args.upstream_python} exited {check.returncode}"]
+            print(f"bench_esper.py: error: --upstream: {lines[-1]}", file=sys.stderr)
+            return 1
     args.repeats = args.repeats or (3 if args.quick else 5)
     args.train_episodes = args.train_episodes or (48 if args.quick else 96)
     args.eval_episodes = args.eval_episodes or (8 if args.quick else 16)
     args.throughput_epochs = 3 if args.quick else 6
+    args.upstream_episodes = args.upstream_episodes or (1 if args.quick else 2)
     args.n_envs_train = 4
     if smoke_mode():
         args.n_envs, args.repeats, args.throughput_epochs = [2], 1, 2
         args.train_episodes, args.eval_episodes, args.max_epochs, args.n_envs_train = 2, 2, 3, 2
+        args.upstream_episodes = 1
 
     import torch
 
@@ -313,8 +516,14 @@ def main(argv=None) -> int:
         "quick": args.quick,
         "smoke": smoke_mode(),
     }
+    if args.upstream:
+        report["upstream"] = run_upstream(args)
     if args.learning:
-        report["learning"] = learning(args, devices)
+        def partial(learning_so_far):
+            with atomic_write(args.output, "w", encoding="utf-8") as f:
+                json.dump({**report, "learning": learning_so_far, "partial": True}, f, indent=2)
+
+        report["learning"] = learning(args, devices, progress=partial)
     if not args.no_throughput:
         report["throughput"] = {
             "max_epochs": args.throughput_epochs,
@@ -336,10 +545,25 @@ def main(argv=None) -> int:
         for col in ("controller", "val acc", "±95%", "added params", "return"):
             t.add_column(col, justify="right")
         for name in ("fixed_host", "heuristic", "ppo"):
+            if name not in L:
+                continue
             r = L[name]
             t.add_row(name, f"{r['val_acc_mean']:.4f}", f"{r['val_acc_ci95']:.4f}", f"{r['added_params_mean']:.0f}", f"{r['return_mean']:+.4f}")
         console.print(t)
-        console.print("PPO reward curve (mean return per batch): " + " ".join(f"{x:+.3f}" for x in L["ppo_reward_curve"]))
+        for run in L["ppo_runs"]:
+            console.print(
+                f"PPO seed {run['train_seed']}: held-out {run['val_acc_mean']:.4f} with {run['added_params_mean']:.0f} params; "
+                "reward curve (mean return per batch): " + " ".join(f"{x:+.3f}" for x in run["reward_curve"])
+            )
+    if "upstream" in report:
+        U = report["upstream"]
+        t = Table(title=f"esper-lite's loop vs ours: digits, 1 env, {U['episodes']} episode(s) x {U['max_epochs']} epochs, PPO")
+        for col in ("loop", "host params", "s/env-epoch (wall)", "CPU s/env-epoch", "final val acc"):
+            t.add_column(col, justify="right")
+        for name in ("upstream", "ours"):
+            r = U[name]
+            t.add_row(name, str(r["host_params"]), f"{r['wall_s_per_env_epoch']:.2f}", f"{r['cpu_s_per_env_epoch']:.2f}", f"{r['final_val_acc_mean']:.4f}")
+        console.print(t)
     if "throughput" in report:
         t = Table(title=f"esper env-epochs/s ({args.task}, {args.throughput_epochs} epochs, median of {args.repeats}, {cores} cores)")
         for col in ("controller", "n_envs", "mode", "env-epochs/s", "min-max", "speedup"):

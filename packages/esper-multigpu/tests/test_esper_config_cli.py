@@ -152,6 +152,8 @@ def test_cifar10_never_downloads_and_reports_bad_files(tmp_path):
         ("gates: {blend_epochs: 0}\n", "gates.blend_epochs: input should be greater than or equal to 1"),
         ("gates: {grad_vanish: 1.0, grad_explode: 0.5}\n", "gates.grad_vanish (1.0) must be below gates.grad_explode (0.5)"),
         ("heuristic: {preferences: {early: [big]}}\n", "heuristic.preferences.early: unknown blueprint(s) ['big']"),
+        ("heuristic: {slot_order: [mid, mid]}\n", "heuristic.slot_order: slots repeat"),
+        ("reward: {rent_shape: cubic}\n", "reward.rent_shape"),
         ("amp: fp8\n", "amp: input should be 'off', 'bf16' or 'fp16'; got 'fp8'"),
         ("max_seeds: 0\n", "max_seeds: input should be greater than or equal to 1; got 0"),
         ("blueprints: []\n", "blueprints must name at least one blueprint"),

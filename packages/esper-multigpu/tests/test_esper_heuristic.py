@@ -37,7 +37,7 @@ def test_germinates_first_empty_enabled_slot_in_order():
     e = env(slots=("mid", "late"))
     e.epoch = 1
     acts = h.decide(0, e)
-    assert [(a.op, a.slot, a.blueprint) for a in acts] == [("GERMINATE", "mid", "depthwise")]
+    assert [(a.op, a.slot, a.blueprint) for a in acts] == [("GERMINATE", "mid", "conv_heavy")]
     e.apply(acts[0])
     e.epoch = 2
     assert [(a.op, a.slot) for a in h.decide(0, e)] == [("GERMINATE", "late")]
@@ -51,21 +51,34 @@ def test_heuristic_honours_the_seed_budget():
     e.apply(h.decide(0, e)[0])
     e.epoch = 2
     assert h.decide(0, e) == []  # one seed in the model: the budget is used
-    set_stage(e, "early", SeedStage.PROBATIONARY, contribution=-0.5, epochs=5)
+    set_stage(e, "mid", SeedStage.PROBATIONARY, contribution=-0.5, epochs=5)
     e.epoch = 3
     # culling the harmful seed frees the budget in the same decision
-    assert [(a.op, a.slot) for a in h.decide(0, e)] == [("CULL", "early"), ("GERMINATE", "mid")]
+    assert [(a.op, a.slot) for a in h.decide(0, e)] == [("CULL", "mid"), ("GERMINATE", "late")]
 
 
 def test_heuristic_germinates_only_offered_blueprints():
-    h = HeuristicController(
-        HeuristicConfig(warmup_epochs=1), blueprints=["conv_heavy", "attention"]
-    )
+    h = HeuristicController(HeuristicConfig(warmup_epochs=1), blueprints=["depthwise", "attention"])
     h.begin_batch(1, 0)
     e = env()
     e.epoch = 1
-    # early prefers conv_light, depthwise, norm, conv_heavy: the first one on offer
-    assert [(a.slot, a.blueprint) for a in h.decide(0, e)] == [("early", "conv_heavy")]
+    # mid prefers conv_heavy, conv_light, depthwise: the first one on offer
+    assert [(a.slot, a.blueprint) for a in h.decide(0, e)] == [("mid", "depthwise")]
+
+
+def test_heuristic_grows_slots_in_its_order():
+    h = HeuristicController(
+        HeuristicConfig(warmup_epochs=0, germinate_interval=1, slot_order=("late", "early"))
+    )
+    h.begin_batch(1, 0)
+    e = env()
+    got = []
+    for epoch in (1, 2, 3):
+        e.epoch = epoch
+        (act,) = h.decide(0, e)
+        e.apply(act)
+        got.append(act.slot)
+    assert got == ["late", "early", "mid"]  # the order first, then the slots it leaves out
 
 
 def test_targets_resolve_to_the_right_slot():

@@ -93,3 +93,13 @@ def test_loss_scaler_path_runs_without_skips():
     assert rec["skipped_steps"] == 0 and env.params_finite() and env.has_shadow
     assert env.shadow_scaler is not None
     assert env.scaler.get_scale() >= 2.0**10
+
+
+def test_linear_rent_charges_every_parameter_the_same():
+    log, lin = RewardConfig(rent=0.01), RewardConfig(rent=0.01, rent_shape="linear")
+    # a seed as big as the host: log rent 0.01 * log 2, linear 0.01 * 1
+    assert compute_reward(0.0, 0.0, 100, 100, log)[0] == pytest.approx(-0.01 * math.log(2))
+    assert compute_reward(0.0, 0.0, 100, 100, lin)[0] == pytest.approx(-0.01)
+    # four times the parameters: four times the linear rent, ~2.3x the log rent
+    assert compute_reward(0.0, 0.0, 400, 100, lin)[1]["rent"] == pytest.approx(4 * -0.01)
+    assert compute_reward(0.0, 0.1, 0, 100, lin)[0] == pytest.approx(0.1)  # no seed, no rent

@@ -105,12 +105,23 @@ class RewardConfig:
 
     #: weight of the *added* accuracy: the grown model's minus the paired fixed host's
     added_weight: NonNegFloat = 1.0
-    #: rent per epoch on log(1 + seed params / host params)
+    #: rent per epoch on the seed parameters alive or fossilised (``rent_shape`` of them)
     rent: NonNegFloat = 0.002
+    #: ``log``: rent * log(1 + seed/host params), gentle on big seeds; ``linear``:
+    #: rent * seed/host params, every parameter costs the same (simic/rewards.py)
+    rent_shape: Literal["log", "linear"] = "log"
+
+
+_Slot = Literal["early", "mid", "late"]
 
 
 @dataclass(frozen=True, config=_STRICT)
 class HeuristicConfig:
+    """The heuristic baseline (tamiyo/heuristic.py). The slot order and the per-slot
+    preferences come from the growth study in docs/esper-multigpu.md ("Tasks"): the
+    middle stage is where the small host lacks capacity most (``conv_heavy`` in ``mid``:
+    +14 points for 1,176 parameters), ``late`` next, ``early`` barely helps."""
+
     warmup_epochs: NonNegInt = 2
     germinate_interval: PosInt = 3
     cull_below: float = -0.01
@@ -120,12 +131,16 @@ class HeuristicConfig:
     preferences: dict[str, list[str] | tuple[str, ...]] = dataclasses.field(
         default_factory=lambda: {
             "early": ("conv_light", "depthwise", "norm", "conv_heavy", "attention"),
-            "mid": ("depthwise", "conv_light", "conv_heavy", "attention", "norm"),
+            "mid": ("conv_heavy", "conv_light", "depthwise", "attention", "norm"),
             "late": ("attention", "conv_heavy", "conv_light", "depthwise", "norm"),
         }
     )
+    #: the order in which empty slots are grown (the first empty enabled one is used)
+    slot_order: list[_Slot] | tuple[_Slot, ...] = ("mid", "late", "early")
 
     def __post_init__(self) -> None:
+        if len(set(self.slot_order)) != len(self.slot_order):
+            raise ValueError(f"heuristic.slot_order: slots repeat in {list(self.slot_order)}")
         for slot, bps in self.preferences.items():
             if slot not in SLOT_NAMES:
                 raise ValueError(f"heuristic.preferences: unknown slot {slot!r}")

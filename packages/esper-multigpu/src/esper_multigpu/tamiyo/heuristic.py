@@ -9,7 +9,8 @@ Every epoch it looks at *every* enabled slot (early -> mid -> late):
 * TRAINING seed stuck (unhealthy gradients) for ``max_training_epochs``: cull.
 
 Then, after ``warmup_epochs`` and at most once every ``germinate_interval`` epochs, it
-germinates into the first empty enabled slot, with that slot's preferred blueprint
+germinates into the first empty enabled slot in ``slot_order`` (mid, late, early: where
+the small host lacks capacity most, first), with that slot's preferred blueprint
 (skipping blueprints already culled from that slot in this episode), while the model
 holds fewer than ``max_seeds`` seeds (the run's growth budget, when it sets one).
 """
@@ -70,7 +71,9 @@ class HeuristicController:
             and epoch >= cfg.warmup_epochs
             and epoch - self._last_germination[k] >= cfg.germinate_interval
         ):
-            for name in model.enabled_slots:
+            order = [s for s in cfg.slot_order if s in model.enabled_slots]
+            order += [s for s in model.enabled_slots if s not in order]
+            for name in order:
                 if model.slots[name].is_empty:
                     blueprint = self._pick_blueprint(k, name)
                     actions.append(Action("GERMINATE", name, blueprint, cfg.blend))
