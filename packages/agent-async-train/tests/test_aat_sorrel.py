@@ -165,3 +165,30 @@ def test_cli_trains_evaluates_resumes_and_records(tmp_path, capsys):
     assert result["epoch"] == 2 and result["recording"] == str(gif)
     assert gif.read_bytes()[:6] in (b"GIF89a", b"GIF87a")
     assert "sorrel treasurehunt reward" in captured.err
+
+
+def test_bulk_replay_writes_what_sorrels_add_writes_row_by_row():
+    from sorrel.buffers import Buffer
+
+    from agent_async_train.sorrel_run import _bulk_add
+
+    rng = np.random.default_rng(0)
+    row_by_row, bulk = (Buffer(5, (3,), n_frames=2, hidden=(2,)) for _ in range(2))
+    for n in (3, 4, 0, 7):  # wraps the 5-row ring, twice within one episode at the end
+        rows = {
+            "states": rng.random((n, 3), dtype=np.float32),
+            "actions": rng.integers(0, 4, n),
+            "rewards": rng.random(n, dtype=np.float32),
+            "dones": (rng.random(n) < 0.3).astype(np.float32),
+            "extra": {"hidden": rng.integers(0, 9, (n, 2))},
+        }
+        for t in range(n):
+            row_by_row.add(rows["states"][t], rows["actions"][t], rows["rewards"][t],
+                           rows["dones"][t], hidden=rows["extra"]["hidden"][t])
+        _bulk_add(bulk, rows)
+        row_by_row.add_empty()
+        bulk.add_empty()
+        assert (bulk.idx, bulk.size) == (row_by_row.idx, row_by_row.size)
+        for field in ("states", "actions", "rewards", "dones"):
+            np.testing.assert_array_equal(getattr(bulk, field), getattr(row_by_row, field))
+        np.testing.assert_array_equal(bulk.extra_data["hidden"], row_by_row.extra_data["hidden"])

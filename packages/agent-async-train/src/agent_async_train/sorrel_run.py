@@ -16,9 +16,9 @@ Execution layers (``cfg.parallel``):
 * ``env_workers = K`` (parallel collection): each round plays K episodes at once, one per
   worker process, each on its own copy of the sorrel environment acting with the models'
   weights as of the round's start (sorrel's ``take_turn``, its own observation code). The
-  main process then replays every episode, in episode order, into each agent's own
-  memory with sorrel's ``Buffer.add`` and runs sorrel's per-episode ``start_epoch_action``
-  / ``train_step`` / ``epsilon_decay`` for it. Each episode is seeded from
+  main process then writes every episode, in episode order, into each agent's own
+  memory (one slice write per field: the bytes of sorrel's row-by-row ``Buffer.add``) and
+  runs sorrel's per-episode ``start_epoch_action`` / ``train_step`` / ``epsilon_decay``. Each episode is seeded from
   ``SeedSequence(seed, spawn_key=(1, episode))`` and starts from a cleared worker memory,
   so the result does not depend on which worker ran it or when (tested: processes ==
   in-process, bit for bit).
@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import copy
 import json
+import multiprocessing as mp
+import pickle
 import random
 import sys
 import time
@@ -50,7 +52,7 @@ import numpy as np
 import torch
 
 from parallel_core.io import atomic_write
-from parallel_core.pools import WorkerError, make_executor
+from parallel_core.pools import WorkerError, choose_start_method, make_executor
 from parallel_core.progress import progress_bar
 
 from .config import Config, ConfigError, validate
@@ -121,7 +123,7 @@ def _play(env, episode: int, max_turns: int, renderer=None) -> list[int]:
 _WORKER: dict = {}
 
 
-def _init_collector(example: str, config: dict, seed: int) -> None:
+def _init_collector(example: str, config: dict, seed: int, barrier=None) -> None:
     """Worker initializer: this process's own sorrel environment, built by sorrel.
 
     Only plain data crosses the process boundary (torch's shared-memory tensor pickling needs
@@ -130,16 +132,47 @@ def _init_collector(example: str, config: dict, seed: int) -> None:
     saved = _rng_state()  # building draws spawn points and re-seeds torch: keep the caller's RNGs
     _WORKER["env"] = build_env(example, config)
     _WORKER["seed"] = seed
+    _WORKER["barrier"] = barrier
     _set_rng_state(saved)
 
 
-def collect_episode(episode: int, weights: list[dict], epsilons: list[float]) -> dict:
+def _worker_ready() -> None:
+    """Return once every worker has built its environment (each blocks one worker)."""
+    if _WORKER.get("barrier") is not None:
+        _WORKER["barrier"].wait(timeout=_RESULT_TIMEOUT_S)
+
+
+def _bulk_add(memory, rows: dict) -> None:
+    """``memory.add`` for every row of an episode, as one slice write per field.
+
+    The same bytes, ``idx`` and ``size`` as sorrel's row-by-row ``Buffer.add`` (a ring:
+    positions wrap modulo the capacity); used only where ``add`` is sorrel's own.
+    """
+    n = len(rows["actions"])
+    if n == 0:
+        return
+    keep = min(n, memory.capacity)  # a longer episode overwrites its own first rows
+    idx = (memory.idx + n - keep + np.arange(keep)) % memory.capacity
+    memory.states[idx] = rows["states"][n - keep :]
+    memory.actions[idx] = rows["actions"][n - keep :]
+    memory.rewards[idx] = rows["rewards"][n - keep :]
+    memory.dones[idx] = rows["dones"][n - keep :]
+    for key, value in rows["extra"].items():
+        memory.extra_data[key][idx] = value[n - keep :]
+    memory.idx = int((memory.idx + n) % memory.capacity)
+    memory.size = min(memory.size + n, memory.capacity)
+
+
+def collect_episode(episode: int, weights: list[dict] | bytes, epsilons: list[float]) -> dict:
     """Play sorrel episode ``episode`` on this worker's environment copy; return its rows.
 
     Depends only on (weights, epsilons, episode seed): the memory is cleared first, so the
     stacked frames at the episode start do not depend on what this worker played before.
+    ``weights`` may come pickled (one serialisation per round in the main process).
     """
     env, seed = _WORKER["env"], _WORKER["seed"]
+    if isinstance(weights, bytes):
+        weights = pickle.loads(weights)
     saved = _rng_state()  # in-process collection must not move the learner's RNG streams
     for agent, w, eps in zip(env.agents, weights, epsilons):
         agent.model.load_state_dict({k: torch.from_numpy(v) for k, v in w.items()})
@@ -200,14 +233,27 @@ class SorrelExperiment:
         k = self.cfg.parallel.env_workers
         if k >= 1 and self._pool is None:
             # Each worker builds its own copy of the environment (fork start: sorrel is already
-            # imported, so that takes milliseconds); make_executor runs the workers at one
-            # torch/BLAS thread each and kills them if this process dies.
+            # imported); make_executor runs the workers at one torch/BLAS thread each and kills
+            # them if this process dies. Workers start on demand, so k tasks that meet at a
+            # barrier start them all and wait until each has built its environment: the
+            # first round's clock does not include building k environments.
+            workers = 1 if in_process else k
+            barrier = mp.get_context(choose_start_method()).Barrier(workers) if workers > 1 else None
             self._pool = make_executor(
-                1 if in_process else k,
+                workers,
                 kind="process",
                 initializer=_init_collector,
-                initargs=(self.example, self.sorrel_config, self.seed),
+                initargs=(self.example, self.sorrel_config, self.seed, barrier),
             )
+            ready = [self._pool.submit(_worker_ready) for _ in range(workers)]
+            try:
+                for f in ready:
+                    f.result(timeout=_RESULT_TIMEOUT_S)
+            except BaseException as err:
+                self.close(drain=False)
+                raise LearnerError(
+                    f"the collection workers did not start: {type(err).__name__}: {err}"
+                ) from err
         return self
 
     def close(self, drain: bool = True) -> None:
@@ -248,6 +294,8 @@ class SorrelExperiment:
     # -- parallel collection ------------------------------------------------------------
     def _submit_round(self, first: int, count: int, weights, epsilon0: list[float]):
         rate = float(self.env.config.model.get("epsilon_decay", 0.0))
+        if count > 1:  # serialise the weights once, not once per episode
+            weights = pickle.dumps(weights, protocol=pickle.HIGHEST_PROTOCOL)
         futures = []
         for j in range(count):
             eps = [e * (1 - rate) ** j for e in epsilon0]  # sorrel's decay, j episodes on
@@ -262,6 +310,8 @@ class SorrelExperiment:
 
     def _replay(self, result: dict) -> tuple[np.ndarray, float]:
         """Store a collected episode in each agent's own memory, then sorrel's episode end."""
+        from sorrel.buffers import Buffer
+
         e = self.episodes
         if result["episode"] != e:
             raise RuntimeError(f"episode {result['episode']} arrived out of order (expected {e})")
@@ -269,9 +319,12 @@ class SorrelExperiment:
         for agent, rows in zip(self.agents, result["rows"]):
             self.env._model_start_epoch_action(agent, e)  # add_empty + target sync, as upstream
             mem = agent.model.memory
-            for t in range(len(rows["actions"])):
-                extra = {k: v[t] for k, v in rows["extra"].items()}
-                mem.add(rows["states"][t], rows["actions"][t], rows["rewards"][t], rows["dones"][t], **extra)
+            if type(mem).add is Buffer.add:  # sorrel's own row write: one slice per field
+                _bulk_add(mem, rows)
+            else:  # a memory with its own add: row by row, through it
+                for t in range(len(rows["actions"])):
+                    extra = {k: v[t] for k, v in rows["extra"].items()}
+                    mem.add(rows["states"][t], rows["actions"][t], rows["rewards"][t], rows["dones"][t], **extra)
             self.env._model_end_epoch_action(agent, e)
             returns.append(float(rows["rewards"].sum()))
         loss = self._learn_episode()
