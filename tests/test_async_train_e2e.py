@@ -137,3 +137,8 @@ def test_benchmark_quick_writes_the_modes_json(tmp_path):
     assert all(m["env_steps_per_s"] > 0 and m["updates_per_agent"] > 0 for m in modes.values())
     # every mode did the same budget and the same number of updates
     assert len({(m["env_steps"], m["updates_per_agent"]) for m in modes.values()}) == 1
+    # learning is reported next to speed: final greedy score per mode over the seeds
+    learning = report["learning"]
+    assert learning["all_at_least_as_good_as"] == "sequential"
+    assert isinstance(learning["all_at_least_as_good"], bool)
+    assert all(len(learning[m]["per_seed"]) == 1 for m in modes)

@@ -25,6 +25,11 @@ interleaved (repeat 1: every mode, repeat 2: every mode, ...) and repeat r uses 
 greedy score. Writes JSON (``modes``: mode, env_steps_per_s, speedup_vs_sequential, wall
 time, final score, peak RSS) and prints a table.
 
+Learning, not only speed: ``--seeds 0 1 2`` runs every mode once per listed seed (instead of
+``--repeats``) and reports, per mode, the mean and standard deviation over the seeds of the
+final greedy score, and for sorrel games whether our ``all`` is at least as good as sorrel's
+own loop (``learning``: mean(all) >= mean(upstream) - std(upstream)).
+
   uv run python tools/bench_async_train.py --quick
   uv run python tools/bench_async_train.py --game sorrel:treasurehunt --repeats 3 --output th.json
 """
@@ -158,6 +163,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--env-workers", type=int, default=2, help="sorrel: collection processes")
     p.add_argument("--agents", type=int, default=4, help="GemGrid agents")
     p.add_argument("--seed", type=int, default=0, help="repeat r uses seed + r")
+    p.add_argument("--seeds", type=int, nargs="+", help="run every mode once per seed (replaces --repeats)")
     p.add_argument("--replay-ratio", type=float, default=0.25, help="GemGrid updates per agent per step")
     p.add_argument("--train-interval", type=int, default=4)
     p.add_argument("--eval-episodes", type=int, default=10)
@@ -168,8 +174,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", help="config overrides like dqn.batch_size=128")
     args = p.parse_args(argv)
+    if args.seeds:
+        args.repeats = len(args.seeds)
     if args.quick or _smoke():
-        args.epochs, args.episodes, args.repeats = 1, min(args.episodes, 4), 1
+        args.epochs, args.episodes = 1, min(args.episodes, 4)
+        args.repeats = 1
+        args.seeds = args.seeds[:1] if args.seeds else None
         args.eval_episodes = 2
         if not args.game.startswith("sorrel:"):  # one epoch (500 steps) must include training
             args.overrides = ["dqn.learning_starts=100", *args.overrides]
@@ -225,6 +235,7 @@ def main(argv=None) -> int:
     from parallel_core.progress import progress_bar
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    seeds = args.seeds or [args.seed + r for r in range(args.repeats)]
     runs: dict[str, list[dict]] = {m: [] for m in modes}
     with progress_bar(len(modes) * args.repeats, "benchmark", quiet=args.quiet) as bar:
         for r in range(args.repeats):  # interleaved: every mode once per repeat
@@ -233,7 +244,7 @@ def main(argv=None) -> int:
                     sys.executable, __file__, "--child", mode, "--game", args.game,
                     "--epochs", str(args.epochs), "--episodes", str(args.episodes),
                     "--env-workers", str(args.env_workers), "--agents", str(args.agents),
-                    "--seed", str(args.seed + r), "--replay-ratio", str(args.replay_ratio),
+                    "--seed", str(seeds[r]), "--replay-ratio", str(args.replay_ratio),
                     "--train-interval", str(args.train_interval),
                     "--eval-episodes", str(args.eval_episodes), "--repeats", "1",
                     *args.overrides,
@@ -244,7 +255,7 @@ def main(argv=None) -> int:
                     print(f"bench_async_train: mode {mode} failed:\n{tail}", file=sys.stderr)
                     return 1
                 res = json.loads(proc.stdout.strip().splitlines()[-1])
-                res["seed"] = args.seed + r
+                res["seed"] = seeds[r]
                 runs[mode].append(res)
                 bar.advance(1)
     med = {m: statistics.median(x["env_steps_per_s"] for x in v) for m, v in runs.items()}
@@ -258,7 +269,10 @@ def main(argv=None) -> int:
                 "speedup_vs_sequential": med[mode] / base if base else None,
                 "wall_s_median": statistics.median(x["wall_s"] for x in rs),
                 "final_score_median": statistics.median(x["final_score"] for x in rs),
+                "final_score_mean": statistics.fmean(x["final_score"] for x in rs),
+                "final_score_std": statistics.stdev(x["final_score"] for x in rs) if len(rs) > 1 else 0.0,
                 "final_score_per_seed": [x["final_score"] for x in rs],
+                "seeds": [x["seed"] for x in rs],
                 "random_score_median": statistics.median(x["random_score"] for x in rs),
                 "env_steps": rs[0]["env_steps"],
                 "updates_per_agent": rs[0]["updates_per_agent"],
@@ -278,7 +292,7 @@ def main(argv=None) -> int:
         },
         "settings": {
             k: getattr(args, k)
-            for k in ("quick", "epochs", "episodes", "env_workers", "agents", "seed", "replay_ratio",
+            for k in ("quick", "epochs", "episodes", "env_workers", "agents", "seed", "seeds", "replay_ratio",
                       "train_interval", "eval_episodes", "repeats", "overrides")
         },
         "modes": rows,
@@ -290,13 +304,26 @@ def main(argv=None) -> int:
             report["upstream_env_steps_per_s"] = med["upstream"]
             if "all" in med:
                 report["speedup_vs_upstream"] = med["all"] / med["upstream"]
+    by_mode = {row["mode"]: row for row in rows}
+    report["learning"] = {
+        row["mode"]: {"mean": row["final_score_mean"], "std": row["final_score_std"],
+                      "per_seed": row["final_score_per_seed"]}
+        for row in rows
+    }
+    ref = by_mode.get("upstream") or by_mode.get("sequential")
+    if ref is not None and "all" in by_mode and ref is not by_mode["all"]:
+        report["learning"]["all_at_least_as_good_as"] = ref["mode"]
+        report["learning"]["all_at_least_as_good"] = (
+            by_mode["all"]["final_score_mean"] >= ref["final_score_mean"] - ref["final_score_std"]
+        )
     with atomic_write(args.output, "w") as f:
         json.dump(report, f, indent=2)
     table = Table(
         title=f"agent-async-train on {args.game}: medians of {args.repeats} interleaved repeat(s) "
-        f"(seeds {args.seed}..{args.seed + args.repeats - 1})"
+        f"(seeds {', '.join(map(str, seeds))})"
     )
-    for col in ("mode", "env steps/s", "speedup", "wall s", f"score ({report['reward_name']})", "random"):
+    for col in ("mode", "env steps/s", "speedup", "wall s", f"score ({report['reward_name']})",
+                "score mean +- std", "random"):
         table.add_column(col, justify="left" if col == "mode" else "right")
     for row in rows:
         table.add_row(
@@ -305,12 +332,17 @@ def main(argv=None) -> int:
             f"{row['speedup_vs_sequential']:.2f}x" if base else "-",
             f"{row['wall_s_median']:.2f}",
             f"{row['final_score_median']:.2f}",
+            f"{row['final_score_mean']:.2f} +- {row['final_score_std']:.2f}",
             f"{row['random_score_median']:.2f}",
         )
     console = Console(file=sys.stderr if args.quiet else sys.stdout, width=140)
     console.print(table)
     if "speedup_vs_upstream" in report:
         console.print(f"all vs sorrel's own loop: {report['speedup_vs_upstream']:.2f}x")
+    if "all_at_least_as_good" in report["learning"]:
+        verdict = "yes" if report["learning"]["all_at_least_as_good"] else "no"
+        console.print(f"all learns at least as well as {report['learning']['all_at_least_as_good_as']} "
+                      f"(mean >= mean - std over seeds): {verdict}")
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
