@@ -97,7 +97,7 @@ def train_ppo(args, devices, seed: int, telemetry_dir):
         seed=seed,
         max_epochs=args.max_epochs,
         telemetry_dir=telemetry_dir,
-        ppo={"lr": args.ppo_lr},
+        ppo={"lr": args.ppo_lr, "ent_coef": args.ppo_ent_coef},
         reward={"rent": args.rent, "rent_shape": args.rent_shape},
         max_seeds=args.max_seeds,
         blueprints=args.blueprints,
@@ -132,6 +132,7 @@ def learning(args, devices, progress=lambda partial: None) -> dict:
         "eval_policy": "greedy",
         "max_epochs": args.max_epochs,
         "ppo_lr": args.ppo_lr,
+        "ppo_ent_coef": args.ppo_ent_coef,
         "rent": args.rent,
         "rent_shape": args.rent_shape,
         "max_seeds": args.max_seeds,
@@ -433,6 +434,7 @@ def main(argv=None) -> int:
     p.add_argument("--train-episodes", type=int, help="PPO training episodes (default 96; quick 48)")
     p.add_argument("--eval-episodes", type=int, help="held-out episodes per controller (default 16; quick 8)")
     p.add_argument("--ppo-lr", type=float, default=3e-3)
+    p.add_argument("--ppo-ent-coef", type=float, default=0.01, help="PPO entropy bonus (exploration)")
     p.add_argument("--rent", type=float, default=0.005, help="reward rent per epoch (all controllers' returns)")
     p.add_argument(
         "--rent-shape", choices=["log", "linear"], default="log",
