@@ -158,3 +158,17 @@ def test_bench_upstream_fails_with_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
     assert "it needs no-such-dist-here, not installed" in lines[0]
+
+
+def test_bench_checks_config_flags_before_any_work(tmp_path):
+    """A bench flag esper's config refuses is one usage line (exit 2), not a traceback later."""
+    bench = os.path.join(os.path.dirname(__file__), "..", "tools", "bench_esper.py")
+    proc = subprocess.run(
+        [sys.executable, bench, "--learning", "--ppo-ent-coef", "-1", "--output", str(tmp_path / "b.json")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "bench_esper.py: error: ppo.ent_coef: input should be greater than or equal to 0; got -1.0"
+    )
+    assert not (tmp_path / "b.json").exists()

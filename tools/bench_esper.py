@@ -84,12 +84,9 @@ def evaluate(
     }
 
 
-def train_ppo(args, devices, seed: int, telemetry_dir):
-    """Train PPO from ``seed``; the trained state, the per-batch curves and the wall time."""
-    from esper_multigpu.train import run_training
-
-    t0 = time.perf_counter()
-    cfg = _cfg(
+def _ppo_cfg(args, devices, seed: int, telemetry_dir):
+    """The PPO training configuration the bench's flags describe (torch-free)."""
+    return _cfg(
         "ppo",
         devices=devices,
         n_envs=args.n_envs_train,
@@ -103,6 +100,14 @@ def train_ppo(args, devices, seed: int, telemetry_dir):
         blueprints=args.blueprints,
         quiet=False,
     )
+
+
+def train_ppo(args, devices, seed: int, telemetry_dir):
+    """Train PPO from ``seed``; the trained state, the per-batch curves and the wall time."""
+    from esper_multigpu.train import run_training
+
+    t0 = time.perf_counter()
+    cfg = _ppo_cfg(args, devices, seed, telemetry_dir)
     print(
         f"bench: training PPO (seed {seed}) for {args.train_episodes} episodes ({args.n_envs_train} envs on {devices})",
         file=sys.stderr,
@@ -498,6 +503,12 @@ def main(argv=None) -> int:
         args.n_envs, args.repeats, args.throughput_epochs = [2], 1, 2
         args.train_episodes, args.eval_episodes, args.max_epochs, args.n_envs_train = 2, 2, 3, 2
         args.upstream_episodes = 1
+    from esper_multigpu.config import ConfigError
+
+    try:  # every flag that reaches esper's config is checked before any work starts
+        _ppo_cfg(args, ["cpu"], args.first_train_seed, None)
+    except ConfigError as e:
+        p.error(str(e))
 
     import torch
 
