@@ -126,3 +126,29 @@ def test_phase1_pool_starts_only_when_the_remaining_work_pays(monkeypatch):
     pooled = compute_human_policy_prior(world, [0], gen, workers=2)
     assert pooled.timings["phase1_parallel_batches"] > 0
     same(kept_serial, pooled)
+
+
+def test_states_computed_before_the_value_rows_arrive_need_none_of_them():
+    """MPI Phase 1 computes first the states none of whose successors is a value row still
+    in flight from another rank (``_ValueRows.split_ready``), then the others: exactly
+    those for step levels (every successor lies in the previous level), most of them."""
+    from empo_distributed.levels import dependency_levels
+    from empo_distributed.phase1 import _ValueRows
+    from parallel_core.mpi import partition
+
+    dag = build_dag(load_world("medium"))
+    levels = dependency_levels(dag)
+    ready_total = 0
+    for later, level in zip(levels, levels[1:]):
+        lo, hi = int(later[0]), int(later[-1]) + 1
+        for a, b in partition(hi - lo, 2):
+            rows = _ValueRows.__new__(_ValueRows)
+            rows.own, rows.lo, rows.hi = (lo + a, lo + b), lo, hi
+            idx = level[~dag.terminal[level]]
+            ready, rest = rows.split_ready(dag, idx)
+            assert sorted(ready.tolist() + rest.tolist()) == idx.tolist()
+            for i, needs_none in [(i, True) for i in ready] + [(i, False) for i in rest]:
+                s = dag.succ[dag.state_offsets[i] : dag.state_offsets[i + 1]]
+                assert bool(np.all((s >= lo + a) & (s < lo + b))) == needs_none
+            ready_total += len(ready)
+    assert ready_total > 0.5 * int((~dag.terminal[np.concatenate(levels[1:])]).sum())

@@ -108,10 +108,13 @@ class LevelKernel:
         G = arrays["V"].shape[1]
         self.batch = max(1, SCRATCH_ELEMENTS // max(1, self.K * G))
 
-    def compute(self, idx: np.ndarray) -> None:
-        """Fill ``V[idx]`` and ``P[idx]`` (``idx``: non-terminal states whose successors are done)."""
+    def compute(self, idx: np.ndarray, between: Callable[[], None] | None = None) -> None:
+        """Fill ``V[idx]`` and ``P[idx]`` (``idx``: non-terminal states whose successors are done);
+        ``between`` is called after every batch (MPI: lets messages in flight progress)."""
         for s in range(0, len(idx), self.batch):
             self._compute(np.asarray(idx[s : s + self.batch], dtype=np.int64))
+            if between is not None:
+                between()
 
     def _expected(self, idx: np.ndarray) -> np.ndarray:
         """``E[s, k, g] = sum_j p_j y_j`` for every state, joint action and goal column."""
@@ -317,9 +320,10 @@ class _LocalRunner:
         if self.pool is None and self.workers > 1:
             self.written.append(np.asarray(idx, dtype=np.int64))
 
-    def run(self, idx: np.ndarray, remaining_work: int | None = None) -> None:
+    def run(self, idx: np.ndarray, remaining_work: int | None = None, between=None) -> None:
         """Compute ``idx``; ``remaining_work``: elements left in this and later levels
-        (decides whether starting the pool pays; None: it does)."""
+        (decides whether starting the pool pays; None: it does); ``between``: see
+        :meth:`LevelKernel.compute` (in this process only)."""
         big = (
             len(idx) * self.work_per_state >= self.MIN_PARALLEL_WORK
             and len(idx) >= 2 * self.MIN_CHUNK
@@ -330,7 +334,7 @@ class _LocalRunner:
             or remaining_work >= self.POOL_START_BATCHES * self.MIN_PARALLEL_WORK
         )
         if self.workers <= 1 or not big or not worth_starting:
-            self.kernel.compute(idx)
+            self.kernel.compute(idx, between)
             self.mark_written(idx)
             return
         if self.pool is None:
@@ -495,6 +499,66 @@ def _post_policy_rows(ctx, P: np.ndarray, todo: np.ndarray, split, requests: lis
     return True
 
 
+class _ValueRows:
+    """A finished level's value rows on their way between the ranks, without a meeting:
+    each rank sends its own contiguous block of rows to every other rank and receives
+    theirs straight into ``V`` (point to point: reading the own block meanwhile is
+    allowed, MPI never touches it). The next level computes first the states that need
+    none of the rows in flight (:meth:`split_ready`), calling :meth:`test` between
+    batches so that the transfer progresses meanwhile, and waits only then: a rank that
+    is ahead (or whose partner was descheduled) keeps computing instead of waiting."""
+
+    TAG = 74
+
+    def __init__(self, ctx, V: np.ndarray, ranges: list[tuple[int, int]], others: list):
+        comm = ctx.comm
+        self.own = ranges[ctx.rank]
+        self.lo, self.hi = ranges[0][0], ranges[-1][1]
+        a, b = self.own
+        self.requests = others  # the policy rows posted with this level progress too
+        self.mine: list = []
+        for r, (c, d) in enumerate(ranges):
+            if r == ctx.rank:
+                continue
+            if d > c:
+                self.mine.append(comm.Irecv(V[c:d], source=r, tag=self.TAG))
+            if b > a:
+                self.mine.append(comm.Isend(V[a:b], dest=r, tag=self.TAG))
+
+    def test(self) -> None:
+        from mpi4py import MPI
+
+        MPI.Request.Testall(self.mine)
+        if self.requests:
+            MPI.Request.Testall(self.requests)
+
+    def wait(self) -> None:
+        from mpi4py import MPI
+
+        MPI.Request.Waitall(self.mine)
+
+    def split_ready(self, dag: Dag, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(ready, rest)``: the states of ``idx`` (sorted) none of whose successors is a
+        row in flight (conservatively: every successor in this rank's own block, or all
+        of them outside the level in flight), and the others."""
+        if not len(idx) or self.hi - self.lo == self.own[1] - self.own[0]:
+            return idx, idx[:0]
+        offsets, succ = dag.state_offsets, dag.succ
+        starts = offsets[idx].astype(np.int64)
+        base, stop = int(starts[0]), int(offsets[int(idx[-1]) + 1])
+        if stop <= base:
+            return idx, idx[:0]
+        seg = succ[base:stop]
+        starts -= base
+        empty = offsets[idx + 1].astype(np.int64) - base == starts  # (no such state: kept back)
+        np.minimum(starts, len(seg) - 1, out=starts)
+        lo_s, hi_s = np.minimum.reduceat(seg, starts), np.maximum.reduceat(seg, starts)
+        a, b = self.own
+        ok = ((lo_s >= a) & (hi_s < b)) | (hi_s < self.lo) | (lo_s >= self.hi)
+        ok &= ~empty
+        return idx[ok], idx[~ok]
+
+
 def _gather_rows_to_root(ctx, P: np.ndarray, todos: list[np.ndarray], splits: list) -> None:
     """Send every rank's policy rows to rank 0 (raw buffers, no pickling). Every rank knows
     which rows each rank computed (the split of each level), so only rows travel; a
@@ -613,14 +677,42 @@ def backward_induction(
         # This rank's work (elements) in each level and all later ones: is a pool worth starting?
         live = np.array([len(lv) - int(dag.terminal[lv].sum()) for lv in levels], dtype=np.int64)
         left = np.cumsum(live[::-1])[::-1] // ctx.size * runner.work_per_state
+        # Without local workers (whose pool would move V into shared memory) a level's
+        # value rows travel while the next level computes the states that do not need
+        # them (_ValueRows); the memory guard's verdict is read with those rows.
+        overlap = ctx.is_distributed and workers <= 1
+        pending, pending_verdict = None, None
+
+        def settle() -> None:
+            """Wait for the value rows in flight and read the verdict that came with them."""
+            nonlocal pending, pending_verdict, t_exchange
+            te = time.perf_counter()
+            if pending is not None:
+                with CLOCK.part("p1_exchange"):
+                    pending.wait()
+                pending = None
+            t_exchange += time.perf_counter() - te
+            if pending_verdict is not None:
+                with CLOCK.part("p1_guard"):
+                    pending_verdict.raise_if_any(requests)
+                pending_verdict = None
+
         for li, level in enumerate(levels):
             term = dag.terminal[level]
             todo, split = _level_split(dag, level, term, ctx.size)
             splits.append(split)
             lo, hi = split[ctx.rank]
             my_idx = todo[lo:hi]
+            if pending is not None:
+                with CLOCK.part("p1_split"):
+                    ready, my_rest = pending.split_ready(dag, my_idx)
+                with CLOCK.part("p1_kernel"):
+                    runner.run(ready, int(left[li]), between=pending.test)
+                settle()
+            else:
+                my_rest = my_idx
             with CLOCK.part("p1_kernel"):
-                runner.run(my_idx, int(left[li]))
+                runner.run(my_rest, int(left[li]))
             V, P = runner.arrays["V"], runner.arrays["P"]  # shared copies once workers start
             if keep_policy and term.any():
                 P[level[term]] = np.nan
@@ -632,30 +724,37 @@ def backward_induction(
             verdict = None
             if ctx.is_distributed and memory_guard is not None and memory_guard.active:
                 # The ranks' verdicts travel beside the value rows (a non-blocking reduction
-                # that completes during the Allgatherv): no extra meeting per level.
+                # read when the rows have arrived): no extra meeting per level.
                 verdict = _GuardVerdict(ctx, memory_guard.local_problem(where))
-            if ctx.is_distributed:  # every rank knows the split of todo: one Allgatherv
+            if ctx.is_distributed:  # every rank knows the split of todo
                 te = time.perf_counter()
                 shares = [b - a for a, b in split]
+                contiguous = len(todo) and bool(np.all(np.diff(todo) == 1))
+                if early is not None:
+                    early.append(_post_policy_rows(ctx, P, todo, split, requests))
                 with CLOCK.part("p1_exchange"):
-                    if len(todo) and bool(np.all(np.diff(todo) == 1)):
-                        # a contiguous range (sorted, no terminal state inside): the rows
-                        # travel straight into V
+                    if contiguous and overlap:
+                        first = int(todo[0])
+                        ranges = [(first + a, first + b) for a, b in split]
+                        pending, pending_verdict = _ValueRows(ctx, V, ranges, requests), verdict
+                        verdict = None
+                    elif contiguous:
+                        # a contiguous range (sorted, no terminal state inside): one
+                        # Allgatherv straight into V
                         allgatherv_in_place(ctx, V[int(todo[0]) : int(todo[-1]) + 1], shares)
                     else:
                         V[todo] = allgatherv_known(ctx, V[my_idx], shares)
                 runner.mark_written(todo)
-                if early is not None:
-                    early.append(_post_policy_rows(ctx, P, todo, split, requests))
                 t_exchange += time.perf_counter() - te
             if verdict is not None:
                 with CLOCK.part("p1_guard"):
                     verdict.raise_if_any(requests)
-            elif memory_guard is not None:
+            elif memory_guard is not None and not ctx.is_distributed:
                 with CLOCK.part("p1_guard"):
                     memory_guard.check(where)
             if progress is not None:
                 progress(li + 1, len(levels))
+        settle()
         V, P = runner.arrays["V"], runner.arrays["P"]
         if ctx.is_distributed:  # policies are not needed by later levels: one exchange at the end
             te = time.perf_counter()
