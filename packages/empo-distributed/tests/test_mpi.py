@@ -215,3 +215,24 @@ def test_mpi_memory_guard_stops_every_rank_in_phase1():
             release_dag=True,
         )
     assert ctx.allgather("alive") == ["alive"] * ctx.size  # every rank got here
+
+
+def test_mpi_memory_guard_stops_every_rank_in_a_dag_wave():
+    """One rank's memory verdict in a DAG wave (it travels with the wave's keys, no
+    meeting of its own) stops every rank with that rank's message, never a hang."""
+    from empo_distributed.memory import MemoryGuard, MemoryLimitError
+
+    ctx, _ = _ctx()
+
+    class OneRankGuard(MemoryGuard):
+        active = True
+
+        def _problem(self, where, extra):
+            if ctx.rank == 1 and where.startswith("in DAG wave 4 "):
+                return f"stopped {where}: rank 1 is full"
+            return None
+
+    world = load_world("medium", 5)
+    with pytest.raises(MemoryLimitError, match=r"in DAG wave 4 \(\d+ states so far\): rank 1 is full"):
+        build_dag(world, ctx=ctx, memory_guard=OneRankGuard(None, ctx), partitioned=True)
+    assert ctx.allgather("alive") == ["alive"] * ctx.size

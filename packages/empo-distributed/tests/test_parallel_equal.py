@@ -97,7 +97,7 @@ def test_release_dag_gives_identical_priors(workers, monkeypatch):
     during Phase 1: same numbers, and the DAG keeps its states and sizes only."""
     monkeypatch.setattr("empo_distributed.phase1._LocalRunner.MIN_PARALLEL_WORK", 1)
     monkeypatch.setattr("empo_distributed.phase1.SCRATCH_ELEMENTS", 64)  # many kernel batches
-    world = load_world("large", 8)
+    world = load_world("large", 6)  # 1,892 states: levels span whole pages of transitions
     gen = world.goal_generator()
     kept = compute_human_policy_prior(world, [0], gen, gamma_h=0.9, workers=workers)
     released = compute_human_policy_prior(

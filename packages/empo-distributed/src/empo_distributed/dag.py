@@ -638,18 +638,26 @@ def build_dag_batched(
     bounds = []  # (start, stop) of every wave
     owned = [] if partitioned else None  # (lo, hi) global indices this rank expanded, per wave
     try:
+        held = None  # an MPI wave whose compaction waits for the next wave's expansion
         while len(keys):
             if pool is None:
                 pool = _maybe_pool(world_model, workers, len(keys))
             bounds.append((n_states - len(keys), n_states))
-            keys = _batched_wave(
-                world_model, codec, ctx, keys, K, table, out, n_states, pool, memory_guard, wave,
-                owned,
+            w = _expand_wave(
+                world_model, codec, ctx, keys, n_states, pool, table, memory_guard, wave, owned
             )
+            if held is not None:
+                # The previous wave's compaction runs while this wave's facts travel.
+                _compact_wave(held, ctx, K, table, out, owned, w.test)
+                held = None
+            _settle_wave(w, ctx, table)
+            if w.exchange is None:
+                _compact_wave(w, ctx, K, table, out, owned)
+            else:
+                held = w
+            keys = w.nxt
             wave += 1
             n_states += len(keys)
-            with CLOCK.part("dag_trim"):
-                release_free_memory()  # the wave's temporaries go back to the system
             if max_states is not None and n_states > max_states:
                 raise WorldError(
                     f"more than {max_states} reachable states after {wave} waves; "
@@ -661,6 +669,13 @@ def build_dag_batched(
             # (MPI waves below REPLICATE_WAVE states skip the check: they add little memory.)
             if progress is not None:
                 progress(wave, n_states)
+        if held is not None:
+            _compact_wave(held, ctx, K, table, out, owned)
+        # The waves' freed temporaries go back to the system once, here: between waves
+        # the next wave reuses them (trimming after every wave made each wave fault its
+        # pages in again, ~2 page faults per state, for no lower peak).
+        with CLOCK.part("dag_trim"):
+            release_free_memory()
     except BaseException:
         if pool is not None:
             pool.close(failed=True)
@@ -719,22 +734,100 @@ class _GrowingDag:
         setattr(self, name, arr)
 
 
-def _batched_wave(
-    world_model, codec, ctx, keys, K, table, out, n_states, pool, memory_guard=None, wave=0,
-    owned=None,
-):
-    """Expand one wave (this rank's share), exchange compact arrays, append them to ``out``;
-    return the next wave's keys (sorted). Under MPI the memory guard's verdict travels
-    with the wave's first exchange (one meeting point of the ranks fewer per wave); a
-    wave below ``REPLICATE_WAVE`` states is expanded whole by every rank instead (the
-    same numbers everywhere, no meeting at all: splitting it would cost more).
-    ``owned`` (a list, partitioned DAG): append this rank's ``(lo, hi)`` share and keep
-    only its own transitions (the other states' counts stay 0); only keys and terminal
-    flags travel."""
+class _WaveExchange:
+    """What each rank found in its share of a wave (new probability values, its sorted
+    unique successor keys, its outcome count, its terminal flags for a partitioned DAG,
+    the memory guard's verdict) sent to every other rank without a meeting: one message
+    per pair of ranks (its size learnt by probing). The ranks compact the previous wave
+    meanwhile, calling :meth:`test` between chunks so that the messages progress; a rank
+    that is ahead keeps working instead of waiting for its partner."""
+
+    TAG = 75
+
+    def __init__(self, ctx, new: list, keys: np.ndarray, n_out: int, terminal, problem):
+        from mpi4py import MPI
+
+        self.ctx, self.status = ctx, MPI.Status()
+        text = (problem or "").encode()
+        terminal = np.zeros(0, dtype=np.uint8) if terminal is None else terminal.view(np.uint8)
+        head = np.array([len(new), len(keys), n_out, len(terminal), len(text)], dtype=np.int64)
+        parts = [head, np.asarray(new, dtype=np.float64), np.asarray(keys, dtype=np.int64), terminal]
+        payload = np.concatenate([p.view(np.uint8) for p in parts] + [np.frombuffer(text, np.uint8)])
+        self.buffers = {ctx.rank: payload}
+        self.waiting = [r for r in range(ctx.size) if r != ctx.rank]
+        self.requests = [ctx.comm.Isend([payload, MPI.BYTE], dest=r, tag=self.TAG) for r in self.waiting]
+
+    def _receive(self, rank: int, message) -> None:
+        from mpi4py import MPI
+
+        buf = np.empty(self.status.Get_count(MPI.BYTE), dtype=np.uint8)
+        self.requests.append(message.Irecv([buf, MPI.BYTE]))
+        self.buffers[rank] = buf
+
+    def test(self) -> None:
+        from mpi4py import MPI
+
+        for r in list(self.waiting):
+            message = self.ctx.comm.Improbe(source=r, tag=self.TAG, status=self.status)
+            if message is not None:
+                self._receive(r, message)
+                self.waiting.remove(r)
+        MPI.Request.Testall(self.requests)
+
+    def wait(self) -> list[tuple]:
+        """``(new, keys, n_out, terminal, problem)`` of every rank, in rank order."""
+        from mpi4py import MPI
+
+        for r in self.waiting:
+            self._receive(r, self.ctx.comm.Mprobe(source=r, tag=self.TAG, status=self.status))
+        self.waiting = []
+        MPI.Request.Waitall(self.requests)
+        facts = []
+        for r in range(self.ctx.size):
+            buf = self.buffers.pop(r)
+            n_new, n_keys, n_out, n_term, n_text = np.frombuffer(buf, np.int64, 5).tolist()
+            at = 40
+            new = np.frombuffer(buf, np.float64, n_new, at).tolist()
+            at += 8 * n_new
+            keys = np.frombuffer(buf, np.int64, n_keys, at)
+            at += 8 * n_keys
+            term = np.frombuffer(buf, np.bool_, n_term, at)
+            text = bytes(buf[at + n_term : at + n_term + n_text]).decode() or None
+            facts.append((new, keys, n_out, term, text))
+        return facts
+
+
+@dataclass
+class _Wave:
+    """One wave of the batched builder between its expansion and its compaction."""
+
+    size: int  # states in the wave
+    first: int  # global index of its first state
+    lo: int  # this rank's share [lo, hi) of the wave
+    hi: int
+    results: list  # expand_batch results of the share, chunk by chunk
+    new: list  # new probability values (this rank's; all ranks' once settled)
+    nxt: np.ndarray  # sorted unique successor keys (this rank's; all ranks' once settled)
+    n_out: int  # outcomes of this rank's share
+    exchange: _WaveExchange | None = None  # None: every rank expanded the whole wave
+    facts: list | None = None  # every rank's (new, keys, n_out, terminal, problem)
+
+    def test(self) -> None:
+        if self.exchange is not None:
+            self.exchange.test()
+
+
+def _expand_wave(world_model, codec, ctx, keys, n_states, pool, table, memory_guard, wave, owned):
+    """Expand this rank's share of a wave and deduplicate its successor keys; under MPI,
+    send what it found to the other ranks (:class:`_WaveExchange`) without waiting. A wave
+    below ``REPLICATE_WAVE`` states is expanded whole by every rank instead (the same
+    numbers everywhere, no message at all: splitting it would cost more). ``owned`` (a
+    list, partitioned DAG): gets this rank's ``(lo, hi)`` share."""
     from .timing import CLOCK
 
     distributed = ctx.is_distributed and len(keys) >= REPLICATE_WAVE
     lo, hi = ctx.work_range(len(keys)) if distributed else (0, len(keys))
+    first = n_states - len(keys)
     with CLOCK.part("dag_expand"):
         rows = codec.decode(keys[lo:hi])
         chunks = [rows[a : a + BATCH_STATES] for a in range(0, len(rows), BATCH_STATES)]
@@ -749,9 +842,10 @@ def _batched_wave(
         new = sorted(set().union(*(table.new_values(r[2]) for r in results)))
         nxt = _merge_unique([sorted_unique(r[3]) for r in results])  # sorted unique successor keys
         n_out = sum(len(r[3]) for r in results)
+    if owned is not None:
+        owned.append((first + lo, first + hi))
+    w = _Wave(len(keys), first, lo, hi, results, new, nxt, n_out)
     if distributed:
-        # One small allgather of what each rank found (new probability values, sizes),
-        # then one buffer exchange for the keys and one for the compact arrays.
         with CLOCK.part("dag_guard"):
             problem = (
                 memory_guard.local_problem(f"in DAG wave {wave + 1} ({n_states} states so far)")
@@ -762,21 +856,39 @@ def _batched_wave(
             np.concatenate([r[0] for r in results]).astype(np.bool_) if owned is not None else None
         )
         with CLOCK.part("dag_meet"):
-            facts = ctx.allgather((new, len(nxt), n_out, problem, own_terminal))
-        if problem or any(f[3] for f in facts):
+            w.exchange = _WaveExchange(ctx, new, nxt, n_out, own_terminal, problem)
+    return w
+
+
+def _settle_wave(w: _Wave, ctx, table: ProbTable) -> None:
+    """Receive the other ranks' facts of wave ``w`` (MPI), merge their successor keys
+    into the next wave and add the new probability values to ``table`` (sorted, so the
+    table is identical on every rank)."""
+    from .timing import CLOCK
+
+    if w.exchange is not None:
+        with CLOCK.part("dag_meet"):
+            w.facts = facts = w.exchange.wait()
+        if any(f[4] for f in facts):
             from .memory import MemoryGuard
 
-            MemoryGuard.raise_first([f[3] for f in facts])
-        new = sorted(set().union(*(f[0] for f in facts)))
-        with CLOCK.part("dag_keys_exchange"):
-            nxt = allgatherv_known(ctx, nxt, [f[1] for f in facts])
+            MemoryGuard.raise_first([f[4] for f in facts])
+        w.new = sorted(set().union(*(f[0] for f in facts)))
         with CLOCK.part("dag_keys_merge"):
-            nxt = sorted_unique(nxt, kind="stable")
-    # Probabilities -> ids of a table identical on every rank (new values added sorted);
-    # successor keys -> indices into the next wave, which starts at n_states.
-    table.add(new)
+            w.nxt = sorted_unique(np.concatenate([f[1] for f in facts]), kind="stable")
+    table.add(w.new)
     if len(table) > 65535:
         raise WorldError("more than 65535 distinct transition probabilities")
+
+
+def _compact_wave(w: _Wave, ctx, K, table, out, owned, between=None) -> None:
+    """Turn wave ``w``'s outcomes into compact arrays (probability ids, successor indices
+    into the next wave, whose keys ``w.nxt`` are settled) and append them to ``out``.
+    ``between`` is called after every chunk (messages in flight progress meanwhile)."""
+    from .timing import CLOCK
+
+    n_states = w.first + w.size  # where the next wave starts
+    nxt, results = w.nxt, w.results
     index_dtype = _index_dtype(n_states + len(nxt))
     prob_dtype = _small_uint(max(0, len(table) - 1))
     terminal, counts, prob_idx, succ = [], [], [], []
@@ -790,20 +902,21 @@ def _batched_wave(
             i += n_states
             succ.append(i.astype(index_dtype))
             del t, c, p, sk, i
+            if between is not None:
+                between()
         fields = (("terminal", np.bool_), ("counts", np.uint8), ("prob_idx", prob_dtype), ("succ", index_dtype))
         mine = [_joined(part, dt) for part, (_, dt) in zip((terminal, counts, prob_idx, succ), fields)]
         del terminal, counts, prob_idx, succ
-    if owned is not None:
-        owned.append((n_states - len(keys) + lo, n_states - len(keys) + hi))
-    if not distributed:
+    facts = w.facts
+    if facts is None:
         with CLOCK.part("dag_append"):
             for (name, _), arr in zip(fields, mine):
                 out.append(name, arr)
             out.total_outcomes += len(mine[3])
     elif owned is not None:
         with CLOCK.part("dag_append"):
-            out.append("terminal", np.concatenate([f[4] for f in facts]))
-            out.append_slice("counts", mine[1], len(keys) * K, lo * K)
+            out.append("terminal", np.concatenate([f[3] for f in facts]))
+            out.append_slice("counts", mine[1], w.size * K, w.lo * K)
             out.append("prob_idx", mine[2])
             out.append("succ", mine[3])
             out.total_outcomes += sum(f[2] for f in facts)
@@ -812,7 +925,7 @@ def _batched_wave(
         from parallel_core.mpi import partition
 
         # Rank r's share: n_r states (the partition every rank knows) and facts[r][2] outcomes.
-        shares = [hi - lo for lo, hi in partition(len(keys), ctx.size)]
+        shares = [hi - lo for lo, hi in partition(w.size, ctx.size)]
         layouts = [
             [(n, np.bool_), (n * K, np.uint8), (m, prob_dtype), (m, index_dtype)]
             for n, m in zip(shares, (f[2] for f in facts))
@@ -830,7 +943,6 @@ def _batched_wave(
             out.total_outcomes += sum(f[2] for f in facts)
     if len(nxt):
         out.append("keys", nxt)
-    return nxt
 
 
 def _joined(parts: list, dtype) -> np.ndarray:
