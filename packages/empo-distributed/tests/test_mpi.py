@@ -192,18 +192,9 @@ def test_mpi_release_dag_with_local_workers_equals_serial(monkeypatch):
 def test_mpi_memory_guard_stops_every_rank_in_phase1():
     """One rank's memory verdict after a Phase 1 level (it travels beside the value rows)
     stops every rank with that rank's message, never a hang."""
-    from empo_distributed.memory import MemoryGuard, MemoryLimitError
+    from empo_distributed.memory import MemoryLimitError
 
     ctx, _ = _ctx()
-
-    class OneRankGuard(MemoryGuard):
-        active = True
-
-        def _problem(self, where, extra):
-            if ctx.rank == 1 and where.startswith("after Phase 1 level 2 "):
-                return f"stopped {where}: rank 1 is full"
-            return None
-
     world = load_world("medium", 5)
     with pytest.raises(MemoryLimitError, match=r"after Phase 1 level 2 of \d+: rank 1 is full"):
         compute_human_policy_prior(
@@ -211,28 +202,35 @@ def test_mpi_memory_guard_stops_every_rank_in_phase1():
             [0],
             world.goal_generator(),
             ctx=ctx,
-            memory_guard=OneRankGuard(None, ctx),
+            memory_guard=_rank1_full_at(ctx, "after Phase 1 level 2 "),
             release_dag=True,
         )
     assert ctx.allgather("alive") == ["alive"] * ctx.size  # every rank got here
 
 
-def test_mpi_memory_guard_stops_every_rank_in_a_dag_wave():
-    """One rank's memory verdict in a DAG wave (it travels with the wave's keys, no
-    meeting of its own) stops every rank with that rank's message, never a hang."""
-    from empo_distributed.memory import MemoryGuard, MemoryLimitError
-
-    ctx, _ = _ctx()
+def _rank1_full_at(ctx, where_prefix: str):
+    """A memory guard that finds rank 1 full at the check whose text starts with ``where_prefix``."""
+    from empo_distributed.memory import MemoryGuard
 
     class OneRankGuard(MemoryGuard):
         active = True
 
         def _problem(self, where, extra):
-            if ctx.rank == 1 and where.startswith("in DAG wave 4 "):
+            if ctx.rank == 1 and where.startswith(where_prefix):
                 return f"stopped {where}: rank 1 is full"
             return None
 
+    return OneRankGuard(None, ctx)
+
+
+def test_mpi_memory_guard_stops_every_rank_in_a_dag_wave():
+    """One rank's memory verdict in a DAG wave (it travels with the wave's keys, no
+    meeting of its own) stops every rank with that rank's message, never a hang."""
+    from empo_distributed.memory import MemoryLimitError
+
+    ctx, _ = _ctx()
     world = load_world("medium", 5)
+    guard = _rank1_full_at(ctx, "in DAG wave 4 ")
     with pytest.raises(MemoryLimitError, match=r"in DAG wave 4 \(\d+ states so far\): rank 1 is full"):
-        build_dag(world, ctx=ctx, memory_guard=OneRankGuard(None, ctx), partitioned=True)
+        build_dag(world, ctx=ctx, memory_guard=guard, partitioned=True)
     assert ctx.allgather("alive") == ["alive"] * ctx.size
