@@ -23,6 +23,10 @@ nox.options.default_venv_backend = "uv"
 nox.options.reuse_venv = "yes"
 nox.options.sessions = ["tests-cpu", "tests-cuda", "tests-mpi", "tests-e2e"]
 
+# Every test session lists its slowest tests: CI must stay under 30 minutes, and the log
+# shows where the time goes.
+DURATIONS = ("--durations=15", "--durations-min=2")
+
 PACKAGES = [
     "parallel-core",
     "empo-distributed",
@@ -60,7 +64,7 @@ def run_package_tests(session: nox.Session, package: str, marker: str, *launcher
     python = ("python", "-m", "pytest") if launcher else ("pytest",)
     session.run(
         *launcher, *python, f"packages/{package}/tests", "-m", marker, "-p", "no:cacheprovider",
-        *session.posargs,
+        *DURATIONS, *session.posargs,
     )
 
 
@@ -89,7 +93,7 @@ def tests_mpi(session: nox.Session, package: str) -> None:
 def tests_e2e(session: nox.Session) -> None:
     """Cross-package and end-to-end tests (CLIs as a user runs them, mpirun jobs, Dockerfile)."""
     sync(session, "--all-packages", "--all-extras", "--group", "dev")
-    session.run("pytest", "tests", *session.posargs)
+    session.run("pytest", "tests", *DURATIONS, *session.posargs)
 
 
 @nox.session
