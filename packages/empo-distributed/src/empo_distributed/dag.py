@@ -683,7 +683,7 @@ def build_dag_batched(
     if pool is not None:
         pool.close()
     with CLOCK.part("dag_finish"):
-        dag = _finish_batched(world_model, codec, K, table, out, wave, t0)
+        dag = _finish_batched(world_model, codec, K, table, out, wave, t0, owned)
     dag.wave_bounds = bounds
     if partitioned:
         dag.partition = (ctx.rank, ctx.size, owned)
@@ -956,12 +956,17 @@ def _merge_unique(sorted_parts: list) -> np.ndarray:
     return sorted_unique(_joined(sorted_parts, np.int64), kind="stable")
 
 
-def _finish_batched(world_model, codec, K, table, out, wave, t0) -> Dag:
+def _finish_batched(world_model, codec, K, table, out, wave, t0, owned=None) -> Dag:
     from .states import KeyIndex, StateTable
 
     n_agents, nA = len(world_model.agents), num_actions(world_model)
     counts = out.counts
-    per_state = counts.reshape(-1, K).sum(axis=1, dtype=np.int64)
+    if owned is None:
+        per_state = counts.reshape(-1, K).sum(axis=1, dtype=np.int64)
+    else:  # a partitioned DAG: only this rank's states have outcomes (sum those only)
+        per_state = np.zeros(len(out.keys), dtype=np.int64)
+        for lo, hi in owned:
+            per_state[lo:hi] = counts[lo * K : hi * K].reshape(-1, K).sum(axis=1, dtype=np.int64)
     state_offsets = np.zeros(len(out.keys) + 1, dtype=_offset_dtype(len(out.succ)))
     np.cumsum(per_state, out=state_offsets[1:])
     del per_state
