@@ -67,6 +67,30 @@ def _smoke() -> bool:
 
 
 # -- children (one mode, one process) ----------------------------------------------------------
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's joined child processes."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def cpu_bound_speedup(runs: dict[str, list[dict]], cores: int) -> dict[str, float]:
+    """Per mode: the speedup over ``sequential`` that the measured CPU seconds allow on
+    ``cores`` idle cores, ``cpu(sequential) / max(busiest process, total / cores)``.
+
+    Read from CPU times, not wall times, so it holds on a loaded machine too; the wall-clock
+    speedup on an idle machine reaches it only if no process ever waits for another.
+    """
+    def need(r: dict) -> tuple[float, float]:
+        procs = [r.get("collector_cpu_s", 0.0), *r.get("learner_cpu_s", [])]
+        total = r.get("collector_cpu_s", 0.0) + r.get("children_cpu_s", 0.0)
+        return total, max(max(procs), total / cores)
+
+    if "sequential" not in runs or "collector_cpu_s" not in runs["sequential"][0]:
+        return {}
+    base = statistics.median(need(r)[0] for r in runs["sequential"])
+    return {m: base / statistics.median(need(r)[1] for r in rs) for m, rs in runs.items()}
+
+
 def child_gemgrid(mode: str, args) -> dict:
     import torch
 
@@ -87,17 +111,26 @@ def child_gemgrid(mode: str, args) -> dict:
     validate(cfg)
     ex = Experiment(cfg)
     ex.start()
-    t0 = time.perf_counter()
+    learner = ex.learner
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(args.epochs):
         ex.run_epoch()
     ex.close()  # includes the learner draining its last due rounds
     wall = time.perf_counter() - t0
+    collector_cpu = time.process_time() - c0
+    learner_cpu = list(getattr(learner, "cpu_times", []))  # learner processes (none: inline)
     ev = ex.evaluate(args.eval_episodes)
     return {
         "env_steps": ex.env_steps,
         "updates_per_agent": ex.rounds,
         "wall_s": wall,
         "env_steps_per_s": ex.env_steps / wall,
+        "collector_cpu_s": collector_cpu,
+        "learner_cpu_s": learner_cpu,
+        "children_cpu_s": _children_cpu(),  # the learner processes, joined by close()
+        "cpu_utilisation": (collector_cpu + sum(learner_cpu)) / wall,
+        "learner_wait_s": ex.timers.learner_wait,
+        "time_training_inline_s": ex.timers.training,
         "final_score": ev["greedy_score"],
         "random_score": ev["random_score"],
         "reward_name": ex.game.reward_name,
@@ -125,7 +158,8 @@ def child_sorrel(mode: str, args) -> dict:
     validate(cfg)
     ex = SorrelExperiment(cfg)
     ex.start()  # workers start (and build their environments) before the clock
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
+    k0 = _children_cpu()
     if mode == "upstream":
         ex.env.config.experiment.epochs = args.episodes - 1  # run_experiment runs epochs + 1
         with tempfile.TemporaryDirectory() as tmp:
@@ -136,13 +170,18 @@ def child_sorrel(mode: str, args) -> dict:
     else:
         ex.run_epoch()
         wall = time.perf_counter() - t0
-    ex.close()
+    collector_cpu = time.process_time() - c0
+    ex.close()  # joins the collection workers: their CPU time is in RUSAGE_CHILDREN now
+    workers_cpu = _children_cpu() - k0
     ev = ex.evaluate(args.eval_episodes)
     return {
         "env_steps": ex.env_steps,
         "updates_per_agent": ex.episodes,
         "wall_s": wall,
         "env_steps_per_s": ex.env_steps / wall,
+        "collector_cpu_s": collector_cpu,
+        "children_cpu_s": workers_cpu,  # the workers' whole lives, start-up included
+        "cpu_utilisation": (collector_cpu + workers_cpu) / wall,
         "final_score": ev["greedy_score"],
         "random_score": ev["random_score"],
         "reward_name": ex.reward_name,
@@ -236,6 +275,7 @@ def main(argv=None) -> int:
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     seeds = args.seeds or [args.seed + r for r in range(args.repeats)]
+    load_start = os.getloadavg()
     runs: dict[str, list[dict]] = {m: [] for m in modes}
     with progress_bar(len(modes) * args.repeats, "benchmark", quiet=args.quiet) as bar:
         for r in range(args.repeats):  # interleaved: every mode once per repeat
@@ -260,6 +300,8 @@ def main(argv=None) -> int:
                 bar.advance(1)
     med = {m: statistics.median(x["env_steps_per_s"] for x in v) for m, v in runs.items()}
     base = med.get("sequential")
+    cores = len(os.sched_getaffinity(0))
+    bound = cpu_bound_speedup(runs, cores)
     rows = []
     for mode, rs in runs.items():
         rows.append(
@@ -267,6 +309,12 @@ def main(argv=None) -> int:
                 "mode": mode,
                 "env_steps_per_s": med[mode],
                 "speedup_vs_sequential": med[mode] / base if base else None,
+                # CPU seconds per process (medians): what each mode costs, whatever the load
+                "collector_cpu_s_median": statistics.median(x.get("collector_cpu_s", 0.0) for x in rs),
+                "children_cpu_s_median": statistics.median(x.get("children_cpu_s", 0.0) for x in rs),
+                "cpu_utilisation_median": statistics.median(x.get("cpu_utilisation", 0.0) for x in rs),
+                "learner_wait_s_median": statistics.median(x.get("learner_wait_s", 0.0) for x in rs),
+                "speedup_cpu_bound": bound.get(mode),
                 "wall_s_median": statistics.median(x["wall_s"] for x in rs),
                 "final_score_median": statistics.median(x["final_score"] for x in rs),
                 "final_score_mean": statistics.fmean(x["final_score"] for x in rs),
@@ -285,7 +333,8 @@ def main(argv=None) -> int:
         "reward_name": rows[0]["runs"][0]["reward_name"],
         "machine": {
             "cores": os.cpu_count(),
-            "affinity": len(os.sched_getaffinity(0)),
+            "affinity": cores,
+            "load_average_at_start": load_start,
             "load_average_at_end": os.getloadavg(),
             "python": platform.python_version(),
             "note": "wall-clock numbers on a shared machine are noisy; compare ratios",
@@ -322,14 +371,16 @@ def main(argv=None) -> int:
         title=f"agent-async-train on {args.game}: medians of {args.repeats} interleaved repeat(s) "
         f"(seeds {', '.join(map(str, seeds))})"
     )
-    for col in ("mode", "env steps/s", "speedup", "wall s", f"score ({report['reward_name']})",
-                "score mean +- std", "random"):
+    for col in ("mode", "env steps/s", "speedup", "CPU bound", "CPU s (main + children)", "wall s",
+                f"score ({report['reward_name']})", "score mean +- std", "random"):
         table.add_column(col, justify="left" if col == "mode" else "right")
     for row in rows:
         table.add_row(
             row["mode"],
             f"{row['env_steps_per_s']:.0f}",
             f"{row['speedup_vs_sequential']:.2f}x" if base else "-",
+            f"{row['speedup_cpu_bound']:.2f}x" if row["speedup_cpu_bound"] else "-",
+            f"{row['collector_cpu_s_median']:.2f} + {row['children_cpu_s_median']:.2f}",
             f"{row['wall_s_median']:.2f}",
             f"{row['final_score_median']:.2f}",
             f"{row['final_score_mean']:.2f} +- {row['final_score_std']:.2f}",

@@ -64,7 +64,9 @@ def test_async_run_does_the_same_number_of_updates(flags):
     ex = run(tiny_config(parallel=flags))
     assert ex.rounds == base.rounds and ex.env_steps == base.env_steps
     assert all(a.updates == ex.rounds for a in ex.agents)
-    assert all(0 <= row["policy_lag_mean"] <= ex.schedule.slack for row in ex.history)
+    # the thread learner lags at most one interval's rounds, learner processes parallel.max_lag
+    bound = ex.schedule.slack * (1 if flags.get("learner") == "thread" else 4)
+    assert all(0 <= row["policy_lag_mean"] <= bound for row in ex.history)
 
 
 def test_learner_failure_propagates_out_of_the_run(monkeypatch):

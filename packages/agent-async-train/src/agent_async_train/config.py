@@ -117,6 +117,10 @@ class ParallelConfig(_Section):
     replay_ratio: Float = 0.25  # gradient updates per agent per environment step
     num_workers: Int = 0  # threads for parallel training; 0 = available cores
     snapshot_interval: Int = 1  # learner rounds between policy snapshots for acting (async)
+    # learner processes: rounds the collector may run ahead of the slowest learner before it
+    # waits (the bound on the lag; the replay ratio itself is exact). 0 = auto: 4 intervals'
+    # worth of rounds, so a learner never starves while the collector waits for another.
+    max_lag: Int = 0
     acting_backend: str = "bmm"  # batched acting kernel: "bmm" (fast) or "vmap" (any network)
     training_backend: str = "batched"  # parallel training: "batched" (one bmm pass) or "threads"
     # sorrel games: worker processes that each play whole episodes on their own copy of the
@@ -245,6 +249,7 @@ def validate(cfg: Config) -> None:
         (p.learners >= 0, "parallel.learners must be >= 0 (0 = one per available core)"),
         (p.env_workers >= 0, "parallel.env_workers must be >= 0 (0 = collect in this process)"),
         (p.snapshot_interval >= 1, "parallel.snapshot_interval must be >= 1"),
+        (p.max_lag >= 0, "parallel.max_lag must be >= 0 (0 = auto)"),
         (p.acting_backend in ("bmm", "vmap"), "parallel.acting_backend must be 'bmm' or 'vmap'"),
         (
             p.training_backend in ("batched", "threads"),

@@ -72,7 +72,7 @@ def split_agents(num_agents: int, learners: int) -> list[range]:
 
 
 def _learner_main(spec: dict, owned: range, inbox, outbox, params, version, rounds, lock,
-                  cond, stats) -> None:
+                  wake, stats) -> None:
     """One learner process: rebuild its agents, then train on streamed rows until told to stop."""
     try:
         # Ctrl-C goes to the whole process group: the main process alone decides; and if the
@@ -92,24 +92,28 @@ def _learner_main(spec: dict, owned: range, inbox, outbox, params, version, roun
         schedule = UpdateSchedule(*spec["schedule_args"])
         snapshot_interval = spec["snapshot_interval"]
         done, steps = spec["rounds_done"], spec["env_steps"]
-        busy, loss_sum, loss_n = stats  # shared counters the collector reads per epoch
+        busy, loss_sum, loss_n, cpu = stats  # shared counters the collector reads per epoch
         rows = params[owned.start : owned.stop]  # this learner's share of the shared tensor
 
         def train_round() -> None:
             t0 = time.perf_counter()
             losses = trainer.round()
             busy.value += time.perf_counter() - t0
+            cpu.value = time.process_time()  # this process's CPU seconds so far (user + sys)
             loss_sum.value += float(np.sum(losses))
             loss_n.value += len(losses)
+
+        def notify() -> None:  # never blocks: a wake-up already pending is enough
+            with contextlib.suppress(ValueError):
+                wake.release()
 
         def publish() -> None:
             flat = torch.stack([_flat_params(a) for a in agents])
             with lock:
                 rows.copy_(flat)
                 version.value = done
-            with cond:
-                rounds.value = done
-                cond.notify_all()
+            rounds.value = done
+            notify()
 
         while True:
             due = schedule.allowed(steps) > done
@@ -147,9 +151,8 @@ def _learner_main(spec: dict, owned: range, inbox, outbox, params, version, roun
             if done % snapshot_interval == 0 or schedule.allowed(steps) == done:
                 publish()
             else:
-                with cond:
-                    rounds.value = done
-                    cond.notify_all()
+                rounds.value = done
+                notify()
     except BaseException as err:  # noqa: BLE001 - reported to the main process
         with contextlib.suppress(Exception):
             outbox.put(("error", f"{type(err).__name__}: {err}", traceback.format_exc()))
@@ -159,17 +162,17 @@ class _Learner:
     """One learner process, its agents (``owned``) and its channels."""
 
     def __init__(self, ctx, k: int, owned: range, spec: dict, shared: tuple, rounds_done: int):
-        params, lock, cond = shared
+        params, lock, wake = shared
         self.k, self.owned = k, owned
         self.version = ctx.Value("q", rounds_done, lock=False)
         self.rounds = ctx.Value("q", rounds_done, lock=False)
         self.inbox, self.outbox = ctx.Queue(), ctx.Queue()
-        self.stats = (ctx.Value("d", 0.0), ctx.Value("d", 0.0), ctx.Value("q", 0))
+        self.stats = (ctx.Value("d", 0.0), ctx.Value("d", 0.0), ctx.Value("q", 0), ctx.Value("d", 0.0))
         self.pending_reply: tuple | None = None
         self.process = ctx.Process(
             target=_learner_main,
             args=(spec, owned, self.inbox, self.outbox, params, self.version, self.rounds,
-                  lock, cond, self.stats),
+                  lock, wake, self.stats),
             name=f"agent-train-learner-{k}",
             daemon=True,
         )
@@ -195,9 +198,12 @@ class ProcessLearner:
         deterministic: bool = False,
         poll_s: float = 0.5,
         learners: int = 1,
+        max_lag: int = 0,
     ):
         self.agents = agents
         self.schedule = schedule
+        # the collector waits while the slowest learner is more than this many rounds behind
+        self.slack = max_lag or 4 * schedule.slack
         self.deterministic = deterministic
         self.poll_s = poll_s
         self._ctx = mp.get_context(choose_start_method())
@@ -207,7 +213,11 @@ class ProcessLearner:
         self._params = torch.zeros(n, width).share_memory_()
         self._params.copy_(torch.stack([_flat_params(a) for a in agents]))
         self._lock = self._ctx.Lock()
-        self._cond = self._ctx.Condition()
+        # A binary wake-up the learners set after every round and the collector waits on.
+        # Not a Condition: ``multiprocessing.Condition.notify`` blocks the notifier until
+        # the waiter has woken, a rendezvous with the collector's scheduling on every round.
+        self._wake = self._ctx.BoundedSemaphore(1)
+        self._wake.acquire()
         self._loss_seen = (0.0, 0)
         state = []
         for a in agents:
@@ -223,7 +233,7 @@ class ProcessLearner:
             "rounds_done": rounds_done,
             "env_steps": env_steps,
         }
-        shared = (self._params, self._lock, self._cond)
+        shared = (self._params, self._lock, self._wake)
         self._learners = [
             _Learner(self._ctx, k, owned, spec, shared, rounds_done)
             for k, owned in enumerate(split_agents(n, learners))
@@ -287,14 +297,16 @@ class ProcessLearner:
     def wait_for_capacity(self) -> float:
         """Block while the slowest learner is too far behind (deterministic: any round behind)."""
         self.check()
-        limit = 0 if self.deterministic else self.schedule.slack
+        limit = 0 if self.deterministic else self.slack
         due = self.schedule.allowed(self._sent_steps)
         if due - self._min_rounds() <= limit:
             return 0.0
         t0 = time.perf_counter()
-        while due - self._min_rounds() > limit:
-            with self._cond:
-                self._cond.wait_for(lambda: due - self._min_rounds() <= limit, timeout=self.poll_s)
+        while True:
+            self._wake.acquire(False)  # forget an old wake-up, then test: none is lost
+            if due - self._min_rounds() <= limit:
+                break
+            self._wake.acquire(timeout=self.poll_s)
             self.check()  # an error or a dead learner is reported within poll_s
         return time.perf_counter() - t0
 
@@ -393,6 +405,11 @@ class ProcessLearner:
     def busy_time(self) -> float:
         """Seconds the learner processes spent inside training rounds (summed over them)."""
         return float(sum(lp.stats[0].value for lp in self._learners))
+
+    @property
+    def cpu_times(self) -> list[float]:
+        """CPU seconds (user + sys) of each learner process, as of its last training round."""
+        return [float(lp.stats[3].value) for lp in self._learners]
 
     @contextlib.contextmanager
     def paused(self):

@@ -104,6 +104,7 @@ class Experiment:
                 env_steps=self.env_steps,
                 deterministic=p.deterministic,
                 learners=k,
+                max_lag=p.max_lag,
             ).start()
         elif p.async_learning and self.learner is None:
             self.learner = BackgroundLearner(
