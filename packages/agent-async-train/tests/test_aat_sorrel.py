@@ -14,7 +14,12 @@ pytest.importorskip("sorrel")
 
 from agent_async_train.cli import main  # noqa: E402
 from agent_async_train.config import Config  # noqa: E402
-from agent_async_train.sorrel_run import SorrelExperiment, _rng_state, _set_rng_state  # noqa: E402
+from agent_async_train.sorrel_run import (  # noqa: E402
+    SorrelExperiment,
+    _rng_state,
+    _set_rng_state,
+    seeded_model_init,
+)
 
 TINY = {"world": {"height": 7, "width": 7}, "experiment": {"max_turns": 8}}
 
@@ -67,8 +72,10 @@ def test_layers_off_follow_sorrels_own_run_experiment_step_for_step(tmp_path):
     cfg = tiny_cfg()
     cfg.run.episodes_per_epoch = 12
     ours = SorrelExperiment(cfg)
-    upstream_env = copy.deepcopy(ours.env)  # same initial weights (sorrel seeds from OS entropy)
     rng = _rng_state()
+    # a second build with the same seed: sorrel's models get their weights from the run seed
+    upstream_env = SorrelExperiment(cfg).env
+    assert_same(model_state(ours.agents), model_state(upstream_env.agents))
     ours.run_epoch()
     _set_rng_state(rng)
     upstream_env.config.experiment.epochs = cfg.run.episodes_per_epoch - 1  # it runs epochs + 1
@@ -76,6 +83,22 @@ def test_layers_off_follow_sorrels_own_run_experiment_step_for_step(tmp_path):
     assert_same(model_state(ours.agents), model_state(upstream_env.agents))
     assert ours.agents[0].model.memory.size > 64  # the models did train (loss was computed)
     assert ours.history[-1]["loss"] != 0.0
+
+
+def test_model_weights_come_from_the_run_seed_and_differ_between_agents_and_seeds():
+    def weights(seed):
+        cfg = tiny_cfg()
+        cfg.run.seed = seed
+        return [torch.cat([p.flatten() for p in a.model.parameters()]) for a in SorrelExperiment(cfg).agents]
+
+    first, again, other = weights(0), weights(0), weights(1)
+    assert all(torch.equal(x, y) for x, y in zip(first, again))
+    assert not torch.equal(first[0], first[1])  # each agent its own spawned seed
+    assert not any(torch.equal(x, y) for x, y in zip(first, other))
+    before = torch.random.seed
+    with seeded_model_init(0, 9):
+        pass
+    assert torch.random.seed is before  # the original is back after the build
 
 
 @pytest.mark.parametrize("async_learning", [False, True])

@@ -29,16 +29,20 @@ Execution layers (``cfg.parallel``):
   world one after another within a turn (each sees the previous agent's move), and its
   models draw minibatches from the global numpy RNG; both are refused with a clear error.
 
-Seeding: sorrel seeds nothing itself (its examples build each model with
-``seed=torch.random.seed()``, a fresh OS-entropy seed), so initial weights differ between
-runs. We seed Python's ``random``, numpy's and torch's global RNGs (which sorrel uses for
-spawning, exploration, minibatches and IQN quantiles) from the run's ``SeedSequence``
-after building the models; everything after the initial weights is reproducible, and a
-resumed run continues exactly (the checkpoint holds the models, memories and RNG states).
+Seeding: sorrel seeds nothing itself; its examples build each model with
+``seed=torch.random.seed()`` (a fresh OS-entropy seed). While sorrel builds the environment
+that call returns agent i's seed spawned from the run's ``SeedSequence`` instead (and
+seeds torch with it, as ``torch.random.seed`` does), so the initial weights are a function
+of the run seed: sorrel's own ``run_experiment`` on an environment built here and our loop
+with every layer off start from the same weights and stay identical. Python's ``random``,
+numpy's and torch's global RNGs (spawn points, exploration, minibatches, IQN quantiles) are
+seeded from the same ``SeedSequence``; a resumed run continues exactly (the checkpoint holds
+the models, memories and RNG states).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import multiprocessing as mp
@@ -72,6 +76,29 @@ def _seed_all(seed: int, *key: int) -> None:
     random.seed(int(state[0]))
     np.random.seed(int(state[1]))
     torch.manual_seed(int(state[2]) << 32 | int(state[3]))
+
+
+@contextlib.contextmanager
+def seeded_model_init(seed: int, *key: int):
+    """While sorrel builds models, ``torch.random.seed()`` returns the i-th model's seed from
+    ``SeedSequence(seed, spawn_key=(*key, i))`` (and seeds torch with it, as the original
+    does) instead of OS entropy. sorrel's code is unchanged; its call is answered by us."""
+    original = torch.random.seed
+    count = 0
+
+    def deterministic_seed() -> int:
+        nonlocal count
+        state = np.random.SeedSequence(seed, spawn_key=(*key, count)).generate_state(2)
+        count += 1
+        value = int(state[0]) << 32 | int(state[1])
+        torch.manual_seed(value)
+        return value
+
+    torch.random.seed = deterministic_seed
+    try:
+        yield
+    finally:
+        torch.random.seed = original
 
 
 def _rng_state() -> dict:
@@ -214,8 +241,9 @@ class SorrelExperiment:
         self.sorrel_config = example_config(self.example, cfg.game.agents, cfg.game.options)
         self.seed = cfg.run.seed
         _seed_all(self.seed, _INIT)  # populate_environment() draws spawn points already
-        self.env = build_env(self.example, self.sorrel_config)
-        _seed_all(self.seed, _INIT, 1)  # the models re-seeded torch from OS entropy
+        with seeded_model_init(self.seed, _INIT, 2):  # each model's weights from the run seed
+            self.env = build_env(self.example, self.sorrel_config)
+        _seed_all(self.seed, _INIT, 1)  # the models re-seeded torch
         self.agents = self.env.agents
         self.num_agents = len(self.agents)
         self.max_turns = int(self.env.config.experiment.max_turns)
