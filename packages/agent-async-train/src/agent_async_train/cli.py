@@ -192,7 +192,9 @@ def _run(ns: argparse.Namespace) -> int:
         from .sorrel_run import train
     else:
         from .run import train
+    from .learners.dqn import skip_optimizer_dynamo_import
 
+    skip_optimizer_dynamo_import()  # seconds of CPU per process (and per spawned learner)
     summary = train(
         cfg, resume_state=state, resume_path=ns.resume, quiet=ns.quiet, overwrite=ns.overwrite
     )
@@ -230,6 +232,9 @@ def _evaluate(ns: argparse.Namespace) -> int:
             raise UsageError(f"--record {ns.record!r}: give a .gif file name")
         if not target.parent.is_dir() and str(target.parent) not in ("", "."):
             raise UsageError(f"--record {ns.record!r}: directory {str(target.parent)!r} does not exist")
+    from .learners.dqn import skip_optimizer_dynamo_import
+
+    skip_optimizer_dynamo_import()
     result = evaluate_checkpoint(ns.checkpoint, episodes, ns.execution, state=state, record=ns.record)
     emit_json(result)
     if not ns.quiet:

@@ -18,6 +18,38 @@ from ..buffers import Batch, ThreadSafeBuffer
 from ..config import DQNConfig
 
 
+def skip_optimizer_dynamo_import() -> int:
+    """Let torch's optimisers run without importing ``torch._dynamo`` (CLI processes only).
+
+    ``Optimizer.add_param_group``, ``zero_grad``, ``state_dict`` and ``load_state_dict`` are
+    wrapped by ``torch._compile._disable_dynamo``, which imports ``torch._dynamo`` on first
+    call only to exclude them from ``torch.compile`` tracing: as many CPU seconds as
+    importing torch itself, in every process that builds an optimiser. The CLI never
+    compiles, so it pre-sets the wrapper's cache to the plain function (what the wrapper
+    calls once dynamo is imported, minus the tracing guard). Returns how many methods were
+    set; 0 (nothing changed) if dynamo is already imported or torch's wrapper differs.
+    """
+    import sys
+
+    if "torch._dynamo" in sys.modules:
+        return 0
+    try:
+        from torch._compile import _disable_dynamo
+
+        probe = _disable_dynamo(lambda: None).__code__
+    except (ImportError, AttributeError):  # another torch: leave it alone
+        return 0
+    count = 0
+    for cls in (torch.optim.Optimizer, *torch.optim.Optimizer.__subclasses__()):
+        for method in vars(cls).values():
+            fn = getattr(method, "__wrapped__", None)
+            if getattr(method, "__code__", None) is probe and fn is not None:
+                if getattr(fn, "__dynamo_disable", None) is None:
+                    fn.__dynamo_disable = fn
+                    count += 1
+    return count
+
+
 def _seed_from(ss: np.random.SeedSequence) -> int:
     return int(ss.generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))
 
