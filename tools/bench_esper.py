@@ -2,9 +2,10 @@
 the vectorised env loop runs (env-epochs/s, always).
 
 **Learning** (``--learning``): PPO is trained for ``--train-episodes`` on the default
-task, then the fixed host, the heuristic and the trained PPO controller (greedy, no
-updates) each run ``--eval-episodes`` held-out episodes (hosts from another root seed
-that training never saw). JSON ``learning: {fixed_host, heuristic, ppo}`` with
+task, then the fixed host, the heuristic and the trained PPO controller (no updates;
+greedy, or sampled as in training with ``--eval-policy sample``; ``--eval-both`` reports
+both) each run ``--eval-episodes`` held-out episodes (hosts from another root seed that
+training never saw). JSON ``learning: {fixed_host, heuristic, ppo}`` with
 ``val_acc_mean``, ``val_acc_ci95``, ``added_params_mean``, ``return_mean``, plus the PPO
 reward curve (mean return per training batch).
 
@@ -42,9 +43,13 @@ import time
 
 
 def _cfg(mode: str, **over):
+    from esper_multigpu.cli import SMOKE_TRAIN_BATCHES
     from esper_multigpu.config import build_config
+    from parallel_core.cli import smoke_mode
 
     base = dict(telemetry_dir=None, quiet=True, cpu_threads=1, tensorboard=False)
+    if smoke_mode():  # as `esper` does in smoke mode: the same code path, 4 steps per epoch
+        base["env"] = {"train_batches": SMOKE_TRAIN_BATCHES}
     base.update(over)
     return build_config(mode, {}, base)
 
@@ -58,14 +63,15 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 
 def evaluate(
-    mode: str, devices, episodes: int, seed: int, max_epochs: int, agent_state=None, **over
+    mode: str, devices, episodes: int, seed: int, max_epochs: int, agent_state=None, greedy: bool = True, **over
 ) -> dict:
-    """``episodes`` held-out episodes of one controller in one batch; no learning."""
+    """``episodes`` held-out episodes of one controller in one batch; no learning.
+    ``greedy=False`` samples PPO's actions (seeded by ``seed``), as the policy acts in training."""
     from esper_multigpu.train import run_training
 
     cfg = _cfg(mode, devices=devices, n_envs=episodes, episodes=episodes, seed=seed, max_epochs=max_epochs, **over)
     summary, _ = run_training(
-        cfg, log=lambda s: None, agent_state=agent_state, learn=False, greedy=True
+        cfg, log=lambda s: None, agent_state=agent_state, learn=False, greedy=greedy
     )
     acc = [a for b in summary["batches"] for a in b["final_val_acc"]]
     params = [p for b in summary["batches"] for p in b["seed_params"]]
@@ -128,13 +134,16 @@ def learning(args, devices, progress=lambda partial: None) -> dict:
     evaluated greedily on the same held-out hosts. ``progress`` gets the partial result
     after every evaluation (the caller writes it, so a long run keeps what it has)."""
     t0 = time.perf_counter()
+    # the first is the one reported as ``ppo``; the other (``--eval-both``) as ``ppo_<policy>``
+    policies = [args.eval_policy] + ([{"greedy": "sample", "sample": "greedy"}[args.eval_policy]] if args.eval_both else [])
     held_out = args.seed + 10_000  # another root seed: hosts training never saw
     reward = {"rent": args.rent, "rent_shape": args.rent_shape}
     out: dict = {
         "train_episodes": args.train_episodes,
         "train_seeds": [args.first_train_seed + i for i in range(args.train_seeds)],
         "eval_episodes": args.eval_episodes,
-        "eval_policy": "greedy",
+        "eval_policy": args.eval_policy,
+        "eval_policies": policies,
         "max_epochs": args.max_epochs,
         "ppo_lr": args.ppo_lr,
         "ppo_ent_coef": args.ppo_ent_coef,
@@ -153,18 +162,22 @@ def learning(args, devices, progress=lambda partial: None) -> dict:
     for seed in out["train_seeds"]:
         tdir = args.telemetry_dir if args.train_seeds == 1 or not args.telemetry_dir else f"{args.telemetry_dir}/seed{seed}"
         state, curve, acc_curve, host_params, train_s = train_ppo(args, devices, seed, tdir)
-        print(f"bench: held-out evaluation of ppo (seed {seed}, {args.eval_episodes} episodes)", file=sys.stderr)
-        ev = evaluate(
-            "ppo", devices, args.eval_episodes, held_out, args.max_epochs, agent_state=state,
-            reward=reward, max_seeds=args.max_seeds, blueprints=args.blueprints,
-        )  # fmt: skip
+        evals = {}
+        for policy in policies:
+            print(f"bench: held-out evaluation of ppo (seed {seed}, {policy}, {args.eval_episodes} episodes)", file=sys.stderr)
+            evals[policy] = evaluate(
+                "ppo", devices, args.eval_episodes, held_out, args.max_epochs, agent_state=state,
+                greedy=policy == "greedy", reward=reward, max_seeds=args.max_seeds, blueprints=args.blueprints,
+            )  # fmt: skip
         first, second = _halves(curve)
-        runs.append({**ev, "train_seed": seed, "train_wall_s": train_s, "reward_curve": curve,
-                     "train_val_acc_curve": acc_curve, "curve_first_half_mean": first,
+        runs.append({**evals[policies[0]], "eval": evals, "train_seed": seed, "train_wall_s": train_s,
+                     "reward_curve": curve, "train_val_acc_curve": acc_curve, "curve_first_half_mean": first,
                      "curve_second_half_mean": second})  # fmt: skip
         out["host_params"] = host_params
         out["ppo_runs"] = runs
         out["ppo"] = _across_seeds(runs)
+        for policy in policies[1:]:
+            out[f"ppo_{policy}"] = _across_seeds([{**r, **r["eval"][policy]} for r in runs])
         # the first seed's curve under the historical keys; every seed's in ppo_runs
         out["ppo_reward_curve"] = runs[0]["reward_curve"]
         out["ppo_train_val_acc_curve"] = runs[0]["train_val_acc_curve"]
@@ -452,6 +465,11 @@ def main(argv=None) -> int:
         "--blueprints", nargs="+", default=["attention", "depthwise", "conv_light", "conv_heavy"],
         help="blueprints every controller may germinate (default: the four with capacity; not noop, norm)",
     )  # fmt: skip
+    p.add_argument(
+        "--eval-policy", choices=["greedy", "sample"], default="greedy",
+        help="how trained PPO acts on the held-out hosts: each head's most likely action, or sampled as in training (seeded)",
+    )  # fmt: skip
+    p.add_argument("--eval-both", action="store_true", help="also evaluate PPO the other way (JSON ppo_greedy / ppo_sample)")
     p.add_argument("--max-seeds", type=int, default=1, help="PPO's growth budget: seeds in the model at once (the heuristic runs its default, one per slot)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--telemetry-dir", default=None, help="keep the PPO training telemetry here")

@@ -4,8 +4,14 @@ from esper_multigpu.config import TrainConfig, build_config
 
 
 def tiny(mode: str = "ppo", **kw) -> TrainConfig:
-    """A config small enough for unit tests: synthetic task, narrow host, few epochs, no files."""
-    env = dict(width=8, batch_size=64)
+    """A config small enough for unit tests: synthetic task, narrow host, few epochs, no files,
+    and one optimisation step per epoch unless the caller passes ``env`` (what these tests
+    prove, equal runs, resume, records, does not depend on how far the host trains)."""
+    env = (
+        dict(width=8, batch_size=64)
+        if "env" in kw
+        else dict(width=8, batch_size=64, train_batches=1)
+    )
     env.update(kw.pop("env", {}))
     base = dict(
         task="synthetic",

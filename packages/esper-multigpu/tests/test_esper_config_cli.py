@@ -45,7 +45,7 @@ def test_cli_runs_and_prints_json(capsys):
 
 def test_cli_ppo_with_config_save_and_telemetry(tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text("n_envs: 2\nepisodes: 2\n")
+    cfg.write_text("n_envs: 2\nepisodes: 2\nenv: {train_batches: 1}\n")  # one step per epoch: enough here
     args = [
         "train",
         "ppo",
@@ -69,6 +69,7 @@ def test_cli_ppo_with_config_save_and_telemetry(tmp_path, capsys):
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["assignment"] == {"cpu#0": 1, "cpu#1": 1} and (tmp_path / "ck.pt").exists()
+    assert sum(b["skipped_steps"] for b in out["batches"]) == 0
     assert main(["telemetry", "validate", str(tmp_path / "tel" / "ppo.jsonl")]) == 0
     assert json.loads(capsys.readouterr().out)["valid"] is True
 
@@ -168,33 +169,45 @@ def test_bad_config_values_are_one_line_usage_errors(tmp_path, capsys, text, mes
     assert err.startswith("esper: error: ") and message in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--n-envs", "0"], "argument --n-envs: --n-envs must be >= 1; got 0"),
-        (["--episodes", "x"], "argument --episodes: --episodes must be an integer; got 'x'"),
-        (["--max-epochs", "1"], "argument --max-epochs: --max-epochs must be >= 2; got 1"),
-        (["--lr", "-1"], "argument --lr: --lr must be a finite number > 0; got -1"),
-        (["--width", "6"], "--width: input should be a multiple of 4; got 6"),
-        (["--devices", "tpu"], "--devices: unknown device 'tpu'"),
-        (["--resume", "missing.pt"], "--resume: checkpoint missing.pt does not exist"),
-    ],
-)
-def test_each_bad_flag_names_itself_before_torch_is_imported(tmp_path, args, message):
-    """One line, exit 2, the flag in the message, and torch never imported (so it is fast)."""
+BAD_FLAGS = [
+    (["--n-envs", "0"], "argument --n-envs: --n-envs must be >= 1; got 0"),
+    (["--episodes", "x"], "argument --episodes: --episodes must be an integer; got 'x'"),
+    (["--max-epochs", "1"], "argument --max-epochs: --max-epochs must be >= 2; got 1"),
+    (["--lr", "-1"], "argument --lr: --lr must be a finite number > 0; got -1"),
+    (["--width", "6"], "--width: input should be a multiple of 4; got 6"),
+    (["--devices", "tpu"], "--devices: unknown device 'tpu'"),
+    (["--resume", "missing.pt"], "--resume: checkpoint missing.pt does not exist"),
+]
+
+
+def test_each_bad_flag_names_itself_before_torch_is_imported(tmp_path):
+    """One line, exit 2, the flag in the message, and torch never imported (so it is fast).
+    One fresh interpreter runs every case (a process start each cost more than the checks)."""
     import subprocess
     import sys
 
     code = (
-        "import sys; from esper_multigpu.cli import main; rc = main(sys.argv[1:]); "
-        "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)"
+        "import contextlib, io, json, sys; from esper_multigpu.cli import main\n"
+        "out = []\n"
+        "for args in json.loads(sys.argv[1]):\n"
+        "    err = io.StringIO()\n"
+        "    with contextlib.redirect_stderr(err):\n"
+        "        try:\n"
+        "            rc = main(['train', 'ppo', *args])\n"
+        "        except SystemExit as exc:  # argparse's own errors exit\n"
+        "            rc = exc.code\n"
+        "    out.append([rc, err.getvalue()])\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print(json.dumps(out))\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code, "train", "ppo", *args],
+        [sys.executable, "-c", code, json.dumps([args for args, _ in BAD_FLAGS])],
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
     )  # fmt: skip
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    for (args, message), (rc, err) in zip(BAD_FLAGS, json.loads(proc.stdout), strict=True):
+        assert rc == 2, (args, err)
+        assert err.count("\n") == 1 and message in err, (args, err)
 
 
 def test_unwritable_output_is_one_line_error(tmp_path, capsys):
@@ -212,3 +225,46 @@ def test_unwritable_output_is_one_line_error(tmp_path, capsys):
     assert main(args) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the env -> device line
     assert last.startswith("esper: error: --telemetry-dir ") and "cannot write there" in last
+
+
+#: sha256 of ``load_digits().images`` (float64, C order) and ``.target`` (int64) with the
+#: locked scikit-learn; importing scikit-learn to compare live costs ~6 s of CPU here
+DIGITS_SHA256 = (
+    "20def7f70a702f0af9732fbba4375e147a7d54fe70d8c45569b8e7c1c7010c10",
+    "a3c91c262eddcf7ba8f0e37507c30284493c9b20412ffe4af30d536401f7ba21",
+)
+
+
+def test_digits_read_from_the_wheel_equal_load_digits():
+    """The digits are read from scikit-learn's data file without importing scikit-learn
+    (2-6 s of CPU per process), and they are load_digits' arrays byte for byte."""
+    import hashlib
+    import sys
+
+    import numpy as np
+
+    from esper_multigpu.tolaria import tasks
+
+    had_sklearn = "sklearn" in sys.modules
+    images, labels = tasks.digits_arrays()
+    assert had_sklearn or "sklearn" not in sys.modules
+    assert images.shape == (1797, 8, 8) and images.dtype == np.float64 and labels.dtype == np.int64
+    digest = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()  # noqa: E731
+    assert (digest(images), digest(labels)) == DIGITS_SHA256
+
+
+def test_smoke_mode_keeps_the_code_path_with_fewer_steps(monkeypatch):
+    """PARALLEL_RL_SMOKE=1: at most 2 envs x 3 epochs and 4 optimisation steps per epoch."""
+    from esper_multigpu.cli import SMOKE_TRAIN_BATCHES, _smoke
+    from esper_multigpu.tolaria.env import MorphoEnv
+    from esper_multigpu.tolaria.tasks import load_synthetic_task
+
+    cfg = build_config("ppo", {}, {"n_envs": 8, "episodes": 64})
+    _smoke(cfg)
+    assert (cfg.n_envs, cfg.episodes, cfg.max_epochs) == (2, 2, 3)
+    assert cfg.env.train_batches == SMOKE_TRAIN_BATCHES == 4
+    task = load_synthetic_task(n_train=640)  # 10 batches of 64
+    data = (task.x_train, task.y_train, task.x_val, task.y_val)
+    assert MorphoEnv(0, "cpu", data, task.n_classes, config=cfg.env_config()).n_batches == 4
+    full = build_config("ppo", {}, {}).env_config()
+    assert full.train_batches is None and MorphoEnv(0, "cpu", data, task.n_classes, config=full).n_batches == 10

@@ -11,6 +11,7 @@ exit 2). ``PARALLEL_RL_SMOKE=1`` shrinks any training job to a few seconds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -138,12 +139,18 @@ def _overrides(args: argparse.Namespace) -> dict:
     return o
 
 
+#: optimisation steps per epoch in a smoke run (a full digits epoch is 23)
+SMOKE_TRAIN_BATCHES = 4
+
+
 def _smoke(cfg) -> None:
-    """PARALLEL_RL_SMOKE=1: the same code path, a few seconds of work."""
+    """PARALLEL_RL_SMOKE=1: the same code path (2 envs, 3 epochs, the whole lifecycle
+    machinery, telemetry, checkpoints), with 4 optimisation steps per epoch."""
     cfg.n_envs = min(cfg.n_envs, 2)
     if not cfg.resume:  # a resumed run's --episodes counts the checkpoint's episodes too
         cfg.episodes = min(cfg.episodes, cfg.n_envs)
     cfg.max_epochs = min(cfg.max_epochs, 3)
+    cfg.env = dataclasses.replace(cfg.env, train_batches=min(cfg.env.train_batches or SMOKE_TRAIN_BATCHES, SMOKE_TRAIN_BATCHES))
 
 
 def precheck_devices(specs: list[str]) -> None:

@@ -54,6 +54,9 @@ class EnvConfig:
     #: for digits, so that growth has something to add (docs/esper-multigpu.md, "Tasks")
     width: Annotated[int, Field(ge=4, multiple_of=4)] = 4
     grad_clip: PosFloat = 5.0
+    #: optimisation steps per epoch; None = one pass over the training set. Only
+    #: ``PARALLEL_RL_SMOKE=1`` lowers it (to 4), so a smoke run takes the same code path in seconds
+    train_batches: PosInt | None = None
     #: validation samples used for the per-slot counterfactual evaluations (all when smaller)
     counterfactual_samples: PosInt = 2048
     eval_chunk: PosInt = 512

@@ -153,7 +153,9 @@ class MorphoEnv:
 
     @property
     def n_batches(self) -> int:
-        return math.ceil(len(self.x_train) / self.config.batch_size)
+        """Optimisation steps per epoch: one pass over the data, or ``config.train_batches`` if fewer."""
+        full = math.ceil(len(self.x_train) / self.config.batch_size)
+        return min(full, self.config.train_batches or full)
 
     @property
     def has_shadow(self) -> bool:

@@ -60,15 +60,41 @@ def _standardise(x_train: torch.Tensor, x_val: torch.Tensor):
     return (x_train - mean) / std, (x_val - mean) / std
 
 
-def load_digits_task(image_size: int = 16) -> TaskData:
-    """scikit-learn's 8x8 digits (1797 images), bilinearly upsampled to ``image_size``."""
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as ``(images (1797, 8, 8) float64, labels (1797,) int64)``.
+
+    Read straight from the file in the scikit-learn wheel (the ``np.loadtxt`` that
+    ``sklearn.datasets.load_digits`` runs; the same arrays, tested), because importing
+    scikit-learn costs 2-6 s of CPU per process, more than a smoke run's training.
+    Falls back to ``load_digits`` where the file is not at that place.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    path = (
+        Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+        if spec is not None and spec.submodule_search_locations
+        else None
+    )
+    if path is not None and path.is_file():
+        import gzip
+
+        with gzip.open(path, mode="rt", encoding="utf-8") as f:
+            data = np.loadtxt(f, delimiter=",")
+        return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
+    return bunch.images, bunch.target.astype(np.int64)
+
+
+def load_digits_task(image_size: int = 16) -> TaskData:
+    """scikit-learn's 8x8 digits (1797 images), bilinearly upsampled to ``image_size``."""
+    images, labels = digits_arrays()
+    x = torch.from_numpy(images.astype(np.float32) / 16.0).unsqueeze(1)
     if image_size != 8:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    xtr, ytr, xva, yva = _split(x.numpy(), bunch.target.astype(np.int64), 0.2, split_seed=1797)
+    xtr, ytr, xva, yva = _split(x.numpy(), labels, 0.2, split_seed=1797)
     xtr, xva = _standardise(torch.from_numpy(xtr), torch.from_numpy(xva))
     return TaskData("digits", xtr, torch.from_numpy(ytr), xva, torch.from_numpy(yva), 10)
 
