@@ -25,6 +25,10 @@ interleaved (repeat 1: every mode, repeat 2: every mode, ...) and repeat r uses 
 greedy score. Writes JSON (``modes``: mode, env_steps_per_s, speedup_vs_sequential, wall
 time, final score, peak RSS) and prints a table.
 
+With ``PARALLEL_RL_SMOKE=1`` (CI) the budget is the ``--quick`` one, smaller still, and every
+mode runs in this process (one torch import instead of one per mode): a check that the
+benchmark runs, not a measurement.
+
 Learning, not only speed: ``--seeds 0 1 2`` runs every mode once per listed seed (instead of
 ``--repeats``) and reports, per mode, the mean and standard deviation over the seeds of the
 final greedy score, and for sorrel games whether our ``all`` is at least as good as sorrel's
@@ -222,6 +226,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.eval_episodes = 2
         if not args.game.startswith("sorrel:"):  # one epoch (500 steps) must include training
             args.overrides = ["dqn.learning_starts=100", *args.overrides]
+            if _smoke():  # CI: 200 steps, 45 rounds (modes run in one process, see main)
+                args.overrides = ["run.episodes_per_epoch=4", "dqn.learning_starts=20", *args.overrides]
         else:
             args.overrides = [
                 "game.options={world: {height: 9, width: 9}, experiment: {max_turns: 20}}",
@@ -289,12 +295,16 @@ def main(argv=None) -> int:
                     "--eval-episodes", str(args.eval_episodes), "--repeats", "1",
                     *args.overrides,
                 ]
-                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                if proc.returncode != 0:
-                    tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-                    print(f"bench_async_train: mode {mode} failed:\n{tail}", file=sys.stderr)
-                    return 1
-                res = json.loads(proc.stdout.strip().splitlines()[-1])
+                if _smoke():  # CI's smoke run: every mode in this process, one torch import
+                    child = child_sorrel if sorrel else child_gemgrid
+                    res = child(mode, parse_args(cmd[2:]))
+                else:
+                    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                    if proc.returncode != 0:
+                        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+                        print(f"bench_async_train: mode {mode} failed:\n{tail}", file=sys.stderr)
+                        return 1
+                    res = json.loads(proc.stdout.strip().splitlines()[-1])
                 res["seed"] = seeds[r]
                 runs[mode].append(res)
                 bar.advance(1)

@@ -229,3 +229,16 @@ def test_argument_errors_answer_before_importing_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip() == "agent-train: error: game.agents must be >= 1"
+
+
+def test_smoke_mode_shrinks_fresh_sorrel_runs_only(monkeypatch):
+    from agent_async_train.cli import _config_from_args, build_parser
+
+    monkeypatch.setenv("PARALLEL_RL_SMOKE", "1")
+    ns = build_parser().parse_args(["run", "sorrel:treasurehunt", "--epochs", "20"])
+    cfg, _ = _config_from_args(ns)
+    assert cfg.run.epochs == 2 and cfg.run.episodes_per_epoch == 2
+    assert cfg.game.options["world"] == {"height": 9, "width": 9}  # sorrel's default is 21x21
+    assert cfg.game.options["experiment"] == {"max_turns": 10}
+    ns = build_parser().parse_args(["run", "sorrel:treasurehunt", "game.options={world: {height: 7}}"])
+    assert _config_from_args(ns)[0].game.options["world"] == {"height": 7, "width": 9}

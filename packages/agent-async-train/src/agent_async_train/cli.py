@@ -39,7 +39,8 @@ examples:
 """
 
 # PARALLEL_RL_SMOKE=1: documented commands finish in seconds (new epochs, episodes, evals).
-SMOKE_EPOCHS, SMOKE_EPISODES, SMOKE_EVAL, SMOKE_SORREL_TURNS = 2, 2, 2, 20
+SMOKE_EPOCHS, SMOKE_EPISODES, SMOKE_EVAL, SMOKE_SORREL_TURNS = 2, 2, 2, 10
+SMOKE_SORREL_WORLD = 9  # fresh sorrel runs: at most 9x9 (sorrel's Python observation loops)
 
 
 def _int_arg(text: str) -> int:
@@ -180,7 +181,13 @@ def _config_from_args(ns: argparse.Namespace) -> tuple[Config, dict | None]:
             opts = dict(cfg.game.options)
             exp = dict(opts.get("experiment") or {})
             exp["max_turns"] = min(int(exp.get("max_turns", SMOKE_SORREL_TURNS)), SMOKE_SORREL_TURNS)
-            cfg.game.options = {**opts, "experiment": exp}
+            opts["experiment"] = exp
+            if state is None:  # a resumed run keeps the world its checkpoint was trained on
+                world = dict(opts.get("world") or {})
+                for key in ("height", "width"):
+                    world[key] = min(int(world.get(key, SMOKE_SORREL_WORLD)), SMOKE_SORREL_WORLD)
+                opts["world"] = world
+            cfg.game.options = opts
     return cfg, state
 
 
