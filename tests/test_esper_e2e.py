@@ -15,9 +15,11 @@ pytest.importorskip("esper_multigpu")
 from esper_multigpu.telemetry import TelemetrySink, read_records, validate_file  # noqa: E402
 
 
-def esper(*args, cwd, timeout=900):
+def esper(*args, cwd, timeout=900, smoke=False):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("PARALLEL_RL_SMOKE", None)
+    if smoke:
+        env["PARALLEL_RL_SMOKE"] = "1"
     return subprocess.run(
         [sys.executable, "-m", "esper_multigpu", *args],
         cwd=cwd,
@@ -132,11 +134,19 @@ def test_a_crash_is_recorded_and_keeps_what_was_written(tmp_path):
 
 @pytest.mark.slow
 def test_no_arguments_runs_the_default_job(tmp_path):
-    proc = esper(cwd=tmp_path, timeout=900)
+    """`esper` alone runs the demo job: PPO, 2 envs, 2 episodes of 12 epochs on digits.
+    It runs here shrunk by PARALLEL_RL_SMOKE=1 (3 epochs of 4 steps; the full job is ~40x
+    the work and proves nothing more); the unshrunk job's shape is checked from its config."""
+    from esper_multigpu.cli import DEFAULT_JOB, _overrides, build_parser
+    from esper_multigpu.config import build_config
+
+    full = build_config("ppo", {}, _overrides(build_parser().parse_args(list(DEFAULT_JOB))))
+    assert (full.mode, full.task, full.n_envs, full.episodes, full.max_epochs) == ("ppo", "digits", 2, 2, 12)
+    proc = esper(cwd=tmp_path, timeout=900, smoke=True)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["mode"] == "ppo" and out["episodes"] == 2 and out["n_envs"] == 2
-    assert out["max_epochs"] == 12
+    assert out["mode"] == "ppo" and out["task"] == "digits" and out["episodes"] == 2 and out["n_envs"] == 2
+    assert out["max_epochs"] == 3 and out["host_params"] == 1702
     assert validate_file(tmp_path / "esper-telemetry" / "ppo.jsonl")[1] == []
 
 
