@@ -34,6 +34,7 @@ checkout, 1 when PY lacks its dependencies), before torch is imported.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import resource
@@ -118,10 +119,26 @@ def train_ppo(args, devices, seed: int, telemetry_dir):
         f"bench: training PPO (seed {seed}) for {args.train_episodes} episodes ({args.n_envs_train} envs on {devices})",
         file=sys.stderr,
     )
-    summary, trainer = run_training(cfg, log=lambda s: print(s, file=sys.stderr) if s.startswith("batch") else None)
+    acting: dict = {"state": None}  # the policy that acts in the next batch
+    best: dict = {"return": -math.inf, "state": None, "batch": None}
+
+    def keep_best(record: dict, trainer) -> None:
+        # a batch's return was earned by the policy before that batch's update (the first
+        # batch's by the untrained policy, which is not a candidate)
+        if acting["state"] is not None and record["mean_return"] > best["return"]:
+            best.update(**{"return": record["mean_return"], "state": acting["state"], "batch": record["batch"]})
+        acting["state"] = copy.deepcopy(trainer.agent.state_dict())
+
+    summary, trainer = run_training(
+        cfg, log=lambda s: print(s, file=sys.stderr) if s.startswith("batch") else None,
+        on_batch=keep_best if args.keep_policy == "best" else None,
+    )  # fmt: skip
     curve = [b["mean_return"] for b in summary["batches"]]
     acc_curve = [b["mean_final_val_acc"] for b in summary["batches"]]
-    return trainer.agent.state_dict(), curve, acc_curve, summary["host_params"], time.perf_counter() - t0
+    state, kept = trainer.agent.state_dict(), None
+    if args.keep_policy == "best" and best["state"] is not None:
+        state, kept = best["state"], best["batch"]
+    return state, kept, curve, acc_curve, summary["host_params"], time.perf_counter() - t0
 
 
 def _halves(curve: list[float]) -> tuple[float, float | None]:
@@ -144,6 +161,7 @@ def learning(args, devices, progress=lambda partial: None) -> dict:
         "eval_episodes": args.eval_episodes,
         "eval_policy": args.eval_policy,
         "eval_policies": policies,
+        "keep_policy": args.keep_policy,
         "max_epochs": args.max_epochs,
         "ppo_lr": args.ppo_lr,
         "ppo_ent_coef": args.ppo_ent_coef,
@@ -161,7 +179,7 @@ def learning(args, devices, progress=lambda partial: None) -> dict:
     runs = []
     for seed in out["train_seeds"]:
         tdir = args.telemetry_dir if args.train_seeds == 1 or not args.telemetry_dir else f"{args.telemetry_dir}/seed{seed}"
-        state, curve, acc_curve, host_params, train_s = train_ppo(args, devices, seed, tdir)
+        state, kept_batch, curve, acc_curve, host_params, train_s = train_ppo(args, devices, seed, tdir)
         evals = {}
         for policy in policies:
             print(f"bench: held-out evaluation of ppo (seed {seed}, {policy}, {args.eval_episodes} episodes)", file=sys.stderr)
@@ -171,6 +189,7 @@ def learning(args, devices, progress=lambda partial: None) -> dict:
             )  # fmt: skip
         first, second = _halves(curve)
         runs.append({**evals[policies[0]], "eval": evals, "train_seed": seed, "train_wall_s": train_s,
+                     "kept_policy_batch": kept_batch,
                      "reward_curve": curve, "train_val_acc_curve": acc_curve, "curve_first_half_mean": first,
                      "curve_second_half_mean": second})  # fmt: skip
         out["host_params"] = host_params
@@ -468,6 +487,10 @@ def main(argv=None) -> int:
     p.add_argument(
         "--eval-policy", choices=["greedy", "sample"], default="greedy",
         help="how trained PPO acts on the held-out hosts: each head's most likely action, or sampled as in training (seeded)",
+    )  # fmt: skip
+    p.add_argument(
+        "--keep-policy", choices=["last", "best"], default="last",
+        help="which PPO policy is evaluated: the last one, or the one that earned the best mean training return of a batch",
     )  # fmt: skip
     p.add_argument("--eval-both", action="store_true", help="also evaluate PPO the other way (JSON ppo_greedy / ppo_sample)")
     p.add_argument("--max-seeds", type=int, default=1, help="PPO's growth budget: seeds in the model at once (the heuristic runs its default, one per slot)")

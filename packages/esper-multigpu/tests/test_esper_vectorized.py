@@ -188,3 +188,18 @@ def test_fresh_run_moves_old_telemetry_aside(tiny_config, tmp_path):
     run_training(cfg(), log=lambda s: None)
     assert (tmp_path / "fixed.1.jsonl").read_text() == first
     assert validate_file(tmp_path / "fixed.jsonl")[1] == []
+
+
+def test_on_batch_sees_every_batch_after_its_update(tiny_config):
+    """``run_training(on_batch=...)`` is called once per batch, in order, with the batch's
+    record and the trainer whose policy already has that batch's PPO update."""
+    seen = []
+
+    def on_batch(record, trainer):
+        seen.append((record["batch"], record["episodes"], policy_params(trainer)))
+
+    summary, trainer = run_training(tiny_config(n_envs=2, episodes=5), log=lambda s: None, on_batch=on_batch)
+    assert [(b, e) for b, e, _ in seen] == [(b["batch"], b["episodes"]) for b in summary["batches"]]
+    assert [b for b, _, _ in seen] == [0, 1, 2]
+    assert all(torch.equal(a, b) for a, b in zip(seen[-1][2], policy_params(trainer)))
+    assert not all(torch.equal(a, b) for a, b in zip(seen[0][2], seen[-1][2]))  # updates in between

@@ -43,11 +43,14 @@ def run_training(
     agent_state: dict | None = None,
     learn: bool = True,
     greedy: bool = False,
+    on_batch: Callable[[dict, VectorizedTrainer], None] | None = None,
 ) -> tuple[dict, VectorizedTrainer]:
     """Run ``cfg`` end to end; returns the JSON-able summary and the trainer (envs, agent).
 
     ``agent_state`` starts PPO from a trained policy; ``learn=False`` runs it without
     updates (evaluation), ``greedy=True`` takes each head's most likely action.
+    ``on_batch(record, trainer)`` is called after each batch (after PPO's update), e.g. to
+    keep snapshots of the policy.
     """
     from parallel_core.devices import default_device, validate_devices
 
@@ -149,6 +152,8 @@ def run_training(
                 )
                 if not cfg.quiet:
                     log(format_batch(rec, total))
+                if on_batch is not None:
+                    on_batch(history[-1], trainer)
                 if cfg.save and trainer.agent is not None:
                     save_checkpoint(cfg.save, trainer.agent, cfg, next_batch, episodes_done, history)
     wall = time.perf_counter() - t0
