@@ -4,7 +4,8 @@ the vectorised env loop runs (env-epochs/s, always).
 **Learning** (``--learning``): PPO is trained for ``--train-episodes`` on the default
 task, then the fixed host, the heuristic and the trained PPO controller (no updates;
 greedy, or sampled as in training with ``--eval-policy sample``; ``--eval-both`` reports
-both) each run ``--eval-episodes`` held-out episodes (hosts from another root seed that
+both; the policy kept is the one that earned the best mean training return of a batch,
+``--keep-policy last`` keeps the last) each run ``--eval-episodes`` held-out episodes (hosts from another root seed that
 training never saw). JSON ``learning: {fixed_host, heuristic, ppo}`` with
 ``val_acc_mean``, ``val_acc_ci95``, ``added_params_mean``, ``return_mean``, plus the PPO
 reward curve (mean return per training batch).
@@ -489,8 +490,8 @@ def main(argv=None) -> int:
         help="how trained PPO acts on the held-out hosts: each head's most likely action, or sampled as in training (seeded)",
     )  # fmt: skip
     p.add_argument(
-        "--keep-policy", choices=["last", "best"], default="last",
-        help="which PPO policy is evaluated: the last one, or the one that earned the best mean training return of a batch",
+        "--keep-policy", choices=["last", "best"], default="best",
+        help="which PPO policy is evaluated: the one that earned the best mean training return of a batch (default), or the last one",
     )  # fmt: skip
     p.add_argument("--eval-both", action="store_true", help="also evaluate PPO the other way (JSON ppo_greedy / ppo_sample)")
     p.add_argument("--max-seeds", type=int, default=1, help="PPO's growth budget: seeds in the model at once (the heuristic runs its default, one per slot)")
