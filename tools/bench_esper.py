@@ -127,7 +127,7 @@ def train_ppo(args, devices, seed: int, telemetry_dir):
         # a batch's return was earned by the policy before that batch's update (the first
         # batch's by the untrained policy, which is not a candidate)
         if acting["state"] is not None and record["mean_return"] > best["return"]:
-            best.update(**{"return": record["mean_return"], "state": acting["state"], "batch": record["batch"]})
+            best["return"], best["state"], best["batch"] = record["mean_return"], acting["state"], record["batch"]
         acting["state"] = copy.deepcopy(trainer.agent.state_dict())
 
     summary, trainer = run_training(
