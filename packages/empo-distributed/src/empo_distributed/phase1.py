@@ -119,29 +119,44 @@ class LevelKernel:
     def _expected(self, idx: np.ndarray) -> np.ndarray:
         """``E[s, k, g] = sum_j p_j y_j`` for every state, joint action and goal column."""
         a, K = self.a, self.K
-        V, ach, succ = a["V"], a["achieved"], a["succ"]
-        table, pidx, probs = a.get("prob_table"), a.get("prob_idx"), a.get("probs")
-        delta = a.get("delta")
-        c = a["counts"].reshape(-1, K)[idx].astype(np.int64)  # (n, K) outcomes per pair
-        start = (a["state_offsets"][idx][:, None] + np.cumsum(c, axis=1) - c).ravel()
+        c = a["counts"].reshape(-1, K)[idx]  # (n, K) outcomes per (state, joint action)
+        c64 = c.astype(np.int64)
+        start = (a["state_offsets"][idx][:, None] + np.cumsum(c64, axis=1) - c64).ravel()
         length = c.ravel()
-        sk = length  # one row per (state, joint action)
-        E = np.zeros((len(sk), V.shape[1]))
-        # Outcome j of every (state, joint action) at once; the sum over j runs in
-        # outcome order exactly like a scalar loop, whatever the batch.
-        for j in range(int(length.max()) if len(sk) else 0):
-            rows = np.flatnonzero(length > j)
-            o = start[rows] + j
-            s2 = succ[o]
-            y = V[s2].astype(np.float64, copy=False)
-            if delta is not None:
-                y *= delta[o][:, None]
-            elif self.scalar_delta is not None:
-                y *= self.scalar_delta
-            y[ach[s2]] = 1.0
-            p_o = table[pidx[o]] if pidx is not None else probs[o].astype(np.float64)
-            E[rows] += p_o[:, None] * y
-        return E.reshape(len(idx), K, -1)
+        G = a["V"].shape[1]
+        # Outcome j of every (state, joint action) at once; the sum over j runs in outcome
+        # order exactly like a scalar loop, whatever the batch. Every pair of a non-terminal
+        # state has an outcome, so the sum starts with outcome 0 of all pairs (0 + x == x:
+        # the terms are >= +0) and adds the further outcomes of the few pairs that have them.
+        if len(length) and int(length.min()) >= 1:
+            E, j = self._terms(start), 1
+        else:
+            E, j = np.zeros((len(length), G)), 0
+        rows = np.flatnonzero(length > j)
+        while len(rows):
+            E[rows] += self._terms(start[rows] + j)
+            j += 1
+            rows = rows[length[rows] > j]
+        return E.reshape(len(idx), K, G)
+
+    def _terms(self, o: np.ndarray) -> np.ndarray:
+        """``p_j * y_j`` of the outcomes ``o`` (one row per outcome, one column per goal).
+        Rows are gathered with ``np.take`` (several times faster than fancy indexing of a
+        2-D array here; the same values)."""
+        a = self.a
+        s2 = a["succ"][o]
+        y = np.take(a["V"], s2, axis=0).astype(np.float64, copy=False)
+        if "delta" in a:
+            y *= a["delta"][o][:, None]
+        elif self.scalar_delta is not None:
+            y *= self.scalar_delta
+        np.copyto(y, 1.0, where=np.take(a["achieved"], s2, axis=0))  # goal achieved in s'
+        if "prob_idx" in a:
+            p_o = a["prob_table"].take(a["prob_idx"][o])
+        else:
+            p_o = a["probs"][o].astype(np.float64)
+        y *= p_o[:, None]
+        return y
 
     def _compute(self, idx: np.ndarray) -> None:
         meta, p = self.meta, self.meta.params
@@ -151,29 +166,30 @@ class LevelKernel:
         # Joint index k = sum a_i nA^i: in C order the LAST axis is agent 0.
         E = E.reshape((n,) + (nA,) * n_agents + (E.shape[-1],))
         axis_of = {i: 1 + (n_agents - 1 - i) for i in range(n_agents)}
-        robot_axes = tuple(axis_of[r] for r in meta.robots)
-        if robot_axes:
-            M_all = E.max(axis=robot_axes) if p.optimistic else E.min(axis=robot_axes)
-        else:
-            M_all = E
+        M_all = E
+        for axis in sorted((axis_of[r] for r in meta.robots), reverse=True):
+            M_all = _reduce_axis(M_all, axis, np.maximum if p.optimistic else np.minimum)
         # Remaining agent axes, in the order they now appear.
         remaining = [i for i in sorted(range(n_agents), reverse=True) if i not in meta.robots]
-        ach_rows = self.a["achieved"][idx]
-        act_rows = self.a["active"][idx] if "active" in self.a else None
+        rows = _rows(idx)  # a slice when the batch is a contiguous range of states
+        ach_rows = self.a["achieved"][rows]
+        act_rows = self.a["active"][rows] if "active" in self.a else None
         for h, (c0, c1) in zip(meta.humans, meta.columns):
             others = [i for i in range(n_agents) if i != h and i not in meta.robots]
             order = [0, 1 + remaining.index(h)] + [1 + remaining.index(o) for o in others]
             M = M_all[..., c0:c1].transpose(order + [M_all.ndim - 1])
             n_o = nA ** len(others)
             M = M.reshape(n, nA, n_o, c1 - c0)  # others in itertools.product order
-            Q = np.zeros((n, nA, c1 - c0))
+            # Q = sum_o u_o M_o, summed in o order (starting from the first term: 0 + x == x)
             if self.believed is None:
                 u = make_uniform_others(nA, len(others))
-                for o in range(n_o):
+                Q = u * M[:, :, 0, :]
+                for o in range(1, n_o):
                     Q += u * M[:, :, o, :]
             else:
                 U = self._believed_weights(idx, h, others)
-                for o in range(n_o):
+                Q = U[:, :, 0, None] * M[:, :, 0, :]
+                for o in range(1, n_o):
                     Q += U[:, :, o, None] * M[:, :, o, :]
             pi, V = boltzmann(Q, p.beta_h)
             if act_rows is not None:  # goals this state does not generate: V = 0, no policy
@@ -188,8 +204,8 @@ class LevelKernel:
                 stay[0] = 1.0
                 pi = np.where(done[:, None, :], stay[None, :, None], pi)
                 V = np.where(done, 0.0, V)
-            self.a["V"][idx, c0:c1] = V
-            self.a["P"][idx, c0:c1, :] = np.moveaxis(pi, 1, 2)
+            self.a["V"][rows, c0:c1] = V
+            self.a["P"][rows, c0:c1, :] = np.moveaxis(pi, 1, 2)
 
     def _believed_weights(self, idx: np.ndarray, h: int, others: list[int]) -> np.ndarray:
         """``U[s, a, o]``: the believed probability of the others' joint action o."""
@@ -209,19 +225,41 @@ class LevelKernel:
 def boltzmann(Q: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
     """``softmax(beta * Q)`` over axis 1 (stable) and ``V = sum_a pi Q``, sums in action order."""
     nA = Q.shape[1]
-    Qmax = Q.max(axis=1, keepdims=True)
+    Qmax = _reduce_axis(Q, 1, np.maximum)[:, None]
     if math.isinf(beta):
         w = (Q == Qmax).astype(np.float64)  # uniform over exact argmax ties
     else:
-        w = np.exp(beta * (Q - Qmax))
+        w = Q - Qmax
+        w *= beta
+        np.exp(w, out=w)
     total = w[:, 0].copy()
     for a in range(1, nA):
         total += w[:, a]
-    pi = w / total[:, None]
+    pi = w
+    pi /= total[:, None]
     V = pi[:, 0] * Q[:, 0]
     for a in range(1, nA):
         V += pi[:, a] * Q[:, a]
     return pi, V
+
+
+def _reduce_axis(x: np.ndarray, axis: int, op) -> np.ndarray:
+    """``op.reduce(x, axis)`` for an exact, order-free ``op`` (minimum / maximum) as a loop
+    over the slices: twice as fast as numpy's reduction over an inner axis here."""
+    take = [slice(None)] * x.ndim
+    take[axis] = 0
+    out = x[tuple(take)].copy()
+    for i in range(1, x.shape[axis]):
+        take[axis] = i
+        op(out, x[tuple(take)], out=out)
+    return out
+
+
+def _rows(idx: np.ndarray):
+    """``idx`` as a slice when it is an increasing contiguous range (the usual batch), else ``idx``."""
+    if len(idx) and int(idx[-1]) - int(idx[0]) == len(idx) - 1 and bool(np.all(np.diff(idx) == 1)):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
 
 
 # --- local workers ------------------------------------------------------------------------
