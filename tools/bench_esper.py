@@ -102,7 +102,9 @@ def _ppo_cfg(args, devices, seed: int, telemetry_dir):
         seed=seed,
         max_epochs=args.max_epochs,
         telemetry_dir=telemetry_dir,
-        ppo={"lr": args.ppo_lr, "ent_coef": args.ppo_ent_coef},
+        ppo={"lr": args.ppo_lr, "ent_coef": args.ppo_ent_coef, "ent_coef_final": args.ppo_ent_coef_final,
+             "anneal_lr": args.ppo_anneal_lr, "norm_reward": args.ppo_norm_reward,
+             "choices_only": args.ppo_choices_only, "update_epochs": args.ppo_update_epochs},
         reward={"rent": args.rent, "rent_shape": args.rent_shape},
         max_seeds=args.max_seeds,
         blueprints=args.blueprints,
@@ -166,6 +168,12 @@ def learning(args, devices, progress=lambda partial: None) -> dict:
         "max_epochs": args.max_epochs,
         "ppo_lr": args.ppo_lr,
         "ppo_ent_coef": args.ppo_ent_coef,
+        "ppo_ent_coef_final": args.ppo_ent_coef_final,
+        "ppo_anneal_lr": args.ppo_anneal_lr,
+        "ppo_norm_reward": args.ppo_norm_reward,
+        "ppo_choices_only": args.ppo_choices_only,
+        "ppo_update_epochs": args.ppo_update_epochs,
+        "train_envs": args.n_envs_train,
         "rent": args.rent,
         "rent_shape": args.rent_shape,
         "max_seeds": args.max_seeds,
@@ -473,6 +481,12 @@ def main(argv=None) -> int:
     p.add_argument("--eval-episodes", type=int, help="held-out episodes per controller (default 16; quick 8)")
     p.add_argument("--ppo-lr", type=float, default=3e-3)
     p.add_argument("--ppo-ent-coef", type=float, default=0.01, help="PPO entropy bonus (exploration)")
+    p.add_argument("--ppo-ent-coef-final", type=float, default=None, help="entropy bonus at the end of training, linear from --ppo-ent-coef (default: constant)")
+    p.add_argument("--ppo-anneal-lr", action=argparse.BooleanOptionalAction, default=False, help="PPO learning rate falls linearly to 0 (CleanRL anneal_lr)")
+    p.add_argument("--ppo-norm-reward", action=argparse.BooleanOptionalAction, default=False, help="rewards scaled by the running std of the discounted return (CleanRL NormalizeReward)")
+    p.add_argument("--ppo-choices-only", action=argparse.BooleanOptionalAction, default=False, help="policy loss and entropy averaged over steps with a choice only")
+    p.add_argument("--ppo-update-epochs", type=int, default=8, help="PPO epochs per batch")
+    p.add_argument("--train-envs", type=int, default=4, help="envs per PPO training batch")
     p.add_argument("--rent", type=float, default=0.005, help="reward rent per epoch (all controllers' returns)")
     p.add_argument(
         "--rent-shape", choices=["log", "linear"], default="log",
@@ -540,7 +554,7 @@ def main(argv=None) -> int:
     args.eval_episodes = args.eval_episodes or (8 if args.quick else 16)
     args.throughput_epochs = 3 if args.quick else 6
     args.upstream_episodes = args.upstream_episodes or (1 if args.quick else 2)
-    args.n_envs_train = 4
+    args.n_envs_train = args.train_envs
     if smoke_mode():
         args.n_envs, args.repeats, args.throughput_epochs = [2], 1, 2
         args.train_episodes, args.eval_episodes, args.max_epochs, args.n_envs_train = 2, 2, 3, 2

@@ -9,6 +9,7 @@ import torch
 from esper_multigpu.simic.buffer import RolloutBuffer, compute_gae
 from esper_multigpu.simic.features import OBS_DIM
 from esper_multigpu.simic.normalizer import RunningMeanStd
+from esper_multigpu.simic.network import factored_log_prob_entropy
 from esper_multigpu.simic.ppo import PPOAgent, PPOConfig
 from esper_multigpu.simic.rewards import RewardConfig, compute_reward
 
@@ -145,3 +146,58 @@ def test_reward_telescopes_to_final_added_accuracy_minus_rent():
     assert total == pytest.approx(gaps[-1] - rent)
     # waiting with no seed: exactly zero
     assert compute_reward(0.0, 0.0, 0, 100, cfg)[0] == 0.0
+
+
+def test_reward_scaler_divides_by_the_std_of_discounted_returns():
+    """CleanRL's NormalizeReward over whole episodes: the batch's discounted returns enter
+    the running statistics first, then every reward is divided by their std (no mean is
+    subtracted: signs and waiting's exact 0 survive)."""
+    from esper_multigpu.simic.normalizer import RewardScaler
+
+    g = 0.5
+    r = np.array([[0.0, 0.02], [0.01, -0.04], [0.03, 0.0]])  # (T=3, N=2)
+    returns = [0.0, 0.02, 0.01, -0.04 + g * 0.02, 0.03 + g * 0.01, g * (-0.04 + g * 0.02)]
+    scaler = RewardScaler(gamma=g)
+    scaled = scaler.scale(r)
+    std = np.sqrt(np.var(returns) + 1e-8)  # the prior (var 1, weight 1e-12) weighs nothing
+    np.testing.assert_allclose(scaled, r / std, rtol=1e-4)
+    assert scaled[0, 0] == 0.0 and np.all(np.sign(scaled) == np.sign(r))
+    # the statistics carry over to the next batch and through a checkpoint
+    again = RewardScaler(gamma=0.9)
+    again.load_state_dict(scaler.state_dict())
+    np.testing.assert_array_equal(again.scale(r), scaler.scale(r))
+
+
+def test_anneal_lr_entropy_schedule_and_reward_scale_reported():
+    cfg = PPOConfig(update_epochs=1, lr=1e-3, anneal_lr=True, ent_coef=0.05, ent_coef_final=0.01, norm_reward=True)
+    agent = PPOAgent(OBS_DIM, "cpu", cfg, seed=0)
+    buf, raw = fake_rollout(agent)
+    stats = agent.update(buf, raw, seed=1, progress=0.25)
+    assert stats["lr"] == pytest.approx(0.75e-3)
+    assert agent.optimizer.param_groups[0]["lr"] == pytest.approx(0.75e-3)
+    assert stats["ent_coef"] == pytest.approx(0.05 - 0.04 * 0.25)
+    assert stats["reward_scale"] == pytest.approx(agent.reward_scaler.std) and stats["reward_scale"] != 1.0
+    assert "reward_scaler" in agent.state_dict()
+
+
+def test_choices_only_averages_over_steps_with_a_choice():
+    """Steps whose only legal op is WAIT carry no choice: with ``choices_only`` the entropy
+    (and policy loss) are means over the other steps."""
+    cfg = PPOConfig(update_epochs=1, minibatch_envs=3, choices_only=True)
+    agent = PPOAgent(OBS_DIM, "cpu", cfg, seed=0)
+    buf, raw = fake_rollout(agent)
+    buf.mask_op[1:4] = [True, False, False, False]  # steps 1..3 of every env: WAIT only
+    buf.actions[1:4, :, 0] = 0
+    with torch.no_grad():
+        logits, _, _ = agent.net(torch.from_numpy(buf.obs), agent.net.initial_state(3, "cpu"))
+        masks = {
+            "op": torch.from_numpy(buf.mask_op),
+            "slot": torch.from_numpy(buf.mask_slot),
+            "blueprint": torch.from_numpy(buf.mask_blueprint),
+            "blend": torch.from_numpy(buf.mask_blend),
+        }
+        _, entropy = factored_log_prob_entropy(logits, masks, torch.from_numpy(buf.actions))
+    choice = buf.mask_op.sum(-1) > 1
+    stats = agent.update(buf, raw, seed=1)
+    assert stats["entropy"] == pytest.approx(entropy[torch.from_numpy(choice)].mean().item(), rel=1e-5)
+    assert entropy[~torch.from_numpy(choice)].abs().max() == 0  # a forced WAIT has no entropy

@@ -95,6 +95,17 @@ class PPOConfig:
     clip: PosFloat = 0.2
     vf_coef: NonNegFloat = 0.5
     ent_coef: NonNegFloat = 0.01
+    #: the entropy coefficient at the end of the run, reached linearly from ``ent_coef``
+    #: (explore early, commit late); None keeps ``ent_coef`` throughout
+    ent_coef_final: NonNegFloat | None = None
+    #: CleanRL's ``anneal_lr``: the learning rate falls linearly from ``lr`` to 0 over the run
+    anneal_lr: bool = False
+    #: CleanRL's ``NormalizeReward``: rewards divided by the running std of the discounted return
+    norm_reward: bool = False
+    #: the policy loss and the entropy bonus are means over the steps with a choice (more
+    #: than one legal op) instead of over every step: a forced WAIT says nothing about the
+    #: policy, and averaging over ~10 of them per decision diluted the entropy bonus ~5x
+    choices_only: bool = False
     update_epochs: PosInt = 8
     minibatch_envs: PosInt = 4
     target_kl: PosFloat = 0.03

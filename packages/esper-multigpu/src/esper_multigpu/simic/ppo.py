@@ -15,7 +15,7 @@ import torch
 from ..config import PPOConfig
 from .buffer import RolloutBuffer, compute_gae
 from .network import RecurrentActorCritic, factored_log_prob_entropy, sample_actions
-from .normalizer import RunningMeanStd
+from .normalizer import RewardScaler, RunningMeanStd
 
 
 class PPOAgent:
@@ -34,6 +34,7 @@ class PPOAgent:
         self.net.to(device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, eps=1e-5)
         self.obs_rms = RunningMeanStd(obs_dim)
+        self.reward_scaler = RewardScaler(config.gamma)
         self._state = None
         self._generator: torch.Generator | None = None
 
@@ -75,11 +76,22 @@ class PPOAgent:
         return values[0].cpu().numpy()
 
     # ------------------------------------------------------------- learning
-    def update(self, buf: RolloutBuffer, raw_obs: np.ndarray, seed: int) -> dict:
-        """PPO epochs over the batch, then fold the batch into the observation normaliser."""
+    def update(self, buf: RolloutBuffer, raw_obs: np.ndarray, seed: int, progress: float = 0.0) -> dict:
+        """PPO epochs over the batch, then fold the batch into the observation normaliser.
+
+        ``progress`` is the fraction of the run's episodes done before this batch (0 for
+        the first update): it anneals the learning rate and the entropy coefficient.
+        """
         cfg = self.config
+        lr = cfg.lr * (1.0 - progress) if cfg.anneal_lr else cfg.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        ent_coef = cfg.ent_coef
+        if cfg.ent_coef_final is not None:
+            ent_coef += (cfg.ent_coef_final - cfg.ent_coef) * progress
+        rewards = self.reward_scaler.scale(buf.rewards) if cfg.norm_reward else buf.rewards
         adv, ret = compute_gae(
-            buf.rewards, buf.values, buf.last_values, buf.terminated, cfg.gamma, cfg.gae_lambda
+            rewards, buf.values, buf.last_values, buf.terminated, cfg.gamma, cfg.gae_lambda
         )
         dev = self.device
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)  # noqa: E731
@@ -91,6 +103,8 @@ class PPOAgent:
             "blend": t(buf.mask_blend),
         }
         adv_t, ret_t = t(adv), t(ret)
+        # steps where the policy had a choice (WAIT is always legal, so: another op too)
+        choice = masks["op"].sum(-1) > 1 if cfg.choices_only else torch.ones_like(adv_t, dtype=torch.bool)
         n_envs = obs.shape[1]
         gen = torch.Generator().manual_seed(seed)
         stats = {
@@ -111,20 +125,21 @@ class PPOAgent:
                 logp, entropy = factored_log_prob_entropy(logits, mb_masks, actions[:, mb])
                 log_ratio = logp - old_logp[:, mb]
                 ratio = log_ratio.exp()
-                a = adv_t[:, mb]
-                if a.numel() > 1:
-                    a = (a - a.mean()) / (a.std() + 1e-8)
-                pg_loss = -torch.min(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a).mean()
+                a, c = adv_t[:, mb], choice[:, mb]
+                if c.sum() > 1:
+                    a = (a - a[c].mean()) / (a[c].std() + 1e-8)
+                pg = -torch.min(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a)
+                pg_loss = _masked_mean(pg, c)
                 v_loss = 0.5 * (values - ret_t[:, mb]).pow(2).mean()
-                ent = entropy.mean()
-                loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * ent
+                ent = _masked_mean(entropy, c)
+                loss = pg_loss + cfg.vf_coef * v_loss - ent_coef * ent
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
                 with torch.no_grad():
-                    approx_kl = ((ratio - 1) - log_ratio).mean().item()
-                    clip_frac = ((ratio - 1).abs() > cfg.clip).float().mean().item()
+                    approx_kl = _masked_mean((ratio - 1) - log_ratio, c).item()
+                    clip_frac = _masked_mean(((ratio - 1).abs() > cfg.clip).float(), c).item()
                 for k, v in (
                     ("policy_loss", pg_loss.item()),
                     ("value_loss", v_loss.item()),
@@ -140,7 +155,9 @@ class PPOAgent:
             if early_stop:
                 break
         stats = {k: v / max(n_updates, 1) for k, v in stats.items()}
-        stats.update(update_epochs_run=epochs_run, kl_early_stop=early_stop)
+        stats.update(update_epochs_run=epochs_run, kl_early_stop=early_stop, lr=lr, ent_coef=ent_coef)
+        stats["reward_scale"] = self.reward_scaler.std if cfg.norm_reward else 1.0
+        stats["explained_variance"] = _explained_variance(buf.values, ret)
         self.obs_rms.update(raw_obs)
         return stats
 
@@ -150,6 +167,7 @@ class PPOAgent:
             "net": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "obs_rms": self.obs_rms.state_dict(),
+            "reward_scaler": self.reward_scaler.state_dict(),
             "config": asdict(self.config),
             "obs_dim": self.obs_dim,
         }
@@ -158,3 +176,17 @@ class PPOAgent:
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.obs_rms.load_state_dict(state["obs_rms"])
+        if "reward_scaler" in state:  # checkpoints before the reward scaler have none
+            self.reward_scaler.load_state_dict(state["reward_scaler"])
+
+
+def _explained_variance(values: np.ndarray, returns: np.ndarray) -> float | None:
+    """1 - Var(returns - values) / Var(returns), as CleanRL logs it (1: the critic is exact;
+    None when the returns do not vary)."""
+    var = float(np.var(returns))
+    return None if var == 0 else 1.0 - float(np.var(returns - values)) / var
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of ``x`` over ``mask`` (0 when nothing is selected)."""
+    return (x * mask).sum() / mask.sum().clamp(min=1)

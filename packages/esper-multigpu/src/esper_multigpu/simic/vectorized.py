@@ -105,12 +105,12 @@ class PPOController:
     def record_rewards(self, step: int, rewards: np.ndarray) -> None:
         self.buffer.set_rewards(step, rewards)
 
-    def end_batch(self, final_obs: np.ndarray, update_seed: int) -> dict | None:
+    def end_batch(self, final_obs: np.ndarray, update_seed: int, progress: float = 0.0) -> dict | None:
         if not self.learn:
             return None
         self.buffer.last_values[:] = self.agent.value(final_obs)
         raw = np.concatenate(self._raw + [final_obs])
-        return self.agent.update(self.buffer, raw, update_seed)
+        return self.agent.update(self.buffer, raw, update_seed, progress)
 
 
 class FixedAdapter:
@@ -127,7 +127,7 @@ class FixedAdapter:
     def record_rewards(self, step: int, rewards: np.ndarray) -> None:
         pass
 
-    def end_batch(self, final_obs: np.ndarray, update_seed: int) -> None:
+    def end_batch(self, final_obs: np.ndarray, update_seed: int, progress: float = 0.0) -> None:
         return None
 
 
@@ -147,7 +147,7 @@ class HeuristicAdapter:
     def record_rewards(self, step: int, rewards: np.ndarray) -> None:
         pass
 
-    def end_batch(self, final_obs: np.ndarray, update_seed: int) -> None:
+    def end_batch(self, final_obs: np.ndarray, update_seed: int, progress: float = 0.0) -> None:
         return None
 
 
@@ -320,7 +320,8 @@ class VectorizedTrainer:
                     for ev in events:
                         event_counts[ev["event"]] = event_counts.get(ev["event"], 0) + 1
                 on_epoch()
-            ppo_stats = controller.end_batch(obs, update_seed)
+            # the fraction of the run's episodes done before this batch (annealing)
+            ppo_stats = controller.end_batch(obs, update_seed, first / cfg.episodes)
         wall = time.perf_counter() - t0
         stage_counts: dict[str, int] = {}
         for env in envs:
