@@ -152,3 +152,47 @@ def test_states_computed_before_the_value_rows_arrive_need_none_of_them():
                 assert bool(np.all((s >= lo + a) & (s < lo + b))) == needs_none
             ready_total += len(ready)
     assert ready_total > 0.5 * int((~dag.terminal[np.concatenate(levels[1:])]).sum())
+
+
+def test_kernel_sums_outcomes_in_order_whatever_the_pairs_hold():
+    """The kernel's outcome sum, on hand-made arrays: a pair with two outcomes, one with
+    none (the sum then starts from zeros), a successor whose goal is achieved (y = 1),
+    and states given in any order (a batch that is not a contiguous range)."""
+    from empo_distributed.phase1 import KernelMeta, Phase1Params
+
+    meta = KernelMeta(1, 2, (0,), (), ((0, 1),), Phase1Params())
+    V = np.array([[0.0], [0.0], [0.25], [0.5]])
+    arrays = {
+        "counts": np.array([2, 0, 1, 1, 0, 0, 0, 0], dtype=np.uint8),  # states 0, 1: 2 pairs each
+        "state_offsets": np.array([0, 2, 4, 4, 4], dtype=np.uint32),
+        "succ": np.array([2, 3, 2, 3], dtype=np.int32),
+        "prob_table": np.array([0.75, 0.25, 1.0]),
+        "prob_idx": np.array([0, 1, 2, 2], dtype=np.uint8),
+        "achieved": np.array([[False], [False], [False], [True]]),
+        "V": V,
+        "P": np.zeros((4, 1, 2)),
+    }
+    kernel = LevelKernel(arrays, meta)
+    E = kernel._expected(np.array([1, 0]))
+    np.testing.assert_array_equal(E[:, :, 0], [[0.25, 1.0], [0.75 * 0.25 + 0.25 * 1.0, 0.0]])
+    kernel.compute(np.array([1, 0]))
+    by_range = LevelKernel({**arrays, "V": V.copy(), "P": np.zeros((4, 1, 2))}, meta)
+    by_range.compute(np.array([0, 1]))
+    np.testing.assert_array_equal(arrays["V"], by_range.a["V"])
+    np.testing.assert_array_equal(arrays["P"], by_range.a["P"])
+    assert arrays["V"][1, 0] > arrays["V"][0, 0] > 0
+
+
+def test_wait_until_polls_until_done_then_sleeps(monkeypatch):
+    """MPI waits poll a done() test (which makes the messages progress) and sleep between
+    polls once the short spin is over, instead of burning the core like MPI_Waitall."""
+    from empo_distributed import exchange
+
+    calls, sleeps = [], []
+    monkeypatch.setattr(exchange, "SPIN_S", 0.0)
+    monkeypatch.setattr(exchange.time, "sleep", sleeps.append)
+    exchange.wait_until(lambda: calls.append(1) or len(calls) >= 8)
+    assert len(calls) == 8
+    assert sleeps == [5e-5, 1e-4, 2e-4, 4e-4, 8e-4, 1e-3]  # doubling, capped at PAUSE_MAX_S
+    exchange.wait_until(lambda: True)  # already done: no sleep
+    assert len(sleeps) == 6

@@ -764,7 +764,8 @@ class _WaveExchange:
         self.requests.append(message.Irecv([buf, MPI.BYTE]))
         self.buffers[rank] = buf
 
-    def test(self) -> None:
+    def test(self) -> bool:
+        """Let the messages progress; True once every message has arrived (and been sent)."""
         from mpi4py import MPI
 
         for r in list(self.waiting):
@@ -772,16 +773,13 @@ class _WaveExchange:
             if message is not None:
                 self._receive(r, message)
                 self.waiting.remove(r)
-        MPI.Request.Testall(self.requests)
+        return MPI.Request.Testall(self.requests) and not self.waiting
 
     def wait(self) -> list[tuple]:
         """``(new, keys, n_out, terminal, problem)`` of every rank, in rank order."""
-        from mpi4py import MPI
+        from .exchange import wait_until
 
-        for r in self.waiting:
-            self._receive(r, self.ctx.comm.Mprobe(source=r, tag=self.TAG, status=self.status))
-        self.waiting = []
-        MPI.Request.Waitall(self.requests)
+        wait_until(self.test)  # polls, then sleeps: the core is left to the partner
         facts = []
         for r in range(self.ctx.size):
             buf = self.buffers.pop(r)

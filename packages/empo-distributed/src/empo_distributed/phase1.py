@@ -31,7 +31,11 @@ from .dag import Dag
 from .goals import GoalSet
 
 # Cap on the float64 scratch array (states x joint actions x goals) of one kernel call.
-SCRATCH_ELEMENTS = 65_536  # 0.5 MB per scratch array: cache-sized, as fast as 8 MB batches (measured)
+# 1 MB per scratch array. Measured on the 1e6-state world's kernel (2026-12-01, one rank's
+# half, CPU s, min of 8): 65,536 elements 0.60, 131,072 0.50, 196,608 0.47, 262,144 1.06
+# (2 MB temporaries: allocated and faulted in afresh per batch). Fewer, bigger batches pay
+# less fixed cost per state (the kernel makes ~60 numpy calls per batch).
+SCRATCH_ELEMENTS = 131_072
 
 
 @dataclass(frozen=True)
@@ -506,13 +510,12 @@ class _GuardVerdict:
     def raise_if_any(self, requests: list) -> None:
         """Raise the first rank's problem on every rank (the texts travel only then), once
         the policy rows in flight (``requests``, posted in pairs by every rank) arrived."""
-        from mpi4py import MPI
-
+        from .exchange import wait_all
         from .memory import MemoryGuard
 
-        self.request.Wait()
+        wait_all([self.request])
         if self.any[0]:
-            MPI.Request.Waitall(requests)
+            wait_all(requests)
             MemoryGuard.raise_first(self.ctx.allgather(self.problem))
 
 
@@ -571,9 +574,9 @@ class _ValueRows:
             MPI.Request.Testall(self.requests)
 
     def wait(self) -> None:
-        from mpi4py import MPI
+        from .exchange import wait_all
 
-        MPI.Request.Waitall(self.mine)
+        wait_all(self.mine)
 
     def split_ready(self, dag: Dag, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(ready, rest)``: the states of ``idx`` (sorted) none of whose successors is a
@@ -658,7 +661,7 @@ def backward_induction(
         raise ValueError(f"policy_on must be 'root' or 'all', got {policy_on!r}")
     from parallel_core.mpi import get_context
 
-    from .exchange import allgatherv_in_place, allgatherv_known
+    from .exchange import allgatherv_in_place, allgatherv_known, wait_all
     from .timing import CLOCK
 
     ctx = ctx if ctx is not None else get_context()
@@ -799,9 +802,7 @@ def backward_induction(
             todos = [level[~dag.terminal[level]] for level in levels]
             if early is not None:  # levels whose rows already travel (or have arrived)
                 with CLOCK.part("p1_gather_policies"):
-                    from mpi4py import MPI
-
-                    MPI.Request.Waitall(requests)
+                    wait_all(requests)
                 todos = [t for t, e in zip(todos, early) if not e]
                 splits = [t for t, e in zip(splits, early) if not e]
             if policy_on == "all":
