@@ -159,7 +159,11 @@ def test_reward_scaler_divides_by_the_std_of_discounted_returns():
     returns = [0.0, 0.02, 0.01, -0.04 + g * 0.02, 0.03 + g * 0.01, g * (-0.04 + g * 0.02)]
     scaler = RewardScaler(gamma=g)
     scaled = scaler.scale(r)
-    std = np.sqrt(np.var(returns) + 1e-8)  # the prior (var 1, weight 1e-12) weighs nothing
+    # the running statistics start from the wrapper's prior: variance 1 with weight 1e-4
+    n, prior = len(returns), 1e-4
+    mean = np.mean(returns)
+    var = (prior * 1.0 + n * np.var(returns) + mean**2 * prior * n / (prior + n)) / (prior + n)
+    std = np.sqrt(var + 1e-8)
     np.testing.assert_allclose(scaled, r / std, rtol=1e-4)
     assert scaled[0, 0] == 0.0 and np.all(np.sign(scaled) == np.sign(r))
     # the statistics carry over to the next batch and through a checkpoint
@@ -201,3 +205,19 @@ def test_choices_only_averages_over_steps_with_a_choice():
     stats = agent.update(buf, raw, seed=1)
     assert stats["entropy"] == pytest.approx(entropy[torch.from_numpy(choice)].mean().item(), rel=1e-5)
     assert entropy[~torch.from_numpy(choice)].abs().max() == 0  # a forced WAIT has no entropy
+
+
+@pytest.mark.parametrize("norm_adv", [True, False])
+def test_norm_adv_off_keeps_the_critic_baseline(norm_adv):
+    """With ``norm_adv`` the first minibatch's surrogate (ratio 1) is minus the mean of the
+    standardised advantages, 0; without it, minus the mean GAE advantage, so a batch that did
+    worse than the critic expected is pushed away from what it did."""
+    cfg = PPOConfig(update_epochs=1, minibatch_envs=3, norm_adv=norm_adv)
+    agent = PPOAgent(OBS_DIM, "cpu", cfg, seed=0)
+    buf, raw = fake_rollout(agent)
+    buf.rewards[:] = -1.0  # everything went worse than the untrained critic's ~0
+    adv, _ = compute_gae(buf.rewards, buf.values, buf.last_values, buf.terminated, cfg.gamma, cfg.gae_lambda)
+    stats = agent.update(buf, raw, seed=1)
+    expected = 0.0 if norm_adv else -adv.mean()
+    assert stats["policy_loss"] == pytest.approx(expected, abs=1e-5)
+    assert norm_adv or stats["policy_loss"] > 1.0

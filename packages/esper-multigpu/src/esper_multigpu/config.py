@@ -102,6 +102,11 @@ class PPOConfig:
     anneal_lr: bool = False
     #: CleanRL's ``NormalizeReward``: rewards divided by the running std of the discounted return
     norm_reward: bool = False
+    #: CleanRL's ``norm_adv``: advantages standardised per minibatch. With few episodes
+    #: per batch that discards the critic's baseline (when all take the same bad action,
+    #: half still get a positive advantage), so ``False`` keeps them as GAE gives them
+    #: (use with ``norm_reward``, which brings them to O(1))
+    norm_adv: bool = True
     #: the policy loss and the entropy bonus are means over the steps with a choice (more
     #: than one legal op) instead of over every step: a forced WAIT says nothing about the
     #: policy, and averaging over ~10 of them per decision diluted the entropy bonus ~5x

@@ -126,7 +126,7 @@ class PPOAgent:
                 log_ratio = logp - old_logp[:, mb]
                 ratio = log_ratio.exp()
                 a, c = adv_t[:, mb], choice[:, mb]
-                if c.sum() > 1:
+                if cfg.norm_adv and c.sum() > 1:
                     a = (a - a[c].mean()) / (a[c].std() + 1e-8)
                 pg = -torch.min(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a)
                 pg_loss = _masked_mean(pg, c)
