@@ -205,3 +205,27 @@ def test_list_worlds_state_counts_are_true():
     assert counts["giant"] == 1011554 and counts["huge"] == 113900
     for name in ("tiny", "contest", "small", "two_humans", "medium", "large"):
         assert len(build_dag(load_world(name))) == counts[name], name
+
+
+def test_expand_batch_of_mixed_states_equals_state_by_state():
+    """``expand_batch`` on states of different steps (terminal ones among them: the gathers,
+    not the all-live slices) gives, state by state, ``transition_probabilities``' outcomes."""
+    from empo_distributed import load_world
+    from empo_distributed.worlds.gridworld import ACTIONS
+
+    world = load_world("two_humans", 3)
+    dag = build_dag(world)
+    rows = np.array([dag.states[i] for i in range(0, len(dag), max(1, len(dag) // 40))] + [dag.states[-1]])
+    terminal, counts, probs, succ = world.expand_batch(rows)
+    codec, nA, A = world.codec(), len(ACTIONS), len(world.agents)
+    at = 0
+    for row, term, cnt in zip(rows, terminal, counts):
+        assert term == (row[0] >= world.max_steps)
+        for k in range(nA**A):
+            actions = [(k // nA**i) % nA for i in range(A)]
+            want = [] if term else world.transition_probabilities(tuple(row), actions)
+            assert cnt[k] == len(want)
+            for p, s in want:
+                assert probs[at] == p and succ[at] == codec.encode(np.array([s]))[0]
+                at += 1
+    assert at == len(succ) and terminal.any() and not terminal.all()

@@ -190,6 +190,14 @@ class GridWorld:
         return out
 
     # --- vectorised interface (the array DAG of dag.build_dag uses it) -----------------
+    def _targets(self, agent: int, acts: np.ndarray) -> np.ndarray:
+        """``(cells, K)`` int64: the target cell of ``agent`` for every joint action (cached)."""
+        cache = self.__dict__.setdefault("_target_tables", {})
+        if agent not in cache:
+            move = np.asarray(self._move, dtype=np.int64)
+            cache[agent] = np.ascontiguousarray(move[:, acts[:, agent]])
+        return cache[agent]
+
     @property
     def batch_expansion(self) -> bool:
         """True when :meth:`expand_batch` covers every state (at most one contested cell
@@ -215,20 +223,23 @@ class GridWorld:
         nA = len(ACTIONS)
         K = nA**A
         C = self.height * self.width
-        move = np.asarray(self._move, dtype=np.int64)
         terminal = states[:, 0] >= self.max_steps
-        live = np.flatnonzero(~terminal)
+        all_live = not terminal.any()  # every wave but the last: slices instead of gathers
+        live = slice(None) if all_live else np.flatnonzero(~terminal)
         P = states[live, 1:]
         radix = [C ** (A - 1 - i) for i in range(A)]
-        stay_key = (states[live, 0] + 1) * C**A + P @ np.asarray(radix, dtype=np.int64)
+        stay_key = (states[live, 0] + 1) * C**A
+        for i in range(A):
+            stay_key += P[:, i] * radix[i]
         acts = (np.arange(K)[:, None] // nA ** np.arange(A)[None, :]) % nA  # (K, A)
         pos = [P[:, i : i + 1] for i in range(A)]  # (m, 1) each
-        T = [move[P[:, i]][:, acts[:, i]] for i in range(A)]  # (m, K) targets of agent i
+        # (m, K) targets of agent i: one row gather from its (cells, K) target table
+        T = [np.take(self._targets(i, acts), P[:, i], axis=0) for i in range(A)]
         active = []
         for i in range(A):
-            a = T[i] != pos[i]  # moving ...
-            for j in range(A):
-                a &= T[i] != pos[j]  # ... into a cell free before the step
+            a = T[i] != pos[0]  # moving into a cell free before the step (its own included)
+            for j in range(1, A):
+                a &= T[i] != pos[j]
             active.append(a)
         cnt = []  # contenders for my target (me included) if I am active, else 0
         for i in range(A):
@@ -238,24 +249,27 @@ class GridWorld:
                     c += active[i] & active[j] & (T[i] == T[j])
             cnt.append(c)
         outcomes = np.maximum(np.maximum.reduce(cnt) if A > 1 else cnt[0], 1)  # one contested cell at most (A <= 3)
-        counts = np.zeros((n, K), dtype=np.uint8)
-        counts[live] = outcomes
-        offsets = np.zeros(n * K + 1, dtype=np.int64)
-        np.cumsum(counts.reshape(-1), out=offsets[1:])
-        M = int(offsets[-1])
-        base = offsets[:-1].reshape(n, K)[live]  # (m, K) first outcome of each pair
+        if all_live:
+            counts = outcomes
+        else:
+            counts = np.zeros((n, K), dtype=np.uint8)
+            counts[live] = outcomes
         delta = [(T[i] - pos[i]) * radix[i] for i in range(A)]  # key change if agent i moves
-        moved = stay_key[:, None] + sum(np.where(cnt[i] == 1, delta[i], 0) for i in range(A))
-        succ = np.empty(M, dtype=np.int64)
-        probs = np.empty(M)
-        succ[base.ravel()] = moved.ravel()
-        probs[base.ravel()] = 1.0 / outcomes.ravel()
+        moved = np.repeat(stay_key[:, None], K, axis=1)
+        for i in range(A):
+            moved += delta[i] * (cnt[i] == 1)
+        # Outcomes in (state, joint action, outcome) order: every outcome of a pair starts
+        # as its uncontested successor; contested pairs are overwritten below.
+        per_pair = outcomes.ravel()
+        succ = np.repeat(moved.ravel(), per_pair)
+        probs = np.repeat(1.0 / per_pair, per_pair)
         if outcomes.max(initial=1) > 1:
             # Contested pairs: outcome j = the j-th contender (in agent order) wins the cell.
             r, k = np.nonzero(outcomes > 1)
+            first = np.cumsum(per_pair) - per_pair  # first outcome of each pair
             contested = [cnt[i][r, k] >= 2 for i in range(A)]
             rank = np.cumsum(np.stack(contested, axis=1), axis=1) - 1
-            b, mv, oc = base[r, k], moved[r, k], outcomes[r, k]
+            b, mv, oc = first[r * K + k], moved[r, k], outcomes[r, k]
             for j in range(int(oc.max())):
                 rows = np.flatnonzero(oc > j)
                 key = mv[rows].copy()
