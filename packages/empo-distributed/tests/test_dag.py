@@ -229,3 +229,16 @@ def test_expand_batch_of_mixed_states_equals_state_by_state():
                 assert probs[at] == p and succ[at] == codec.encode(np.array([s]))[0]
                 at += 1
     assert at == len(succ) and terminal.any() and not terminal.all()
+
+
+@pytest.mark.parametrize("span", [50, 10**12])  # dense keys (a table over the range) and sparse ones (sorting)
+def test_sorted_unique_and_key_positions_dense_or_not(span):
+    from empo_distributed.dag import _SortedIndex, sorted_unique
+
+    rng = np.random.default_rng(span % 97)
+    keys = rng.integers(7 * 10**12, 7 * 10**12 + span, size=200, dtype=np.int64)
+    unique = sorted_unique(keys)
+    np.testing.assert_array_equal(unique, np.unique(keys))
+    assert unique.dtype == keys.dtype
+    np.testing.assert_array_equal(_SortedIndex(unique)(keys), np.searchsorted(unique, keys))
+    np.testing.assert_array_equal(sorted_unique(np.array([0.5, 1.0, 0.5])), [0.5, 1.0])  # floats: sorted

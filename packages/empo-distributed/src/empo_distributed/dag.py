@@ -115,9 +115,33 @@ class ProbTable:
         return out
 
 
+# Integer keys whose range is at most DENSE_SPAN times their number are deduplicated and
+# looked up through a table over the range (one scatter / one gather) instead of sorting
+# and binary search: the successor keys of a built-in world's wave are that dense.
+DENSE_SPAN = 4
+
+
+def _dense_span(x: np.ndarray) -> tuple[int, int] | None:
+    """``(lo, span)`` of integer ``x`` when its range is dense enough for a table."""
+    if len(x) < 2 or x.dtype.kind not in "iu":
+        return None
+    lo, hi = int(x.min()), int(x.max())
+    span = hi - lo + 1
+    return (lo, span) if span <= DENSE_SPAN * len(x) else None
+
+
 def sorted_unique(x: np.ndarray, kind: str | None = None) -> np.ndarray:
     """``np.unique(x)`` for 1-D arrays by sorting (much faster than numpy's hash-based unique
-    for millions of int64 keys); ``kind="stable"`` merges pre-sorted runs in linear time."""
+    for millions of int64 keys); ``kind="stable"`` merges pre-sorted runs in linear time.
+    Dense integer keys (see ``DENSE_SPAN``) are marked in a table over their range instead."""
+    dense = _dense_span(x)
+    if dense is not None:
+        lo, span = dense
+        seen = np.zeros(span, dtype=np.bool_)
+        seen[x - lo] = True
+        out = np.flatnonzero(seen)
+        out += lo
+        return out.astype(x.dtype, copy=False)
     s = np.sort(x, kind=kind)
     if len(s) < 2:
         return s
@@ -891,12 +915,13 @@ def _compact_wave(w: _Wave, ctx, K, table, out, owned, between=None) -> None:
     prob_dtype = _small_uint(max(0, len(table) - 1))
     terminal, counts, prob_idx, succ = [], [], [], []
     with CLOCK.part("dag_compact"):
+        position = _SortedIndex(nxt)
         while results:
             t, c, p, sk = results.pop(0)
             terminal.append(t)
             counts.append(c.reshape(-1))
             prob_idx.append(table.index(p))
-            i = np.searchsorted(nxt, sk)
+            i = position(sk)
             i += n_states
             succ.append(i.astype(index_dtype))
             del t, c, p, sk, i
@@ -941,6 +966,24 @@ def _compact_wave(w: _Wave, ctx, K, table, out, owned, between=None) -> None:
             out.total_outcomes += sum(f[2] for f in facts)
     if len(nxt):
         out.append("keys", nxt)
+
+
+class _SortedIndex:
+    """Positions of keys in a sorted unique array (every key looked up must be in it):
+    ``np.searchsorted``, or one gather from a table over the range when it is dense."""
+
+    def __init__(self, keys: np.ndarray):
+        self.keys, self.table = keys, None
+        dense = _dense_span(keys)
+        if dense is not None:
+            self.lo, span = dense
+            self.table = np.zeros(span, dtype=np.int64)
+            self.table[keys - self.lo] = np.arange(len(keys))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.table is None:
+            return np.searchsorted(self.keys, x)
+        return self.table[x - self.lo]
 
 
 def _joined(parts: list, dtype) -> np.ndarray:
