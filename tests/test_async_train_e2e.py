@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -140,5 +141,29 @@ def test_benchmark_quick_writes_the_modes_json(tmp_path):
     # learning is reported next to speed: final greedy score per mode over the seeds
     learning = report["learning"]
     assert learning["all_at_least_as_good_as"] == "sequential"
-    assert isinstance(learning["all_at_least_as_good"], bool)
+    assert learning["all_at_least_as_good"] is None  # one seed: no interval, undecided
     assert all(len(learning[m]["per_seed"]) == 1 for m in modes)
+    assert learning["random_per_seed"] == [modes["all"]["random_score_median"]]
+
+
+def test_benchmark_learning_verdict_is_a_paired_non_inferiority_test():
+    spec = importlib.util.spec_from_file_location(
+        "bench_async_train", Path(__file__).resolve().parents[1] / "tools" / "bench_async_train.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    d = bench.paired_difference([1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 5.0, 5.0])  # differences 1, 0, 2, 1
+    assert d["per_seed"] == [1.0, 0.0, 2.0, 1.0] and d["mean"] == 1.0
+    half = 3.182 * (2 / 3) ** 0.5 / 2  # t(0.975, 3) x std / sqrt(n)
+    assert d["ci95"] == pytest.approx([1.0 - half, 1.0 + half])
+    random = [0.0, 0.0, 0.0, 0.0]
+    ref = [10.0, 11.0, 9.0, 10.0]  # learns: gain 10, margin 2.5
+    close = [9.5, 11.0, 9.0, 9.5]  # worse by 0 to 0.5 on every seed: within the margin
+    poor = [5.0, 6.0, 4.0, 5.0]  # keeps only half of the gain
+    v = bench.learning_verdict({"upstream": ref, "close": close, "poor": poor}, random, "upstream", 0.25)
+    assert v["reference_beats_random"] and v["margin"] == pytest.approx(2.5)
+    assert v["vs_reference"]["close"]["non_inferior"] is True
+    assert v["vs_reference"]["poor"]["non_inferior"] is False
+    flat = bench.learning_verdict({"upstream": random, "all": ref}, [1.0, -1.0, 1.0, -1.0], "upstream", 0.25)
+    assert not flat["reference_beats_random"]  # nothing learnt to compare against: undecided
+    assert flat["vs_reference"]["all"]["non_inferior"] is None

@@ -20,19 +20,29 @@ sorrel games (``--game sorrel:treasurehunt``) modes:
   another within a turn; they are listed under ``not_applicable``.)
 
 Each mode runs in a fresh subprocess at one torch/BLAS thread per process; modes are
-interleaved (repeat 1: every mode, repeat 2: every mode, ...) and repeat r uses seed
-``--seed + r``, so the reported medians cover several seeds, for speed and for the final
-greedy score. Writes JSON (``modes``: mode, env_steps_per_s, speedup_vs_sequential, wall
+interleaved (repeat 1: every mode, repeat 2: every mode, ...), the order rotated by one
+mode per repeat (so no mode always runs first, or always right after ``all``), and repeat r
+uses seed ``--seed + r``, so the reported medians cover several seeds, for speed and for the
+final greedy score. Writes JSON (``modes``: mode, env_steps_per_s, speedup_vs_sequential, wall
 time, final score, peak RSS) and prints a table.
 
 With ``PARALLEL_RL_SMOKE=1`` (CI) the budget is the ``--quick`` one, smaller still, and every
 mode runs in this process (one torch import instead of one per mode): a check that the
 benchmark runs, not a measurement.
 
-Learning, not only speed: ``--seeds 0 1 2`` runs every mode once per listed seed (instead of
-``--repeats``) and reports, per mode, the mean and standard deviation over the seeds of the
-final greedy score, and for sorrel games whether our ``all`` is at least as good as sorrel's
-own loop (``learning``: mean(all) >= mean(upstream) - std(upstream)).
+Learning, not only speed: ``--seeds 0 1 2 ...`` runs every mode once per listed seed (instead
+of ``--repeats``). Random play is played once per seed (it depends only on the seed) and the
+comparison is paired by seed: ``learning.paired`` holds the reference's gain over random
+play (``upstream`` for sorrel games if it ran, else ``sequential``) and, for every other
+mode, ``mode - reference`` seed by seed with its mean, standard deviation and 95%
+t-interval. A mode is at least as good (``non_inferior``) when the reference beats random
+play (CI above 0) and the CI's lower bound of ``mode - reference`` lies above ``-margin``,
+``margin = --margin`` (default 0.25) x the reference's mean gain over random play: it keeps
+at least three quarters of what the reference learnt, at 95% confidence. For sorrel games
+``--eval-last K --eval-every M`` scores a run by the mean greedy score at its last K
+evaluation points, M episodes apart (one policy's score jumps by several points between
+checkpoints late in training; the mean is steadier); evaluating inside sorrel's own
+``run_experiment`` is not possible, so use ``sequential`` there (the same steps, tested).
 
   uv run python tools/bench_async_train.py --quick
   uv run python tools/bench_async_train.py --game sorrel:treasurehunt --repeats 3 --output th.json
@@ -50,6 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 GEMGRID_MODES = {
     "sequential": {},
@@ -95,6 +106,49 @@ def cpu_bound_speedup(runs: dict[str, list[dict]], cores: int) -> dict[str, floa
     return {m: base / statistics.median(need(r)[1] for r in rs) for m, rs in runs.items()}
 
 
+# t quantiles t(0.975, df) for df = 1..30 (two-sided 95%); above 30 the value for 30 (conservative)
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+         2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+         2.052, 2.048, 2.045, 2.042]
+
+
+def paired_difference(base: list[float], other: list[float]) -> dict:
+    """``other - base`` seed by seed: mean, standard deviation and a 95% t-interval of the mean."""
+    d = [y - x for x, y in zip(base, other, strict=True)]
+    n = len(d)
+    mean = statistics.fmean(d)
+    if n < 2:
+        return {"n": n, "per_seed": d, "mean": mean, "std": None, "ci95": None}
+    std = statistics.stdev(d)
+    half = _T975[min(n - 1, len(_T975)) - 1] * std / n**0.5
+    return {"n": n, "per_seed": d, "mean": mean, "std": std, "ci95": [mean - half, mean + half]}
+
+
+def learning_verdict(scores: dict[str, list[float]], random: list[float], reference: str,
+                     margin_fraction: float) -> dict:
+    """Paired by seed: does ``reference`` learn (its score above random play, CI above 0), and is
+    every other mode non-inferior to it (CI lower bound of mode - reference above -margin, the
+    margin being ``margin_fraction`` of the reference's mean gain over random play)?"""
+    out: dict = {"reference": reference, "margin_fraction": margin_fraction}
+    learns = paired_difference(random, scores[reference])
+    out["reference_minus_random"] = learns
+    out["reference_beats_random"] = bool(learns["ci95"] and learns["ci95"][0] > 0)
+    margin = margin_fraction * learns["mean"] if out["reference_beats_random"] else None
+    out["margin"] = margin
+    out["vs_reference"] = {}
+    for mode, s in scores.items():
+        if mode == reference:
+            continue
+        diff = paired_difference(scores[reference], s)
+        if diff["ci95"] is None or margin is None:
+            verdict = None  # one seed, or nothing learnt to compare against
+        else:
+            verdict = diff["ci95"][0] > -margin
+        out["vs_reference"][mode] = {**diff, "minus_random": paired_difference(random, s),
+                                     "non_inferior": verdict}
+    return out
+
+
 def child_gemgrid(mode: str, args) -> dict:
     import torch
 
@@ -123,7 +177,7 @@ def child_gemgrid(mode: str, args) -> dict:
     wall = time.perf_counter() - t0
     collector_cpu = time.process_time() - c0
     learner_cpu = list(getattr(learner, "cpu_times", []))  # learner processes (none: inline)
-    ev = ex.evaluate(args.eval_episodes)
+    ev = ex.evaluate(args.eval_episodes, random_baseline=not args.no_random)
     return {
         "env_steps": ex.env_steps,
         "updates_per_agent": ex.rounds,
@@ -136,9 +190,20 @@ def child_gemgrid(mode: str, args) -> dict:
         "learner_wait_s": ex.timers.learner_wait,
         "time_training_inline_s": ex.timers.training,
         "final_score": ev["greedy_score"],
-        "random_score": ev["random_score"],
+        "random_score": ev.get("random_score"),
         "reward_name": ex.game.reward_name,
     }
+
+
+def eval_plan(episodes: int, last: int, every: int) -> list[tuple[int, bool]]:
+    """(episodes in this epoch, evaluate after it?) so that the last ``last`` greedy evaluations
+    fall every ``every`` episodes, the final one after the last episode (made by the caller).
+
+    One policy's greedy score on fixed episodes jumps by several points from one checkpoint
+    to the next late in training; the mean over the last few checkpoints is the steadier score.
+    """
+    first = episodes - (last - 1) * every
+    return [(first, last > 1)] + [(every, k < last - 2) for k in range(last - 1)]
 
 
 def child_sorrel(mode: str, args) -> dict:
@@ -162,22 +227,32 @@ def child_sorrel(mode: str, args) -> dict:
     validate(cfg)
     ex = SorrelExperiment(cfg)
     ex.start()  # workers start (and build their environments) before the clock
+    tmp = tempfile.TemporaryDirectory()  # run_experiment's output_dir (it writes nothing here)
     t0, c0 = time.perf_counter(), time.process_time()
     k0 = _children_cpu()
+    points: list[float] = []  # greedy scores at the evaluation points before the last
     if mode == "upstream":
         ex.env.config.experiment.epochs = args.episodes - 1  # run_experiment runs epochs + 1
-        with tempfile.TemporaryDirectory() as tmp:
-            ex.env.run_experiment(animate=False, logging=False, output_dir=tmp)
+        ex.env.run_experiment(animate=False, logging=False, output_dir=Path(tmp.name))
         wall = time.perf_counter() - t0
+        collector_cpu = time.process_time() - c0
         ex.episodes = args.episodes
         ex.env_steps = args.episodes * ex.max_turns * ex.num_agents
     else:
-        ex.run_epoch()
-        wall = time.perf_counter() - t0
-    collector_cpu = time.process_time() - c0
+        wall = collector_cpu = 0.0
+        for count, evaluate in eval_plan(args.episodes, args.eval_last, args.eval_every):
+            cfg.run.episodes_per_epoch = count
+            t0, c0 = time.perf_counter(), time.process_time()
+            ex.run_epoch()
+            wall += time.perf_counter() - t0
+            collector_cpu += time.process_time() - c0
+            if evaluate:  # outside the clock; on a copy, the training RNG streams untouched
+                points.append(ex.evaluate(args.eval_episodes, random_baseline=False)["greedy_score"])
     ex.close()  # joins the collection workers: their CPU time is in RUSAGE_CHILDREN now
+    tmp.cleanup()
     workers_cpu = _children_cpu() - k0
-    ev = ex.evaluate(args.eval_episodes)
+    ev = ex.evaluate(args.eval_episodes, random_baseline=not args.no_random)
+    points.append(ev["greedy_score"])
     return {
         "env_steps": ex.env_steps,
         "updates_per_agent": ex.episodes,
@@ -186,8 +261,9 @@ def child_sorrel(mode: str, args) -> dict:
         "collector_cpu_s": collector_cpu,
         "children_cpu_s": workers_cpu,  # the workers' whole lives, start-up included
         "cpu_utilisation": (collector_cpu + workers_cpu) / wall,
-        "final_score": ev["greedy_score"],
-        "random_score": ev["random_score"],
+        "final_score": statistics.fmean(points),  # mean over the last --eval-last points
+        "eval_points": points,
+        "random_score": ev.get("random_score"),
         "reward_name": ex.reward_name,
     }
 
@@ -214,7 +290,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--modes", nargs="+", help="a subset of the game's modes")
     p.add_argument("--output", "--out", dest="output", default="bench_async_train.json")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--eval-last", type=int, default=1,
+                   help="sorrel: score = mean greedy score at the last K evaluation points (default 1)")
+    p.add_argument("--eval-every", type=int, default=25, help="sorrel: episodes between those points")
+    p.add_argument("--margin", type=float, default=0.25,
+                   help="--seeds: non-inferiority margin as a fraction of the reference's gain over random play")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--no-random", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", help="config overrides like dqn.batch_size=128")
     args = p.parse_args(argv)
     if args.seeds:
@@ -224,6 +306,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.repeats = 1
         args.seeds = args.seeds[:1] if args.seeds else None
         args.eval_episodes = 2
+        args.eval_last = 1
         if not args.game.startswith("sorrel:"):  # one epoch (500 steps) must include training
             args.overrides = ["dqn.learning_starts=100", *args.overrides]
             if _smoke():  # CI: 200 steps, 45 rounds (modes run in one process, see main)
@@ -259,6 +342,17 @@ def main(argv=None) -> int:
         return _fail(f"unknown mode {bad[0]!r} for {args.game}; choose from {', '.join(all_modes)}")
     if min(args.epochs, args.episodes, args.repeats, args.eval_episodes, args.env_workers) < 1:
         return _fail("--epochs, --episodes, --repeats, --eval-episodes and --env-workers must be >= 1")
+    if args.eval_last < 1 or args.eval_every < 1:
+        return _fail("--eval-last and --eval-every must be >= 1")
+    if args.eval_last > 1:
+        if not sorrel:
+            return _fail("--eval-last applies to sorrel games (GemGrid's learners train on during an evaluation)")
+        if "upstream" in modes:
+            return _fail("--eval-last > 1 cannot evaluate inside sorrel's run_experiment; compare "
+                         "`sequential` instead (the same steps, bit for bit, tested)")
+        if (args.eval_last - 1) * args.eval_every >= args.episodes:
+            return _fail(f"--eval-last {args.eval_last} x --eval-every {args.eval_every} does not fit "
+                         f"in --episodes {args.episodes}")
     try:  # reject a bad game or override here, in one line, instead of from every child
         check_game_name(args.game)
         cfg = Config()
@@ -285,7 +379,10 @@ def main(argv=None) -> int:
     runs: dict[str, list[dict]] = {m: [] for m in modes}
     with progress_bar(len(modes) * args.repeats, "benchmark", quiet=args.quiet) as bar:
         for r in range(args.repeats):  # interleaved: every mode once per repeat
-            for mode in modes:
+            # rotated: repeat r starts at mode r, so no mode always runs first (or after `all`)
+            order = modes[r % len(modes):] + modes[: r % len(modes)]
+            random_of_seed = None  # random play depends only on the seed: played once per repeat
+            for mode in order:
                 cmd = [
                     sys.executable, __file__, "--child", mode, "--game", args.game,
                     "--epochs", str(args.epochs), "--episodes", str(args.episodes),
@@ -293,6 +390,8 @@ def main(argv=None) -> int:
                     "--seed", str(seeds[r]), "--replay-ratio", str(args.replay_ratio),
                     "--train-interval", str(args.train_interval),
                     "--eval-episodes", str(args.eval_episodes), "--repeats", "1",
+                    "--eval-last", str(args.eval_last), "--eval-every", str(args.eval_every),
+                    *(["--no-random"] if random_of_seed is not None else []),
                     *args.overrides,
                 ]
                 if _smoke():  # CI's smoke run: every mode in this process, one torch import
@@ -306,6 +405,10 @@ def main(argv=None) -> int:
                         return 1
                     res = json.loads(proc.stdout.strip().splitlines()[-1])
                 res["seed"] = seeds[r]
+                res["position_in_repeat"] = order.index(mode)
+                if random_of_seed is None:
+                    random_of_seed = res["random_score"]
+                res["random_score"] = random_of_seed
                 runs[mode].append(res)
                 bar.advance(1)
     med = {m: statistics.median(x["env_steps_per_s"] for x in v) for m, v in runs.items()}
@@ -352,7 +455,8 @@ def main(argv=None) -> int:
         "settings": {
             k: getattr(args, k)
             for k in ("quick", "epochs", "episodes", "env_workers", "agents", "seed", "seeds", "replay_ratio",
-                      "train_interval", "eval_episodes", "repeats", "overrides")
+                      "train_interval", "eval_episodes", "eval_last", "eval_every", "margin", "repeats",
+                      "overrides")
         },
         "modes": rows,
         "peak_rss_mib_parent": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
@@ -369,12 +473,18 @@ def main(argv=None) -> int:
                       "per_seed": row["final_score_per_seed"]}
         for row in rows
     }
-    ref = by_mode.get("upstream") or by_mode.get("sequential")
-    if ref is not None and "all" in by_mode and ref is not by_mode["all"]:
-        report["learning"]["all_at_least_as_good_as"] = ref["mode"]
-        report["learning"]["all_at_least_as_good"] = (
-            by_mode["all"]["final_score_mean"] >= ref["final_score_mean"] - ref["final_score_std"]
+    report["learning"]["seeds"] = seeds
+    report["learning"]["random_per_seed"] = [x["random_score"] for x in runs[modes[0]]]
+    ref = "upstream" if "upstream" in by_mode else "sequential" if "sequential" in by_mode else None
+    if ref is not None:  # one seed gives no interval: the verdict is then None (undecided)
+        paired = learning_verdict(
+            {m: by_mode[m]["final_score_per_seed"] for m in modes},
+            report["learning"]["random_per_seed"], ref, args.margin,
         )
+        report["learning"]["paired"] = paired
+        if "all" in paired["vs_reference"]:
+            report["learning"]["all_at_least_as_good_as"] = ref
+            report["learning"]["all_at_least_as_good"] = paired["vs_reference"]["all"]["non_inferior"]
     with atomic_write(args.output, "w") as f:
         json.dump(report, f, indent=2)
     table = Table(
@@ -400,10 +510,18 @@ def main(argv=None) -> int:
     console.print(table)
     if "speedup_vs_upstream" in report:
         console.print(f"all vs sorrel's own loop: {report['speedup_vs_upstream']:.2f}x")
-    if "all_at_least_as_good" in report["learning"]:
-        verdict = "yes" if report["learning"]["all_at_least_as_good"] else "no"
-        console.print(f"all learns at least as well as {report['learning']['all_at_least_as_good_as']} "
-                      f"(mean >= mean - std over seeds): {verdict}")
+    if "paired" in report["learning"]:
+        paired = report["learning"]["paired"]
+        def interval(d: dict) -> str:
+            return f"{d['mean']:+.2f}" + (f" (95% CI {d['ci95'][0]:+.2f} .. {d['ci95'][1]:+.2f})" if d["ci95"] else "")
+
+        console.print(f"{paired['reference']} - random, paired over {len(seeds)} seed(s): "
+                      f"{interval(paired['reference_minus_random'])}")
+        for mode, d in paired["vs_reference"].items():
+            verdict = {None: "undecided", True: "yes", False: "not shown"}[d["non_inferior"]]
+            console.print(f"{mode} - {paired['reference']}: {interval(d)}; at least as good (CI lower bound "
+                          f"above -{paired['margin_fraction']:.0%} of {paired['reference']}'s gain over "
+                          f"random): {verdict}")
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 

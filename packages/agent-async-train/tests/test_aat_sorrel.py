@@ -215,3 +215,56 @@ def test_bulk_replay_writes_what_sorrels_add_writes_row_by_row():
         for field in ("states", "actions", "rewards", "dones"):
             np.testing.assert_array_equal(getattr(bulk, field), getattr(row_by_row, field))
         np.testing.assert_array_equal(bulk.extra_data["hidden"], row_by_row.extra_data["hidden"])
+
+
+class _SubmitSpy:
+    """Wraps the collection pool: records what each collected episode was played with."""
+
+    def __init__(self, experiment):
+        from agent_async_train.sorrel_run import collect_episode
+
+        self._pool, self._collect, self._ex, self.played = experiment._pool, collect_episode, experiment, {}
+
+    def submit(self, fn, *args):
+        if fn is self._collect:  # (episode, weights, epsilons): weights after ex.episodes train steps
+            episode, _, epsilons = args
+            self.played[episode] = (list(epsilons), self._ex.episodes)
+        return self._pool.submit(fn, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._pool, name)
+
+
+@pytest.mark.parametrize("async_learning, lags", [(False, {0, 1}), (True, {2, 3})])
+def test_parallel_collection_runs_the_loops_algorithm_with_a_stated_policy_lag(async_learning, lags):
+    # `all` and parallel collection vs the loop on the same seed: the same number of sorrel
+    # train steps per agent, the same epsilon for every episode, the same memory positions and
+    # epsilons afterwards; what differs is only which weights play an episode (and the RNG draws).
+    cfg = tiny_cfg()
+    cfg.run.episodes_per_epoch = 10
+    loop = SorrelExperiment(cfg)
+    loop_eps, original = [], loop.upstream_episode
+
+    def recorded():
+        loop_eps.append([a.model.epsilon for a in loop.agents])
+        return original()
+
+    loop.upstream_episode = recorded
+    loop.run_epoch()
+
+    cfg.parallel.env_workers, cfg.parallel.async_learning = 2, async_learning
+    par = SorrelExperiment(cfg).start(in_process=True)
+    par._pool = spy = _SubmitSpy(par)
+    try:
+        par.run_epoch()
+    finally:
+        par.close()
+    assert par.episodes == loop.episodes == 10 and sorted(spy.played) == list(range(10))
+    for e, (epsilons, trained) in spy.played.items():
+        assert epsilons == pytest.approx(loop_eps[e], rel=1e-12)
+        assert e - trained in (lags if e >= 2 else {0, 1})  # round 1 has nothing to lag behind
+    for a, b in zip(loop.agents, par.agents):
+        steps = [[s["step"] for s in m.optimizer.state.values()] for m in (a.model, b.model)]
+        assert steps[0] == steps[1] and steps[0] and all(n > 0 for n in steps[0])
+        assert a.model.epsilon == b.model.epsilon
+        assert (a.model.memory.idx, a.model.memory.size) == (b.model.memory.idx, b.model.memory.size)
