@@ -234,3 +234,30 @@ def test_mpi_memory_guard_stops_every_rank_in_a_dag_wave():
     with pytest.raises(MemoryLimitError, match=r"in DAG wave 4 \(\d+ states so far\): rank 1 is full"):
         build_dag(world, ctx=ctx, memory_guard=guard, partitioned=True)
     assert ctx.allgather("alive") == ["alive"] * ctx.size
+
+
+def test_mpi_policy_on_none_sends_only_the_root_row():
+    """No policy rows travel when nothing is written: the root's row reaches rank 0 and
+    the values equal serial's on every rank."""
+    ctx, local = _ctx()
+    world = load_world("large", 6)
+    gen = world.goal_generator()
+    dist = compute_human_policy_prior(
+        world, [0], gen, ctx=ctx, gamma_h=0.9, policy_on="none", release_dag=True
+    )
+    serial = compute_human_policy_prior(world, [0], gen, ctx=local, gamma_h=0.9)
+    assert dist.policy is None
+    np.testing.assert_array_equal(dist.values, serial.values)
+    if ctx.is_root:
+        np.testing.assert_array_equal(dist(dist.states[0], 0), serial(serial.states[0], 0))
+    else:
+        assert dist.root_policy is None
+    # a root computed by another rank (a level_fct level holding more states) is sent over
+    from empo_distributed.phase1 import _root_row
+
+    P = np.full((3, 2, 5), float(ctx.rank))
+    row = _root_row(ctx, P, ctx.size - 1)
+    if ctx.is_root:
+        np.testing.assert_array_equal(row, np.full((2, 5), float(ctx.size - 1)))
+    else:
+        assert row is None

@@ -196,3 +196,27 @@ def test_wait_until_polls_until_done_then_sleeps(monkeypatch):
     assert sleeps == [5e-5, 1e-4, 2e-4, 4e-4, 8e-4, 1e-3]  # doubling, capped at PAUSE_MAX_S
     exchange.wait_until(lambda: True)  # already done: no sleep
     assert len(sleeps) == 6
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_policy_on_none_keeps_only_the_root_row(workers, monkeypatch):
+    """``policy_on="none"`` (the CLI without ``--output``): the same values and root
+    marginal, no policy array, and a query of another state says why it cannot answer."""
+    monkeypatch.setattr("empo_distributed.phase1._LocalRunner.MIN_PARALLEL_WORK", 1)
+    monkeypatch.setattr("empo_distributed.phase1.SCRATCH_ELEMENTS", 64)  # many kernel batches
+    world = load_world("two_humans", 3)
+    gen = world.goal_generator()
+    full = compute_human_policy_prior(world, [0, 1], gen, gamma_h=0.9, workers=workers)
+    none = compute_human_policy_prior(
+        world, [0, 1], gen, gamma_h=0.9, workers=workers, policy_on="none", release_dag=True
+    )
+    assert none.policy is None
+    np.testing.assert_array_equal(none.values, full.values)
+    np.testing.assert_array_equal(none.root_policy, full.policy[0])
+    for h in (0, 1):
+        np.testing.assert_array_equal(none(none.states[0], h), full(full.states[0], h))
+    other = int(np.flatnonzero(~none.terminal[1:])[0]) + 1
+    with pytest.raises(RuntimeError, match="only the root"):
+        none(none.states[other], 0)
+    with pytest.raises(ValueError, match="holds no policies"):
+        none.save("unused.npz")

@@ -326,6 +326,8 @@ def _run(args, ctx) -> int:
             max_states=args.max_states,
             memory_guard=guard,
             release_dag=True,  # the transitions are not needed after Phase 1: less memory
+            # nothing written: no policy row is kept or sent but the root's (the summary's)
+            policy_on="root" if args.output else "none",
         )
     except MemoryLimitError as exc:
         progress.close()

@@ -81,6 +81,9 @@ class KernelMeta:
     robots: tuple[int, ...]
     columns: tuple[tuple[int, int], ...]  # [start, stop) goal columns of each human
     params: Phase1Params
+    # False: policy rows are computed (V needs them) but only the root's (state 0) is
+    # written: a run that writes no file needs no other (``policy_on="none"``)
+    policies: bool = True
 
 
 def make_uniform_others(num_actions: int, n_others: int) -> float:
@@ -209,7 +212,8 @@ class LevelKernel:
                 pi = np.where(done[:, None, :], stay[None, :, None], pi)
                 V = np.where(done, 0.0, V)
             self.a["V"][rows, c0:c1] = V
-            self.a["P"][rows, c0:c1, :] = np.moveaxis(pi, 1, 2)
+            if meta.policies or _holds_root(rows):
+                self.a["P"][rows, c0:c1, :] = np.moveaxis(pi, 1, 2)
 
     def _believed_weights(self, idx: np.ndarray, h: int, others: list[int]) -> np.ndarray:
         """``U[s, a, o]``: the believed probability of the others' joint action o."""
@@ -257,6 +261,13 @@ def _reduce_axis(x: np.ndarray, axis: int, op) -> np.ndarray:
         take[axis] = i
         op(out, x[tuple(take)], out=out)
     return out
+
+
+def _holds_root(rows) -> bool:
+    """Whether the batch ``rows`` (a slice or an index array) holds state 0, the root."""
+    if isinstance(rows, slice):
+        return rows.start == 0
+    return bool(np.any(rows == 0))
 
 
 def _rows(idx: np.ndarray):
@@ -600,6 +611,31 @@ class _ValueRows:
         return idx[ok], idx[~ok]
 
 
+def _root_rank(todo: np.ndarray, split) -> int | None:
+    """The rank whose share ``split`` of ``todo`` holds state 0 (None: not in this level)."""
+    hit = np.flatnonzero(todo == 0)
+    if not hit.size:
+        return None
+    return next(r for r, (lo, hi) in enumerate(split) if lo <= int(hit[0]) < hi)
+
+
+def _root_row(ctx, P: np.ndarray, root_rank: int | None) -> np.ndarray | None:
+    """The root's policy row on rank 0 (sent by the rank that computed it); None elsewhere
+    and for a terminal root."""
+    if root_rank is None:
+        return None
+    if not ctx.is_distributed or root_rank == 0:
+        return P[0].copy() if ctx.is_root else None
+    if ctx.rank == root_rank:
+        ctx.comm.Send(np.ascontiguousarray(P[0]), dest=0, tag=71)
+        return None
+    if ctx.is_root:
+        row = np.empty(P.shape[1:], dtype=P.dtype)
+        ctx.comm.Recv(row, source=root_rank, tag=71)
+        return row
+    return None
+
+
 def _gather_rows_to_root(ctx, P: np.ndarray, todos: list[np.ndarray], splits: list) -> None:
     """Send every rank's policy rows to rank 0 (raw buffers, no pickling). Every rank knows
     which rows each rank computed (the split of each level), so only rows travel; a
@@ -640,7 +676,7 @@ def backward_induction(
     policy_on: str = "root",
     release_dag: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """Run Phase 1 over ``levels``; return ``(V, P, timings)`` with every row filled on every rank.
+    """Run Phase 1 over ``levels``; return ``(V, P, info)`` with every row filled on every rank.
 
     ``V``: ``(N, goals)``, ``P``: ``(N, goals, actions)`` (NaN for terminal states), goal
     columns grouped by human in ``goal_sets`` order. ``active`` (``(N, goals)`` bool, for
@@ -650,6 +686,9 @@ def backward_induction(
     Under MPI every rank ends with the full ``V``; the policies are gathered where they
     are written: on rank 0 (``policy_on="root"``, the default: other ranks return
     ``P = None`` and hold only their own rows meanwhile) or on every rank (``"all"``).
+    ``policy_on="none"`` (a run that writes no file, every mode, serial too): no policy
+    row is stored or sent except the root's (``info["root_policy"]`` on rank 0, ``None``
+    for a terminal root); ``P`` is ``None`` everywhere; ``V`` is the same.
 
     ``release_dag``: the transitions of a level are not read again once the level is
     done, so give their memory back as Phase 1 goes (step-layered DAGs, whose levels are
@@ -657,8 +696,8 @@ def backward_induction(
     states and sizes): the policies and values grow while the DAG shrinks, and the peak
     is about the larger of the two instead of their sum. The CLI does this.
     """
-    if policy_on not in ("root", "all"):
-        raise ValueError(f"policy_on must be 'root' or 'all', got {policy_on!r}")
+    if policy_on not in ("root", "all", "none"):
+        raise ValueError(f"policy_on must be 'root', 'all' or 'none', got {policy_on!r}")
     from parallel_core.mpi import get_context
 
     from .exchange import allgatherv_in_place, allgatherv_known, wait_all
@@ -681,13 +720,15 @@ def backward_induction(
         tuple(robots),
         tuple(columns),
         params,
+        policy_on != "none",
     )
     if memory_guard is not None:
-        extra = N * G * (nA + 1) * dtype.itemsize  # V and P, once every row is written
+        extra = N * G * (nA + 1 if meta.policies else 1) * dtype.itemsize  # V and P, once written
         if release_dag and dag.step_layered:
             extra = max(0, extra - dag.nbytes())  # the DAG shrinks while they grow
         memory_guard.check("before Phase 1", extra=extra)
-    keep_policy = ctx.is_root or policy_on == "all" or not ctx.is_distributed
+    keep_policy = meta.policies and (ctx.is_root or policy_on == "all" or not ctx.is_distributed)
+    root_rank = None  # policy_on="none": the rank that computes the root's row
     arrays = {
         **dag.kernel_arrays(),
         "achieved": achieved,
@@ -744,6 +785,8 @@ def backward_induction(
             splits.append(split)
             lo, hi = split[ctx.rank]
             my_idx = todo[lo:hi]
+            if not meta.policies and root_rank is None:
+                root_rank = _root_rank(todo, split)
             if pending is not None:
                 with CLOCK.part("p1_split"):
                     ready, my_rest = pending.split_ready(dag, my_idx)
@@ -797,7 +840,10 @@ def backward_induction(
                 progress(li + 1, len(levels))
         settle()
         V, P = runner.arrays["V"], runner.arrays["P"]
-        if ctx.is_distributed:  # policies are not needed by later levels: one exchange at the end
+        root_policy = None
+        if not meta.policies:  # only the root's row, from the rank that computed it
+            root_policy = _root_row(ctx, P, root_rank)
+        elif ctx.is_distributed:  # policies are not needed by later levels: one exchange at the end
             te = time.perf_counter()
             todos = [level[~dag.terminal[level]] for level in levels]
             if early is not None:  # levels whose rows already travel (or have arrived)
@@ -818,7 +864,7 @@ def backward_induction(
         # Plain arrays; when workers shared them, views of the mappings, which stay valid
         # after the files are removed (no second copy of V and P).
         V_out = np.asarray(V)
-        if ctx.is_distributed and policy_on == "root" and not ctx.is_root:
+        if (ctx.is_distributed and policy_on == "root" and not ctx.is_root) or not meta.policies:
             P_out = None
         else:
             P_out = np.asarray(P)
@@ -835,5 +881,6 @@ def backward_induction(
             "phase1_s": total,
             "exchange_s": t_exchange,
             "parallel_batches": runner.parallel_batches,
+            "root_policy": root_policy,
         },
     )

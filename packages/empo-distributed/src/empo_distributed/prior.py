@@ -61,6 +61,8 @@ class HumanPolicyPrior:
         self.human_agent_indices = sorted(set(self.goal_humans.tolist()))
         self.dag = None
         self.timings: dict = {}
+        # policy_on="none" (nothing written): the root's (row 0) policy rows only
+        self.root_policy: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.states)
@@ -110,16 +112,21 @@ class HumanPolicyPrior:
         i = self._row(state)
         if self.terminal[i]:
             return None
-        if self.policy is None:
+        if self.policy is not None:
+            policy = self.policy[i]
+        elif i == 0 and self.root_policy is not None:
+            policy = self.root_policy
+        else:
             raise RuntimeError(
-                "this MPI rank holds no policies (they are gathered on rank 0); query the "
-                "prior on rank 0, or compute it with policy_on='all'"
+                "this prior holds no policies here (MPI: they are gathered on rank 0; "
+                "policy_on='none': only the root's); query the prior on rank 0, or "
+                "compute it with policy_on='root' or 'all'"
             )
         if possible_goal is not None:
             c = self.goal_column(human_agent_index, possible_goal)
             if self.state_goal_weights is not None and not self.state_goal_weights[i, c] > 0:
                 raise KeyError(f"goal {possible_goal!r} is not a goal of this state")
-            return np.asarray(self.policy[i, c], dtype=np.float64)
+            return np.asarray(policy[c], dtype=np.float64)
         cols = np.flatnonzero(self.goal_humans == human_agent_index)
         if not cols.size:
             raise KeyError(
@@ -130,7 +137,7 @@ class HumanPolicyPrior:
             cols, w = cols[w > 0], w[w > 0]
         else:
             w = self.goal_weights[cols]
-        return (w[:, None] * self.policy[i, cols].astype(np.float64)).sum(axis=0) / w.sum()
+        return (w[:, None] * policy[cols].astype(np.float64)).sum(axis=0) / w.sum()
 
     def value(self, state, human_agent_index: int, goal) -> float:
         """``V_h(state, goal)``."""
@@ -144,6 +151,8 @@ class HumanPolicyPrior:
         """Write the prior atomically (temp file + rename) as ``.npz``."""
         from parallel_core.io import atomic_write
 
+        if self.policy is None:
+            raise ValueError("this prior holds no policies (policy_on='none', or an MPI rank other than 0): nothing to save")
         arr = _states_array(self.states)
         meta = dict(self.meta)
         meta["format_version"] = FORMAT_VERSION

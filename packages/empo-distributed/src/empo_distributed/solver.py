@@ -98,7 +98,9 @@ def compute_human_policy_prior(
 
     Robots are, as in EMPO, all agents not in ``human_agent_indices`` (``robots`` overrides).
     Under MPI the policies end on rank 0 only (``policy_on="all"``: on every rank); the
-    other ranks' priors have ``policy = None`` but the full values. ``release_dag=True``
+    other ranks' priors have ``policy = None`` but the full values. ``policy_on="none"``
+    (every mode; the CLI without ``--output``): no policy is kept but the root's
+    (``prior(root, h)`` on rank 0), the same values, less memory and no policy traffic. ``release_dag=True``
     gives the memory of the transitions back while Phase 1 runs (``prior.dag`` then keeps
     only states, terminal flags and sizes): about half the peak memory of a large world.
 
@@ -262,6 +264,7 @@ def compute_human_policy_prior(
         goals,
         state_goal_weights=state_weights,
     )
+    prior.root_policy = t_bi["root_policy"]
     prior.dag = dag
     prior._index = dag.state_to_idx  # reuse the DAG's index: no second dict of states
     prior.achieved = achieved
