@@ -242,3 +242,18 @@ def test_sorted_unique_and_key_positions_dense_or_not(span):
     assert unique.dtype == keys.dtype
     np.testing.assert_array_equal(_SortedIndex(unique)(keys), np.searchsorted(unique, keys))
     np.testing.assert_array_equal(sorted_unique(np.array([0.5, 1.0, 0.5])), [0.5, 1.0])  # floats: sorted
+
+
+@pytest.mark.parametrize("first", [1.0, 0.25])  # the common value first, or a rare one
+def test_prob_table_ids_and_new_values(first):
+    from empo_distributed.dag import ProbTable
+
+    table = ProbTable()
+    table.add([0.5, 1.0])
+    probs = np.array([first, 1.0, 1.0, 0.5, 1.0, 0.125, 1.0])
+    assert table.new_values(probs) == sorted({first, 0.125} - {0.5, 1.0})
+    table.add(table.new_values(probs))
+    ids = table.index(probs)
+    np.testing.assert_array_equal(ids, [table.lookup[x] for x in probs.tolist()])
+    assert ids.dtype == np.uint8 and table.index(probs[:0]).dtype == np.uint8
+    np.testing.assert_array_equal(table.values()[ids], probs)
