@@ -123,13 +123,21 @@ class LevelKernel:
             if between is not None:
                 between()
 
-    def _expected(self, idx: np.ndarray) -> np.ndarray:
-        """``E[s, k, g] = sum_j p_j y_j`` for every state, joint action and goal column."""
+    def _expected(self, rows) -> np.ndarray:
+        """``E[s, k, g] = sum_j p_j y_j`` for every state, joint action and goal column
+        (``rows``: the batch's states, a slice or an index array)."""
         a, K = self.a, self.K
-        c = a["counts"].reshape(-1, K)[idx]  # (n, K) outcomes per (state, joint action)
-        c64 = c.astype(np.int64)
-        start = (a["state_offsets"][idx][:, None] + np.cumsum(c64, axis=1) - c64).ravel()
-        length = c.ravel()
+        length = a["counts"].reshape(-1, K)[rows].ravel()  # outcomes per (state, joint action)
+        n = len(length) // K
+        # First outcome of every pair: the state's offset plus the outcomes of its earlier
+        # pairs (one flat cumulative sum, each row shifted to its own state's offset).
+        start = np.cumsum(length, dtype=np.int64)
+        start -= length
+        base = a["state_offsets"][rows].astype(np.int64)
+        base -= start[::K]
+        start = start.reshape(n, K)
+        start += base[:, None]
+        start = start.ravel()
         G = a["V"].shape[1]
         # Outcome j of every (state, joint action) at once; the sum over j runs in outcome
         # order exactly like a scalar loop, whatever the batch. Every pair of a non-terminal
@@ -139,12 +147,12 @@ class LevelKernel:
             E, j = self._terms(start), 1
         else:
             E, j = np.zeros((len(length), G)), 0
-        rows = np.flatnonzero(length > j)
-        while len(rows):
-            E[rows] += self._terms(start[rows] + j)
+        more = np.flatnonzero(length > j)  # pairs with an outcome j
+        while len(more):
+            E[more] += self._terms(start[more] + j)
             j += 1
-            rows = rows[length[rows] > j]
-        return E.reshape(len(idx), K, G)
+            more = more[length[more] > j]
+        return E.reshape(n, K, G)
 
     def _terms(self, o: np.ndarray) -> np.ndarray:
         """``p_j * y_j`` of the outcomes ``o`` (one row per outcome, one column per goal).
@@ -168,7 +176,8 @@ class LevelKernel:
     def _compute(self, idx: np.ndarray) -> None:
         meta, p = self.meta, self.meta.params
         n_agents, nA = meta.num_agents, meta.num_actions
-        E = self._expected(idx)
+        rows = _rows(idx)  # a slice when the batch is a contiguous range of states
+        E = self._expected(rows)
         n = len(idx)
         # Joint index k = sum a_i nA^i: in C order the LAST axis is agent 0.
         E = E.reshape((n,) + (nA,) * n_agents + (E.shape[-1],))
@@ -178,7 +187,6 @@ class LevelKernel:
             M_all = _reduce_axis(M_all, axis, np.maximum if p.optimistic else np.minimum)
         # Remaining agent axes, in the order they now appear.
         remaining = [i for i in sorted(range(n_agents), reverse=True) if i not in meta.robots]
-        rows = _rows(idx)  # a slice when the batch is a contiguous range of states
         ach_rows = self.a["achieved"][rows]
         act_rows = self.a["active"][rows] if "active" in self.a else None
         for h, (c0, c1) in zip(meta.humans, meta.columns):
@@ -186,34 +194,37 @@ class LevelKernel:
             order = [0, 1 + remaining.index(h)] + [1 + remaining.index(o) for o in others]
             M = M_all[..., c0:c1].transpose(order + [M_all.ndim - 1])
             n_o = nA ** len(others)
-            M = M.reshape(n, nA, n_o, c1 - c0)  # others in itertools.product order
+            # others in itertools.product order; the action axis first (Q[a] is one
+            # contiguous block: the softmax's per-action loops run over whole blocks)
+            M = M.reshape(n, nA, n_o, c1 - c0).transpose(1, 0, 2, 3)
             # Q = sum_o u_o M_o, summed in o order (starting from the first term: 0 + x == x)
+            Q = np.empty((nA, n, c1 - c0))
             if self.believed is None:
                 u = make_uniform_others(nA, len(others))
-                Q = u * M[:, :, 0, :]
+                np.multiply(u, M[:, :, 0, :], out=Q)
                 for o in range(1, n_o):
                     Q += u * M[:, :, o, :]
             else:
-                U = self._believed_weights(idx, h, others)
-                Q = U[:, :, 0, None] * M[:, :, 0, :]
+                U = self._believed_weights(idx, h, others).transpose(1, 0, 2)
+                np.multiply(U[:, :, 0, None], M[:, :, 0, :], out=Q)
                 for o in range(1, n_o):
                     Q += U[:, :, o, None] * M[:, :, o, :]
-            pi, V = boltzmann(Q, p.beta_h)
+            pi, V = boltzmann(Q, p.beta_h)  # pi: (nA, n, G_h)
             if act_rows is not None:  # goals this state does not generate: V = 0, no policy
                 on = act_rows[:, c0:c1]
                 V = np.where(on, V, 0.0)
-                pi = np.where(on[:, None, :], pi, np.nan)
+                pi = np.where(on[None], pi, np.nan)
                 done = ach_rows[:, c0:c1] & on
             else:
                 done = ach_rows[:, c0:c1]  # (n, G_h): goal already achieved here -> "stay", V = 0
             if done.any():
                 stay = np.zeros(nA)
                 stay[0] = 1.0
-                pi = np.where(done[:, None, :], stay[None, :, None], pi)
+                pi = np.where(done[None], stay[:, None, None], pi)
                 V = np.where(done, 0.0, V)
             self.a["V"][rows, c0:c1] = V
             if meta.policies or _holds_root(rows):
-                self.a["P"][rows, c0:c1, :] = np.moveaxis(pi, 1, 2)
+                self.a["P"][rows, c0:c1, :] = pi.transpose(1, 2, 0)
 
     def _believed_weights(self, idx: np.ndarray, h: int, others: list[int]) -> np.ndarray:
         """``U[s, a, o]``: the believed probability of the others' joint action o."""
@@ -231,23 +242,24 @@ class LevelKernel:
 
 
 def boltzmann(Q: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
-    """``softmax(beta * Q)`` over axis 1 (stable) and ``V = sum_a pi Q``, sums in action order."""
-    nA = Q.shape[1]
-    Qmax = _reduce_axis(Q, 1, np.maximum)[:, None]
+    """``softmax(beta * Q)`` over axis 0, the actions (stable), and ``V = sum_a pi Q``,
+    sums in action order."""
+    nA = Q.shape[0]
+    Qmax = _reduce_axis(Q, 0, np.maximum)
     if math.isinf(beta):
         w = (Q == Qmax).astype(np.float64)  # uniform over exact argmax ties
     else:
         w = Q - Qmax
         w *= beta
         np.exp(w, out=w)
-    total = w[:, 0].copy()
+    total = w[0].copy()
     for a in range(1, nA):
-        total += w[:, a]
+        total += w[a]
     pi = w
-    pi /= total[:, None]
-    V = pi[:, 0] * Q[:, 0]
+    pi /= total
+    V = pi[0] * Q[0]
     for a in range(1, nA):
-        V += pi[:, a] * Q[:, a]
+        V += pi[a] * Q[a]
     return pi, V
 
 
