@@ -173,8 +173,8 @@ def test_kernel_sums_outcomes_in_order_whatever_the_pairs_hold():
         "P": np.zeros((4, 1, 2)),
     }
     kernel = LevelKernel(arrays, meta)
-    E = kernel._expected(np.array([1, 0]))
-    np.testing.assert_array_equal(E[:, :, 0], [[0.25, 1.0], [0.75 * 0.25 + 0.25 * 1.0, 0.0]])
+    E = kernel._expected(np.array([1, 0]))  # (joint actions, states, goals)
+    np.testing.assert_array_equal(E[:, :, 0].T, [[0.25, 1.0], [0.75 * 0.25 + 0.25 * 1.0, 0.0]])
     kernel.compute(np.array([1, 0]))
     by_range = LevelKernel({**arrays, "V": V.copy(), "P": np.zeros((4, 1, 2))}, meta)
     by_range.compute(np.array([0, 1]))
