@@ -105,7 +105,7 @@ def _ppo_cfg(args, devices, seed: int, telemetry_dir):
         ppo={"lr": args.ppo_lr, "ent_coef": args.ppo_ent_coef, "ent_coef_final": args.ppo_ent_coef_final,
              "anneal_lr": args.ppo_anneal_lr, "norm_reward": args.ppo_norm_reward,
              "choices_only": args.ppo_choices_only, "update_epochs": args.ppo_update_epochs,
-             "norm_adv": args.ppo_norm_adv},
+             "norm_adv": args.ppo_norm_adv, "minibatch_envs": args.ppo_minibatch_envs},
         reward={"rent": args.rent, "rent_shape": args.rent_shape},
         max_seeds=args.max_seeds,
         blueprints=args.blueprints,
@@ -174,6 +174,7 @@ def learning(args, devices, progress=lambda partial: None) -> dict:
         "ppo_norm_reward": args.ppo_norm_reward,
         "ppo_choices_only": args.ppo_choices_only,
         "ppo_norm_adv": args.ppo_norm_adv,
+        "ppo_minibatch_envs": args.ppo_minibatch_envs,
         "ppo_update_epochs": args.ppo_update_epochs,
         "train_envs": args.n_envs_train,
         "rent": args.rent,
@@ -485,11 +486,18 @@ def main(argv=None) -> int:
     p.add_argument("--ppo-ent-coef", type=float, default=0.01, help="PPO entropy bonus (exploration)")
     p.add_argument("--ppo-ent-coef-final", type=float, default=None, help="entropy bonus at the end of training, linear from --ppo-ent-coef (default: constant)")
     p.add_argument("--ppo-anneal-lr", action=argparse.BooleanOptionalAction, default=False, help="PPO learning rate falls linearly to 0 (CleanRL anneal_lr)")
-    p.add_argument("--ppo-norm-reward", action=argparse.BooleanOptionalAction, default=False, help="rewards scaled by the running std of the discounted return (CleanRL NormalizeReward)")
-    p.add_argument("--ppo-norm-adv", action=argparse.BooleanOptionalAction, default=True, help="standardise advantages per minibatch (CleanRL norm_adv)")
+    p.add_argument(
+        "--ppo-norm-reward", action=argparse.BooleanOptionalAction, default=True,
+        help="rewards scaled by the running std of the discounted return (CleanRL NormalizeReward; default on)",
+    )  # fmt: skip
+    p.add_argument(
+        "--ppo-norm-adv", action=argparse.BooleanOptionalAction, default=False,
+        help="standardise advantages per minibatch (CleanRL norm_adv; default off: over 4 episodes it discards the critic's baseline)",
+    )  # fmt: skip
     p.add_argument("--ppo-choices-only", action=argparse.BooleanOptionalAction, default=False, help="policy loss and entropy averaged over steps with a choice only")
     p.add_argument("--ppo-update-epochs", type=int, default=8, help="PPO epochs per batch")
     p.add_argument("--train-envs", type=int, default=4, help="envs per PPO training batch")
+    p.add_argument("--ppo-minibatch-envs", type=int, default=4, help="envs per PPO minibatch (advantages are standardised per minibatch)")
     p.add_argument("--rent", type=float, default=0.005, help="reward rent per epoch (all controllers' returns)")
     p.add_argument(
         "--rent-shape", choices=["log", "linear"], default="log",
