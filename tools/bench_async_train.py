@@ -344,6 +344,8 @@ def main(argv=None) -> int:
         return _fail("--epochs, --episodes, --repeats, --eval-episodes and --env-workers must be >= 1")
     if args.eval_last < 1 or args.eval_every < 1:
         return _fail("--eval-last and --eval-every must be >= 1")
+    if not 0 <= args.margin < 1:
+        return _fail("--margin is a fraction of the reference's gain over random play: 0 <= margin < 1")
     if args.eval_last > 1:
         if not sorrel:
             return _fail("--eval-last applies to sorrel games (GemGrid's learners train on during an evaluation)")
