@@ -487,12 +487,12 @@ def main(argv=None) -> int:
     p.add_argument("--ppo-ent-coef-final", type=float, default=None, help="entropy bonus at the end of training, linear from --ppo-ent-coef (default: constant)")
     p.add_argument("--ppo-anneal-lr", action=argparse.BooleanOptionalAction, default=False, help="PPO learning rate falls linearly to 0 (CleanRL anneal_lr)")
     p.add_argument(
-        "--ppo-norm-reward", action=argparse.BooleanOptionalAction, default=True,
-        help="rewards scaled by the running std of the discounted return (CleanRL NormalizeReward; default on)",
+        "--ppo-norm-reward", action=argparse.BooleanOptionalAction, default=False,
+        help="rewards scaled by the running std of the discounted return (CleanRL NormalizeReward; default off: with --no-ppo-norm-adv it rescues training seed 1 but loses seeds 0 and 3)",
     )  # fmt: skip
     p.add_argument(
-        "--ppo-norm-adv", action=argparse.BooleanOptionalAction, default=False,
-        help="standardise advantages per minibatch (CleanRL norm_adv; default off: over 4 episodes it discards the critic's baseline)",
+        "--ppo-norm-adv", action=argparse.BooleanOptionalAction, default=True,
+        help="standardise advantages per minibatch (CleanRL norm_adv; default on: the better mean over training seeds 0-3, see docs/esper-multigpu.md)",
     )  # fmt: skip
     p.add_argument("--ppo-choices-only", action=argparse.BooleanOptionalAction, default=False, help="policy loss and entropy averaged over steps with a choice only")
     p.add_argument("--ppo-update-epochs", type=int, default=8, help="PPO epochs per batch")
