@@ -539,8 +539,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from parallel_core.cli import smoke_mode
 
-    if args.train_seeds < 1:
-        p.error(f"--train-seeds: must be >= 1; got {args.train_seeds}")
+    for flag in ("train_seeds", "train_envs"):  # named here: esper's own check would say --n-envs
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')}: must be >= 1; got {getattr(args, flag)}")
     if args.first_train_seed is None:
         args.first_train_seed = args.seed
     if args.upstream:
