@@ -105,7 +105,8 @@ def _ppo_cfg(args, devices, seed: int, telemetry_dir):
         ppo={"lr": args.ppo_lr, "ent_coef": args.ppo_ent_coef, "ent_coef_final": args.ppo_ent_coef_final,
              "anneal_lr": args.ppo_anneal_lr, "norm_reward": args.ppo_norm_reward,
              "choices_only": args.ppo_choices_only, "update_epochs": args.ppo_update_epochs,
-             "norm_adv": args.ppo_norm_adv, "minibatch_envs": args.ppo_minibatch_envs},
+             "norm_adv": args.ppo_norm_adv, "norm_adv_center": args.ppo_norm_adv_center,
+             "minibatch_envs": args.ppo_minibatch_envs},
         reward={"rent": args.rent, "rent_shape": args.rent_shape},
         max_seeds=args.max_seeds,
         blueprints=args.blueprints,
@@ -174,6 +175,7 @@ def learning(args, devices, progress=lambda partial: None) -> dict:
         "ppo_norm_reward": args.ppo_norm_reward,
         "ppo_choices_only": args.ppo_choices_only,
         "ppo_norm_adv": args.ppo_norm_adv,
+        "ppo_norm_adv_center": args.ppo_norm_adv_center,
         "ppo_minibatch_envs": args.ppo_minibatch_envs,
         "ppo_update_epochs": args.ppo_update_epochs,
         "train_envs": args.n_envs_train,
@@ -493,6 +495,10 @@ def main(argv=None) -> int:
     p.add_argument(
         "--ppo-norm-adv", action=argparse.BooleanOptionalAction, default=True,
         help="standardise advantages per minibatch (CleanRL norm_adv; default on: the better mean over training seeds 0-3, see docs/esper-multigpu.md)",
+    )  # fmt: skip
+    p.add_argument(
+        "--ppo-norm-adv-center", action=argparse.BooleanOptionalAction, default=True,
+        help="with --ppo-norm-adv: subtract the minibatch mean (CleanRL); --no-ppo-norm-adv-center only divides by the std, keeping the critic's baseline",
     )  # fmt: skip
     p.add_argument("--ppo-choices-only", action=argparse.BooleanOptionalAction, default=False, help="policy loss and entropy averaged over steps with a choice only")
     p.add_argument("--ppo-update-epochs", type=int, default=8, help="PPO epochs per batch")

@@ -207,17 +207,21 @@ def test_choices_only_averages_over_steps_with_a_choice():
     assert entropy[~torch.from_numpy(choice)].abs().max() == 0  # a forced WAIT has no entropy
 
 
-@pytest.mark.parametrize("norm_adv", [True, False])
-def test_norm_adv_off_keeps_the_critic_baseline(norm_adv):
+@pytest.mark.parametrize("norm_adv, center", [(True, True), (False, True), (True, False)])
+def test_norm_adv_off_keeps_the_critic_baseline(norm_adv, center):
     """With ``norm_adv`` the first minibatch's surrogate (ratio 1) is minus the mean of the
     standardised advantages, 0; without it, minus the mean GAE advantage, so a batch that did
-    worse than the critic expected is pushed away from what it did."""
-    cfg = PPOConfig(update_epochs=1, minibatch_envs=3, norm_adv=norm_adv)
+    worse than the critic expected is pushed away from what it did; ``norm_adv_center=False``
+    keeps that sign and only divides by the advantages' std."""
+    cfg = PPOConfig(update_epochs=1, minibatch_envs=3, norm_adv=norm_adv, norm_adv_center=center)
     agent = PPOAgent(OBS_DIM, "cpu", cfg, seed=0)
     buf, raw = fake_rollout(agent)
     buf.rewards[:] = -1.0  # everything went worse than the untrained critic's ~0
     adv, _ = compute_gae(buf.rewards, buf.values, buf.last_values, buf.terminated, cfg.gamma, cfg.gae_lambda)
     stats = agent.update(buf, raw, seed=1)
-    expected = 0.0 if norm_adv else -adv.mean()
-    assert stats["policy_loss"] == pytest.approx(expected, abs=1e-5)
-    assert norm_adv or stats["policy_loss"] > 1.0
+    if not norm_adv:
+        expected = -adv.mean()
+    else:
+        expected = 0.0 if center else -adv.mean() / adv.std(ddof=1)
+    assert stats["policy_loss"] == pytest.approx(expected, abs=1e-4)
+    assert (norm_adv and center) or stats["policy_loss"] > 1.0

@@ -107,6 +107,10 @@ class PPOConfig:
     #: half still get a positive advantage), so ``False`` keeps them as GAE gives them
     #: (use with ``norm_reward``, which brings them to O(1))
     norm_adv: bool = True
+    #: with ``norm_adv``: subtract the minibatch mean before dividing by the std (CleanRL).
+    #: ``False`` only divides by the std, so the advantages stay relative to the critic's
+    #: baseline (a batch that did worse than expected stays negative) at an O(1) scale
+    norm_adv_center: bool = True
     #: the policy loss and the entropy bonus are means over the steps with a choice (more
     #: than one legal op) instead of over every step: a forced WAIT says nothing about the
     #: policy, and averaging over ~10 of them per decision diluted the entropy bonus ~5x

@@ -127,7 +127,7 @@ class PPOAgent:
                 ratio = log_ratio.exp()
                 a, c = adv_t[:, mb], choice[:, mb]
                 if cfg.norm_adv and c.sum() > 1:
-                    a = (a - a[c].mean()) / (a[c].std() + 1e-8)
+                    a = ((a - a[c].mean()) if cfg.norm_adv_center else a) / (a[c].std() + 1e-8)
                 pg = -torch.min(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a)
                 pg_loss = _masked_mean(pg, c)
                 v_loss = 0.5 * (values - ret_t[:, mb]).pow(2).mean()
