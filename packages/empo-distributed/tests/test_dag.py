@@ -175,9 +175,12 @@ def test_load_prior_rejects_garbage_and_truncated_files(tmp_path, content, messa
 
 @pytest.mark.parametrize("name, steps", [("contest", None), ("two_humans", 3), ("medium", 5)])
 def test_vectorised_dag_equals_the_general_builder(name, steps, monkeypatch):
-    """Built-in worlds expand with numpy (issue 12 item 3); the arrays equal the general path's."""
+    """Built-in worlds expand with numpy (issue 12 item 3); the arrays equal the general path's,
+    and so do the step levels (from the waves) and the achieved matrix (decoded in chunks)."""
     from empo_distributed import GridWorld, compute_human_policy_prior, load_world
+    from empo_distributed.levels import dependency_levels
 
+    monkeypatch.setattr("empo_distributed.solver.ACHIEVED_CHUNK", 7)
     world = load_world(name, steps)
     fast = build_dag(world)
     assert type(fast.states).__name__ == "StateTable"
@@ -191,6 +194,9 @@ def test_vectorised_dag_equals_the_general_builder(name, steps, monkeypatch):
     slow_prior = compute_human_policy_prior(world, world.human_agent_indices, world.goal_generator(), gamma_h=0.9)
     np.testing.assert_array_equal(fast_prior.values, slow_prior.values)
     np.testing.assert_array_equal(fast_prior.policy, slow_prior.policy)
+    np.testing.assert_array_equal(fast_prior.achieved, slow_prior.achieved)
+    assert fast.wave_bounds is not None and slow.wave_bounds is None
+    assert [lv.tolist() for lv in dependency_levels(fast)] == [lv.tolist() for lv in dependency_levels(slow)]
     s = slow.states[len(slow) // 2]
     assert fast.state_to_idx[s] == slow.state_to_idx[s] and fast.states[len(slow) // 2] == s
     with pytest.raises(KeyError):
@@ -242,6 +248,29 @@ def test_sorted_unique_and_key_positions_dense_or_not(span):
     assert unique.dtype == keys.dtype
     np.testing.assert_array_equal(_SortedIndex(unique)(keys), np.searchsorted(unique, keys))
     np.testing.assert_array_equal(sorted_unique(np.array([0.5, 1.0, 0.5])), [0.5, 1.0])  # floats: sorted
+
+
+def test_union_of_sorted_key_sets():
+    """The ranks' sorted successor keys merged (``union_sorted``): overlapping, disjoint in
+    either order, nested, empty, and three of them; always ``np.unique`` of all."""
+    from empo_distributed.dag import union_sorted
+
+    rng = np.random.default_rng(5)
+    r = lambda lo, hi, n: np.unique(rng.integers(lo, hi, size=n, dtype=np.int64))  # noqa: E731
+    cases = [
+        [r(0, 100, 60), r(80, 200, 60)],  # overlap at the border (the usual case)
+        [r(100, 200, 30), r(0, 90, 30)],  # disjoint, second below the first
+        [r(0, 50, 20), r(60, 90, 20)],  # disjoint, in order
+        [r(0, 1000, 300), r(400, 500, 50)],  # nested
+        [r(0, 10, 5), np.zeros(0, dtype=np.int64)],
+        [np.zeros(0, dtype=np.int64), r(0, 10, 5)],
+        [r(0, 100, 40), r(50, 150, 40), r(20, 400, 90)],
+        [np.array([7]), np.array([7])],
+    ]
+    for parts in cases:
+        got = union_sorted(parts)
+        np.testing.assert_array_equal(got, np.unique(np.concatenate(parts)))
+        assert got.dtype == np.int64
 
 
 @pytest.mark.parametrize("first", [1.0, 0.25])  # the common value first, or a rare one

@@ -14,8 +14,10 @@ pytestmark = pytest.mark.mpi
 @pytest.fixture(autouse=True)
 def _split_small_waves(monkeypatch):
     """These worlds are small: waves from 8 states on are split across the ranks (the
-    first few are expanded whole by every rank), so both DAG paths run."""
+    first few are expanded whole by every rank), so both DAG paths run; the achieved
+    matrix is computed in chunks of 50 states."""
     monkeypatch.setattr("empo_distributed.dag.REPLICATE_WAVE", 8)
+    monkeypatch.setattr("empo_distributed.solver.ACHIEVED_CHUNK", 50)  # several per rank
 
 
 def _ctx():

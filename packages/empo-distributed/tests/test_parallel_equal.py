@@ -128,10 +128,13 @@ def test_phase1_pool_starts_only_when_the_remaining_work_pays(monkeypatch):
     same(kept_serial, pooled)
 
 
-def test_states_computed_before_the_value_rows_arrive_need_none_of_them():
+@pytest.mark.parametrize("block", [1, 7])
+def test_states_computed_before_the_value_rows_arrive_need_none_of_them(block):
     """MPI Phase 1 computes first the states none of whose successors is a value row still
-    in flight from another rank (``_ValueRows.split_ready``), then the others: exactly
-    those for step levels (every successor lies in the previous level), most of them."""
+    in flight from another rank (``_ValueRows.split_ready``), then the others. Decided
+    per state (``block=1``): exactly those, for step levels (every successor lies in the
+    previous level), most of them; per block of the kernel's batch size (what MPI does):
+    whole blocks, each ready one needing none of the rows."""
     from empo_distributed.levels import dependency_levels
     from empo_distributed.phase1 import _ValueRows
     from parallel_core.mpi import partition
@@ -145,11 +148,14 @@ def test_states_computed_before_the_value_rows_arrive_need_none_of_them():
             rows = _ValueRows.__new__(_ValueRows)
             rows.own, rows.lo, rows.hi = (lo + a, lo + b), lo, hi
             idx = level[~dag.terminal[level]]
-            ready, rest = rows.split_ready(dag, idx)
+            ready, rest = rows.split_ready(dag, idx, block)
             assert sorted(ready.tolist() + rest.tolist()) == idx.tolist()
             for i, needs_none in [(i, True) for i in ready] + [(i, False) for i in rest]:
                 s = dag.succ[dag.state_offsets[i] : dag.state_offsets[i + 1]]
-                assert bool(np.all((s >= lo + a) & (s < lo + b))) == needs_none
+                inside = bool(np.all((s >= lo + a) & (s < lo + b)))
+                assert inside == needs_none if block == 1 else (inside or not needs_none)
+            whole = [set(idx[k : k + block].tolist()) for k in range(0, len(idx), block)]
+            assert all(blk <= set(ready.tolist()) or blk <= set(rest.tolist()) for blk in whole)
             ready_total += len(ready)
     assert ready_total > 0.5 * int((~dag.terminal[np.concatenate(levels[1:])]).sum())
 

@@ -707,11 +707,6 @@ def build_dag_batched(
                 progress(wave, n_states)
         if held is not None:
             _compact_wave(held, ctx, K, table, out, owned)
-        # The waves' freed temporaries go back to the system once, here: between waves
-        # the next wave reuses them (trimming after every wave made each wave fault its
-        # pages in again, ~2 page faults per state, for no lower peak).
-        with CLOCK.part("dag_trim"):
-            release_free_memory()
     except BaseException:
         if pool is not None:
             pool.close(failed=True)
@@ -720,6 +715,11 @@ def build_dag_batched(
         pool.close()
     with CLOCK.part("dag_finish"):
         dag = _finish_batched(world_model, codec, K, table, out, wave, t0, owned)
+    # The waves' freed temporaries (and the count pieces) go back to the system once,
+    # here: between waves the next wave reuses them (trimming after every wave made each
+    # wave fault its pages in again, ~2 page faults per state, for no lower peak).
+    with CLOCK.part("dag_trim"):
+        release_free_memory()
     dag.wave_bounds = bounds
     if partitioned:
         dag.partition = (ctx.rank, ctx.size, owned)
@@ -746,18 +746,29 @@ class _GrowingDag:
     def __init__(self, root_keys: np.ndarray):
         self.keys = np.array(root_keys, dtype=np.int64)
         self.terminal = np.zeros(0, dtype=bool)
-        self.counts = np.zeros(0, dtype=np.uint8)
         self.prob_idx = np.zeros(0, dtype=np.uint8)
         self.succ = np.zeros(0, dtype=np.int32)
         self.total_outcomes = 0  # of every rank (a partitioned DAG holds only its own)
+        # The outcome counts (K per state) are kept as pieces and placed once, at the end,
+        # into one zeroed array: a partitioned rank then never touches the other ranks'
+        # rows (they stay unmapped zero pages), and nobody grows it wave by wave.
+        self.count_pieces: list[tuple[int, np.ndarray]] = []  # (first entry, counts)
 
-    def append_slice(self, name: str, piece: np.ndarray, length: int, at: int) -> None:
-        """Grow ``name`` by ``length`` zeros and write ``piece`` at offset ``at`` of them."""
-        arr = getattr(self, name)
-        n = len(arr)
-        arr.resize(n + length, refcheck=False)  # the new entries are zeros
-        arr[n + at : n + at + len(piece)] = piece
-        setattr(self, name, arr)
+    def add_counts(self, at: int, piece: np.ndarray) -> None:
+        """Counts ``piece`` from entry ``at`` (state ``at // K``) of the final array."""
+        self.count_pieces.append((at, piece.reshape(-1)))
+
+    def take_counts(self, length: int) -> np.ndarray:
+        """The ``(length,)`` uint8 counts: zeros where no piece was added (other ranks'
+        states). Pieces are released as they are placed (no second copy at any time)."""
+        counts = np.zeros(length, dtype=np.uint8)  # calloc: pages untouched stay unmapped
+        pieces, self.count_pieces = self.count_pieces, []
+        pieces.reverse()
+        while pieces:
+            at, piece = pieces.pop()
+            counts[at : at + len(piece)] = piece
+            del piece
+        return counts
 
     def append(self, name: str, piece: np.ndarray) -> None:
         arr = getattr(self, name)
@@ -909,7 +920,7 @@ def _settle_wave(w: _Wave, ctx, table: ProbTable) -> None:
             MemoryGuard.raise_first([f[4] for f in facts])
         w.new = sorted(set().union(*(f[0] for f in facts)))
         with CLOCK.part("dag_keys_merge"):
-            w.nxt = sorted_unique(np.concatenate([f[1] for f in facts]), kind="stable")
+            w.nxt = union_sorted([f[1] for f in facts])
     table.add(w.new)
     if len(table) > 65535:
         raise WorldError("more than 65535 distinct transition probabilities")
@@ -946,12 +957,15 @@ def _compact_wave(w: _Wave, ctx, K, table, out, owned, between=None) -> None:
     if facts is None:
         with CLOCK.part("dag_append"):
             for (name, _), arr in zip(fields, mine):
-                out.append(name, arr)
+                if name == "counts":
+                    out.add_counts(w.first * K, arr)
+                else:
+                    out.append(name, arr)
             out.total_outcomes += len(mine[3])
     elif owned is not None:
         with CLOCK.part("dag_append"):
             out.append("terminal", np.concatenate([f[3] for f in facts]))
-            out.append_slice("counts", mine[1], w.size * K, w.lo * K)
+            out.add_counts((w.first + w.lo) * K, mine[1])
             out.append("prob_idx", mine[2])
             out.append("succ", mine[3])
             out.total_outcomes += sum(f[2] for f in facts)
@@ -970,10 +984,14 @@ def _compact_wave(w: _Wave, ctx, K, table, out, owned, between=None) -> None:
             gathered = allgatherv_known(ctx, pack(mine), sizes)
         del mine
         with CLOCK.part("dag_append"):
-            pos = 0
+            pos, at = 0, w.first * K
             for lay, size in zip(layouts, sizes):
                 for (name, _), arr in zip(fields, unpack(gathered[pos : pos + size], lay)):
-                    out.append(name, arr)
+                    if name == "counts":
+                        out.add_counts(at, arr)
+                        at += len(arr)
+                    else:
+                        out.append(name, arr)
                 pos += size
             out.total_outcomes += sum(f[2] for f in facts)
     if len(nxt):
@@ -1002,6 +1020,28 @@ def _joined(parts: list, dtype) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 
+def union_sorted(parts: list) -> np.ndarray:
+    """Sorted unique values of several sorted unique int64 arrays (the ranks' successor
+    keys of a wave). Two ranks' keys overlap only near their border (a state's successors
+    lie near it), so only the overlapping range is merged; the rest is copied once."""
+    out = np.zeros(0, dtype=np.int64)
+    for b in parts:
+        a = out
+        if not len(a) or not len(b):
+            out = a if len(a) else np.asarray(b, dtype=np.int64)
+            continue
+        lo, hi = max(a[0], b[0]), min(a[-1], b[-1])
+        if lo > hi:  # disjoint ranges
+            out = np.concatenate([a, b] if a[-1] < b[0] else [b, a])
+            continue
+        a0, a1 = np.searchsorted(a, lo), np.searchsorted(a, hi, side="right")
+        b0, b1 = np.searchsorted(b, lo), np.searchsorted(b, hi, side="right")
+        middle = sorted_unique(np.concatenate([a[a0:a1], b[b0:b1]]), kind="stable")
+        # below lo (above hi) only one of the two has values: the other slice is empty
+        out = np.concatenate([a[:a0], b[:b0], middle, a[a1:], b[b1:]])
+    return out
+
+
 def _merge_unique(sorted_parts: list) -> np.ndarray:
     """Sorted unique values of several sorted unique arrays."""
     if len(sorted_parts) == 1:
@@ -1013,7 +1053,7 @@ def _finish_batched(world_model, codec, K, table, out, wave, t0, owned=None) -> 
     from .states import KeyIndex, StateTable
 
     n_agents, nA = len(world_model.agents), num_actions(world_model)
-    counts = out.counts
+    counts = out.take_counts(len(out.keys) * K)
     if owned is None:
         per_state = counts.reshape(-1, K).sum(axis=1, dtype=np.int64)
     else:  # a partitioned DAG: only this rank's states have outcomes (sum those only)

@@ -24,6 +24,11 @@ def dependency_levels(dag: Dag, mode: str = "auto") -> list[np.ndarray]:
             "transition; use 'auto' or 'height'"
         )
     if mode in ("auto", "step") and dag.step_layered:
+        if dag.wave_bounds is not None:
+            # The batched builder's waves are the steps (the successors of wave t are wave
+            # t+1): no need to decode the step of every state.
+            every = np.arange(len(dag), dtype=np.int64)  # one array; the levels are its slices
+            return [every[a:b] for a, b in reversed(dag.wave_bounds) if b > a]
         steps = dag.steps()
         bounds = np.flatnonzero(np.diff(steps)) + 1  # sorted states: steps are non-decreasing
         starts = np.concatenate(([0], bounds))

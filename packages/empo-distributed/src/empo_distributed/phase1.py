@@ -618,25 +618,30 @@ class _ValueRows:
 
         wait_all(self.mine)
 
-    def split_ready(self, dag: Dag, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def split_ready(self, dag: Dag, idx: np.ndarray, block: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """``(ready, rest)``: the states of ``idx`` (sorted) none of whose successors is a
-        row in flight (conservatively: every successor in this rank's own block, or all
-        of them outside the level in flight), and the others."""
+        row in flight, decided per block of ``block`` consecutive states of ``idx`` (the
+        kernel's batch: each block is ready when all of its successors are in this rank's
+        own block, or all outside the level in flight), and the others. Two reductions
+        over the blocks' outcomes instead of two per state: the states that are not ready
+        sit together near the rank's borders (a state's successors lie near it), so whole
+        blocks lose little, and each kernel batch stays one contiguous range."""
         if not len(idx) or self.hi - self.lo == self.own[1] - self.own[0]:
             return idx, idx[:0]
         offsets, succ = dag.state_offsets, dag.succ
-        starts = offsets[idx].astype(np.int64)
+        starts = offsets[idx[::block]].astype(np.int64)  # first outcome of each block
         base, stop = int(starts[0]), int(offsets[int(idx[-1]) + 1])
         if stop <= base:
             return idx, idx[:0]
         seg = succ[base:stop]
         starts -= base
-        empty = offsets[idx + 1].astype(np.int64) - base == starts  # (no such state: kept back)
+        empty = np.diff(starts, append=len(seg)) == 0  # (no transitions: kept back)
         np.minimum(starts, len(seg) - 1, out=starts)
         lo_s, hi_s = np.minimum.reduceat(seg, starts), np.maximum.reduceat(seg, starts)
         a, b = self.own
         ok = ((lo_s >= a) & (hi_s < b)) | (hi_s < self.lo) | (lo_s >= self.hi)
         ok &= ~empty
+        ok = np.repeat(ok, block)[: len(idx)]
         return idx[ok], idx[~ok]
 
 
@@ -818,7 +823,7 @@ def backward_induction(
                 root_rank = _root_rank(todo, split)
             if pending is not None:
                 with CLOCK.part("p1_split"):
-                    ready, my_rest = pending.split_ready(dag, my_idx)
+                    ready, my_rest = pending.split_ready(dag, my_idx, runner.kernel.batch)
                 with CLOCK.part("p1_kernel"):
                     runner.run(ready, int(left[li]), between=pending.test)
                 settle()

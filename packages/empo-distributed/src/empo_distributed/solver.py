@@ -21,20 +21,35 @@ from .phase1 import Phase1Params, backward_induction
 from .prior import HumanPolicyPrior
 
 
+ACHIEVED_CHUNK = 65536  # states decoded at a time: ~2 MB of rows, kept in cache
+
+
 def compute_achieved(dag: Dag, goal_sets, ctx) -> np.ndarray:
-    """``(N, goals)`` bool; each rank evaluates its block of states, then ``Allgatherv``."""
-    lo, hi = ctx.work_range(len(dag))
-    states = dag.states[lo:hi]
-    if hasattr(states, "array"):  # a StateTable: decode this rank's block only
-        arr = states.array()
-    else:
-        arr = dag.state_array()
-        arr = arr[lo:hi] if arr is not None else None
-    parts = [achieved_matrix(gs, states, arr) for gs in goal_sets]
-    mine = np.concatenate(parts, axis=1) if parts else np.zeros((hi - lo, 0), dtype=bool)
+    """``(N, goals)`` bool; each rank evaluates its block of states (a compact state table
+    decoded chunk by chunk), then one ``Allgatherv`` straight into the result."""
+    from .exchange import allgatherv_in_place
+
+    N = len(dag)
+    G = sum(len(gs) for gs in goal_sets)
+    lo, hi = ctx.work_range(N)
+    out = np.empty((N, G), dtype=bool)
+    mine = out[lo:hi]
+    table = hasattr(dag.states, "array")  # a StateTable: decode this rank's block in chunks
+    arr = None if table else dag.state_array()
+    step = ACHIEVED_CHUNK if table else max(1, hi - lo)
+    for a in range(lo, hi, step):
+        b = min(hi, a + step)
+        states = dag.states[a:b]
+        rows = states.array() if table else (arr[a:b] if arr is not None else None)
+        c = 0
+        for gs in goal_sets:
+            mine[a - lo : b - lo, c : c + len(gs)] = achieved_matrix(gs, states, rows)
+            c += len(gs)
     if ctx.is_distributed:
-        return ctx.allgatherv(mine.astype(np.uint8)).astype(bool)
-    return mine
+        from parallel_core.mpi import partition
+
+        allgatherv_in_place(ctx, out, [h - l for l, h in partition(N, ctx.size)])
+    return out
 
 
 # EMPO keyword arguments this implementation cannot honour: refused, never ignored.
@@ -199,7 +214,10 @@ def compute_human_policy_prior(
         lv = levels_from_function(dag, level_fct)
     else:
         lv = dependency_levels(dag, levels)
-    release_free_memory()  # decoded state arrays and other temporaries of this step
+    if state_weights is not None or not hasattr(dag.states, "array"):
+        # per-state goal tables, state tuples decoded at once: give their memory back (a
+        # compact state table decodes in small chunks: nothing worth a trim, ~3 ms)
+        release_free_memory()
     t_goals = time.perf_counter() - t1
     cpu_goals = time.process_time() - c1
     c2 = time.process_time()
