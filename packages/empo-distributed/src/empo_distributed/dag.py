@@ -737,38 +737,50 @@ def _maybe_pool(world_model, workers: int, wave_size: int):
 
 
 class _GrowingDag:
-    """The batched builder's arrays, each grown in place (``realloc``) wave by wave.
+    """The batched builder's arrays. The per-outcome arrays (``prob_idx``, ``succ``: this
+    rank's outcomes) grow in place (``realloc``) wave by wave: growing in place keeps one
+    copy of what is already there (large blocks are remapped, not copied), where joining
+    per-wave pieces at the end would hold everything twice.
 
-    Growing in place keeps one copy of what is already there (large blocks are remapped,
-    not copied), where joining per-wave pieces at the end would hold everything twice.
-    """
+    The per-state arrays every rank holds whole (``keys``, ``terminal``, and ``counts``,
+    K per state, of which a partitioned rank fills only its own states) are kept as the
+    waves' pieces and placed once, at the end (:meth:`take`), into one new array each:
+    no regrowth wave by wave (each regrowth zero-filled and faulted in 4 KB pages), and a
+    partitioned rank never writes the other ranks' counts (zeros, left untouched)."""
 
     def __init__(self, root_keys: np.ndarray):
-        self.keys = np.array(root_keys, dtype=np.int64)
-        self.terminal = np.zeros(0, dtype=bool)
         self.prob_idx = np.zeros(0, dtype=np.uint8)
         self.succ = np.zeros(0, dtype=np.int32)
         self.total_outcomes = 0  # of every rank (a partitioned DAG holds only its own)
-        # The outcome counts (K per state) are kept as pieces and placed once, at the end,
-        # into one zeroed array: a partitioned rank then never touches the other ranks'
-        # rows (they stay unmapped zero pages), and nobody grows it wave by wave.
-        self.count_pieces: list[tuple[int, np.ndarray]] = []  # (first entry, counts)
+        # name -> [(first entry, piece)]; entries no piece covers stay zero
+        self.pieces: dict[str, list] = {"keys": [], "terminal": [], "counts": []}
+        self.length = {"keys": 0, "terminal": 0, "counts": 0}  # entries so far, pieces or not
+        self.add("keys", np.asarray(root_keys, dtype=np.int64))
 
-    def add_counts(self, at: int, piece: np.ndarray) -> None:
-        """Counts ``piece`` from entry ``at`` (state ``at // K``) of the final array."""
-        self.count_pieces.append((at, piece.reshape(-1)))
+    @property
+    def n_states(self) -> int:
+        return self.length["keys"]
 
-    def take_counts(self, length: int) -> np.ndarray:
-        """The ``(length,)`` uint8 counts: zeros where no piece was added (other ranks'
-        states). Pieces are released as they are placed (no second copy at any time)."""
-        counts = np.zeros(length, dtype=np.uint8)  # calloc: pages untouched stay unmapped
-        pieces, self.count_pieces = self.count_pieces, []
+    def add(self, name: str, piece: np.ndarray, at: int | None = None, grow: int | None = None) -> None:
+        """Place ``piece`` at entry ``at`` (default: the end) of ``name`` and grow it by
+        ``grow`` entries (default: the piece's length)."""
+        piece = piece.reshape(-1)
+        n = self.length[name]
+        self.pieces[name].append((n if at is None else at, piece))
+        self.length[name] = n + (len(piece) if grow is None else grow)
+
+    def take(self, name: str, dtype) -> np.ndarray:
+        """The whole array ``name``; its pieces are released as they are placed (never a
+        second copy of all of them at once beyond the new array)."""
+        pieces, self.pieces[name] = self.pieces[name], []
+        covered = sum(len(p) for _, p in pieces) == self.length[name]
+        out = (np.empty if covered else np.zeros)(self.length[name], dtype=dtype)
         pieces.reverse()
         while pieces:
             at, piece = pieces.pop()
-            counts[at : at + len(piece)] = piece
+            out[at : at + len(piece)] = piece
             del piece
-        return counts
+        return out
 
     def append(self, name: str, piece: np.ndarray) -> None:
         arr = getattr(self, name)
@@ -956,16 +968,15 @@ def _compact_wave(w: _Wave, ctx, K, table, out, owned, between=None) -> None:
     facts = w.facts
     if facts is None:
         with CLOCK.part("dag_append"):
-            for (name, _), arr in zip(fields, mine):
-                if name == "counts":
-                    out.add_counts(w.first * K, arr)
-                else:
-                    out.append(name, arr)
+            out.add("terminal", mine[0])
+            out.add("counts", mine[1])
+            out.append("prob_idx", mine[2])
+            out.append("succ", mine[3])
             out.total_outcomes += len(mine[3])
     elif owned is not None:
         with CLOCK.part("dag_append"):
-            out.append("terminal", np.concatenate([f[3] for f in facts]))
-            out.add_counts((w.first + w.lo) * K, mine[1])
+            out.add("terminal", np.concatenate([f[3] for f in facts]))
+            out.add("counts", mine[1], at=(w.first + w.lo) * K, grow=w.size * K)
             out.append("prob_idx", mine[2])
             out.append("succ", mine[3])
             out.total_outcomes += sum(f[2] for f in facts)
@@ -984,18 +995,17 @@ def _compact_wave(w: _Wave, ctx, K, table, out, owned, between=None) -> None:
             gathered = allgatherv_known(ctx, pack(mine), sizes)
         del mine
         with CLOCK.part("dag_append"):
-            pos, at = 0, w.first * K
+            pos = 0
             for lay, size in zip(layouts, sizes):
                 for (name, _), arr in zip(fields, unpack(gathered[pos : pos + size], lay)):
-                    if name == "counts":
-                        out.add_counts(at, arr)
-                        at += len(arr)
+                    if name in out.pieces:
+                        out.add(name, arr)
                     else:
                         out.append(name, arr)
                 pos += size
             out.total_outcomes += sum(f[2] for f in facts)
     if len(nxt):
-        out.append("keys", nxt)
+        out.add("keys", nxt)
 
 
 class _SortedIndex:
@@ -1053,23 +1063,26 @@ def _finish_batched(world_model, codec, K, table, out, wave, t0, owned=None) -> 
     from .states import KeyIndex, StateTable
 
     n_agents, nA = len(world_model.agents), num_actions(world_model)
-    counts = out.take_counts(len(out.keys) * K)
+    keys, terminal = out.take("keys", np.int64), out.take("terminal", np.bool_)
+    counts = out.take("counts", np.uint8)
+    N = len(keys)
+    assert len(terminal) == N and len(counts) == N * K, (len(terminal), len(counts), N)
     if owned is None:
         per_state = counts.reshape(-1, K).sum(axis=1, dtype=np.int64)
     else:  # a partitioned DAG: only this rank's states have outcomes (sum those only)
-        per_state = np.zeros(len(out.keys), dtype=np.int64)
+        per_state = np.zeros(N, dtype=np.int64)
         for lo, hi in owned:
             per_state[lo:hi] = counts[lo * K : hi * K].reshape(-1, K).sum(axis=1, dtype=np.int64)
-    state_offsets = np.zeros(len(out.keys) + 1, dtype=_offset_dtype(len(out.succ)))
+    state_offsets = np.zeros(N + 1, dtype=_offset_dtype(len(out.succ)))
     np.cumsum(per_state, out=state_offsets[1:])
     del per_state
-    st = StateTable(out.keys, codec)  # waves are sorted and steps increase: globally sorted
+    st = StateTable(keys, codec)  # waves are sorted and steps increase: globally sorted
     dag = Dag(
         states=st,
         state_to_idx=KeyIndex(st),
         num_agents=n_agents,
         num_actions=nA,
-        terminal=out.terminal,
+        terminal=terminal,
         counts=counts,
         state_offsets=state_offsets,
         succ=out.succ,
