@@ -1067,12 +1067,13 @@ def _finish_batched(world_model, codec, K, table, out, wave, t0, owned=None) -> 
     counts = out.take("counts", np.uint8)
     N = len(keys)
     assert len(terminal) == N and len(counts) == N * K, (len(terminal), len(counts), N)
+    # Outcomes per state (einsum: half the time of sum(axis=1) over rows of K uint8 here)
     if owned is None:
-        per_state = counts.reshape(-1, K).sum(axis=1, dtype=np.int64)
+        per_state = np.einsum("ij->i", counts.reshape(-1, K), dtype=np.int64)
     else:  # a partitioned DAG: only this rank's states have outcomes (sum those only)
         per_state = np.zeros(N, dtype=np.int64)
         for lo, hi in owned:
-            per_state[lo:hi] = counts[lo * K : hi * K].reshape(-1, K).sum(axis=1, dtype=np.int64)
+            np.einsum("ij->i", counts[lo * K : hi * K].reshape(-1, K), dtype=np.int64, out=per_state[lo:hi])
     state_offsets = np.zeros(N + 1, dtype=_offset_dtype(len(out.succ)))
     np.cumsum(per_state, out=state_offsets[1:])
     del per_state
