@@ -46,7 +46,9 @@ def wait_all(requests: list) -> None:
 
 def allgatherv_known(ctx, array: np.ndarray, rows: list[int]) -> np.ndarray:
     """Every rank's rows of ``array`` in rank order; rank r contributes ``rows[r]`` rows
-    (the same list on every rank; dtype and trailing shape must agree)."""
+    (the same list on every rank; dtype and trailing shape must agree). Non-blocking,
+    waited for with :func:`wait_all`: a rank that arrives first leaves its core free
+    (MPICH's blocking collectives poll without a pause)."""
     from mpi4py import MPI
 
     local = np.ascontiguousarray(array)
@@ -57,17 +59,20 @@ def allgatherv_known(ctx, array: np.ndarray, rows: list[int]) -> np.ndarray:
     displs = np.zeros(len(rows), dtype=np.int64)
     np.cumsum(counts[:-1], out=displs[1:])
     out = np.empty((int(sum(rows)),) + local.shape[1:], dtype=local.dtype)
-    ctx.comm.Allgatherv(
-        [local.reshape(-1).view(np.uint8), MPI.BYTE],
-        [out.reshape(-1).view(np.uint8), (counts, displs), MPI.BYTE],
-    )
+    wait_all([
+        ctx.comm.Iallgatherv(
+            [local.reshape(-1).view(np.uint8), MPI.BYTE],
+            [out.reshape(-1).view(np.uint8), (counts, displs), MPI.BYTE],
+        )
+    ])
     return out
 
 
 def allgatherv_in_place(ctx, out: np.ndarray, rows: list[int]) -> None:
     """Fill ``out`` (contiguous; rank r's block of ``rows[r]`` rows at its rank-order
     offset, this rank's block already written there) with every rank's block: one
-    ``Allgatherv`` straight into the destination (``MPI_IN_PLACE``), no copies around it."""
+    ``Allgatherv`` straight into the destination (``MPI_IN_PLACE``), no copies around it
+    (non-blocking, waited for with :func:`wait_all`, like :func:`allgatherv_known`)."""
     from mpi4py import MPI
 
     if not out.flags.c_contiguous or out.shape[0] != sum(rows):
@@ -76,7 +81,7 @@ def allgatherv_in_place(ctx, out: np.ndarray, rows: list[int]) -> None:
     counts = np.asarray(rows, dtype=np.int64) * row_bytes
     displs = np.zeros(len(rows), dtype=np.int64)
     np.cumsum(counts[:-1], out=displs[1:])
-    ctx.comm.Allgatherv(MPI.IN_PLACE, [out.reshape(-1).view(np.uint8), (counts, displs), MPI.BYTE])
+    wait_all([ctx.comm.Iallgatherv(MPI.IN_PLACE, [out.reshape(-1).view(np.uint8), (counts, displs), MPI.BYTE])])
 
 
 def pack(arrays: list[np.ndarray]) -> np.ndarray:
