@@ -707,6 +707,11 @@ def build_dag_batched(
                 progress(wave, n_states)
         if held is not None:
             _compact_wave(held, ctx, K, table, out, owned)
+        # The waves' freed temporaries go back to the system once, here: between waves
+        # the next wave reuses them (trimming after every wave made each wave fault its
+        # pages in again, ~2 page faults per state, for no lower peak).
+        with CLOCK.part("dag_trim"):
+            release_free_memory()
     except BaseException:
         if pool is not None:
             pool.close(failed=True)
@@ -715,11 +720,6 @@ def build_dag_batched(
         pool.close()
     with CLOCK.part("dag_finish"):
         dag = _finish_batched(world_model, codec, K, table, out, wave, t0, owned)
-    # The waves' freed temporaries (and the count pieces) go back to the system once,
-    # here: between waves the next wave reuses them (trimming after every wave made each
-    # wave fault its pages in again, ~2 page faults per state, for no lower peak).
-    with CLOCK.part("dag_trim"):
-        release_free_memory()
     dag.wave_bounds = bounds
     if partitioned:
         dag.partition = (ctx.rank, ctx.size, owned)
@@ -737,50 +737,27 @@ def _maybe_pool(world_model, workers: int, wave_size: int):
 
 
 class _GrowingDag:
-    """The batched builder's arrays. The per-outcome arrays (``prob_idx``, ``succ``: this
-    rank's outcomes) grow in place (``realloc``) wave by wave: growing in place keeps one
-    copy of what is already there (large blocks are remapped, not copied), where joining
-    per-wave pieces at the end would hold everything twice.
+    """The batched builder's arrays, each grown in place (``realloc``) wave by wave.
 
-    The per-state arrays every rank holds whole (``keys``, ``terminal``, and ``counts``,
-    K per state, of which a partitioned rank fills only its own states) are kept as the
-    waves' pieces and placed once, at the end (:meth:`take`), into one new array each:
-    no regrowth wave by wave (each regrowth zero-filled and faulted in 4 KB pages), and a
-    partitioned rank never writes the other ranks' counts (zeros, left untouched)."""
+    Growing in place keeps one copy of what is already there (large blocks are remapped,
+    not copied), where joining per-wave pieces at the end would hold everything twice.
+    """
 
     def __init__(self, root_keys: np.ndarray):
+        self.keys = np.array(root_keys, dtype=np.int64)
+        self.terminal = np.zeros(0, dtype=bool)
+        self.counts = np.zeros(0, dtype=np.uint8)
         self.prob_idx = np.zeros(0, dtype=np.uint8)
         self.succ = np.zeros(0, dtype=np.int32)
         self.total_outcomes = 0  # of every rank (a partitioned DAG holds only its own)
-        # name -> [(first entry, piece)]; entries no piece covers stay zero
-        self.pieces: dict[str, list] = {"keys": [], "terminal": [], "counts": []}
-        self.length = {"keys": 0, "terminal": 0, "counts": 0}  # entries so far, pieces or not
-        self.add("keys", np.asarray(root_keys, dtype=np.int64))
 
-    @property
-    def n_states(self) -> int:
-        return self.length["keys"]
-
-    def add(self, name: str, piece: np.ndarray, at: int | None = None, grow: int | None = None) -> None:
-        """Place ``piece`` at entry ``at`` (default: the end) of ``name`` and grow it by
-        ``grow`` entries (default: the piece's length)."""
-        piece = piece.reshape(-1)
-        n = self.length[name]
-        self.pieces[name].append((n if at is None else at, piece))
-        self.length[name] = n + (len(piece) if grow is None else grow)
-
-    def take(self, name: str, dtype) -> np.ndarray:
-        """The whole array ``name``; its pieces are released as they are placed (never a
-        second copy of all of them at once beyond the new array)."""
-        pieces, self.pieces[name] = self.pieces[name], []
-        covered = sum(len(p) for _, p in pieces) == self.length[name]
-        out = (np.empty if covered else np.zeros)(self.length[name], dtype=dtype)
-        pieces.reverse()
-        while pieces:
-            at, piece = pieces.pop()
-            out[at : at + len(piece)] = piece
-            del piece
-        return out
+    def append_slice(self, name: str, piece: np.ndarray, length: int, at: int) -> None:
+        """Grow ``name`` by ``length`` zeros and write ``piece`` at offset ``at`` of them."""
+        arr = getattr(self, name)
+        n = len(arr)
+        arr.resize(n + length, refcheck=False)  # the new entries are zeros
+        arr[n + at : n + at + len(piece)] = piece
+        setattr(self, name, arr)
 
     def append(self, name: str, piece: np.ndarray) -> None:
         arr = getattr(self, name)
@@ -968,15 +945,13 @@ def _compact_wave(w: _Wave, ctx, K, table, out, owned, between=None) -> None:
     facts = w.facts
     if facts is None:
         with CLOCK.part("dag_append"):
-            out.add("terminal", mine[0])
-            out.add("counts", mine[1])
-            out.append("prob_idx", mine[2])
-            out.append("succ", mine[3])
+            for (name, _), arr in zip(fields, mine):
+                out.append(name, arr)
             out.total_outcomes += len(mine[3])
     elif owned is not None:
         with CLOCK.part("dag_append"):
-            out.add("terminal", np.concatenate([f[3] for f in facts]))
-            out.add("counts", mine[1], at=(w.first + w.lo) * K, grow=w.size * K)
+            out.append("terminal", np.concatenate([f[3] for f in facts]))
+            out.append_slice("counts", mine[1], w.size * K, w.lo * K)
             out.append("prob_idx", mine[2])
             out.append("succ", mine[3])
             out.total_outcomes += sum(f[2] for f in facts)
@@ -998,14 +973,11 @@ def _compact_wave(w: _Wave, ctx, K, table, out, owned, between=None) -> None:
             pos = 0
             for lay, size in zip(layouts, sizes):
                 for (name, _), arr in zip(fields, unpack(gathered[pos : pos + size], lay)):
-                    if name in out.pieces:
-                        out.add(name, arr)
-                    else:
-                        out.append(name, arr)
+                    out.append(name, arr)
                 pos += size
             out.total_outcomes += sum(f[2] for f in facts)
     if len(nxt):
-        out.add("keys", nxt)
+        out.append("keys", nxt)
 
 
 class _SortedIndex:
@@ -1063,10 +1035,8 @@ def _finish_batched(world_model, codec, K, table, out, wave, t0, owned=None) -> 
     from .states import KeyIndex, StateTable
 
     n_agents, nA = len(world_model.agents), num_actions(world_model)
-    keys, terminal = out.take("keys", np.int64), out.take("terminal", np.bool_)
-    counts = out.take("counts", np.uint8)
+    keys, terminal, counts = out.keys, out.terminal, out.counts
     N = len(keys)
-    assert len(terminal) == N and len(counts) == N * K, (len(terminal), len(counts), N)
     # Outcomes per state (einsum: half the time of sum(axis=1) over rows of K uint8 here)
     if owned is None:
         per_state = np.einsum("ij->i", counts.reshape(-1, K), dtype=np.int64)
