@@ -20,7 +20,6 @@ from .levels import dependency_levels
 from .phase1 import Phase1Params, backward_induction
 from .prior import HumanPolicyPrior
 
-
 ACHIEVED_CHUNK = 65536  # states decoded at a time: ~2 MB of rows, kept in cache
 
 
@@ -48,7 +47,7 @@ def compute_achieved(dag: Dag, goal_sets, ctx) -> np.ndarray:
     if ctx.is_distributed:
         from parallel_core.mpi import partition
 
-        allgatherv_in_place(ctx, out, [h - l for l, h in partition(N, ctx.size)])
+        allgatherv_in_place(ctx, out, [stop - start for start, stop in partition(N, ctx.size)])
     return out
 
 
