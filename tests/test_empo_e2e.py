@@ -159,3 +159,27 @@ def test_simulate_nodes_from_the_environment():
     assert r.returncode == 0, r.stderr
     summaries = [json.loads(x) for x in _json_blocks(r.stdout)]
     assert len(summaries) == 1 and summaries[0]["ranks"] == 2 and summaries[0]["states"] == 95
+
+
+def test_bench_reports_the_machines_ceiling(tmp_path):
+    """`bench_empo.py` also runs 2 serial solves side by side each round: the machine's
+    2-way ceiling (2 x one alone / the slower of the two), and the MPI mode against it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_empo", ROOT / "tools" / "bench_empo.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # medians: one alone 2.0 s, two side by side 2.5 s -> 2 x 2.0 / 2.5
+    c = bench.ceiling([2.2, 2.0, 1.8], [2.4, 2.5, 3.0], copies=2)
+    assert c == {"copies": 2, "side_by_side_total_s": 2.5, "speedup": pytest.approx(1.6)}
+
+    out = tmp_path / "b.json"
+    r = run([sys.executable, str(ROOT / "tools" / "bench_empo.py"), "--quick", "--simulated-ranks", "0",
+             "--reference-sizes", "", "--output", str(out)])
+    assert r.returncode == 0, r.stderr
+    e = json.loads(out.read_text())["sizes"]["1e3"]
+    m = e["machine_ceiling"]
+    assert m["copies"] == 2 and len(m["side_by_side_total_s_all"]) == 1
+    assert m["speedup"] == pytest.approx(2 * e["runs"]["serial"]["total_s"] / m["side_by_side_total_s"])
+    assert m["mpi_share_of_ceiling"] == pytest.approx(e["runs"]["mpi x2"]["speedup_total"] / m["speedup"])
+    assert "2-way ceiling now is" in r.stderr
