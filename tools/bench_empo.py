@@ -53,8 +53,10 @@ SIZES = {
 THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
-def child(world_name: str, steps: int | None, workers: int) -> None:
-    """One measured run (maybe as one MPI rank); rank 0 prints a JSON line."""
+def child(world_name: str, steps: int | None, workers: int, policy_on: str = "root") -> None:
+    """One measured run (maybe as one MPI rank); rank 0 prints a JSON line. ``policy_on``:
+    "root" as `empo-prior --output` (policies gathered to rank 0), "none" as `empo-prior`
+    without it (only the root state's policy kept)."""
     from empo_distributed import compute_human_policy_prior, load_world
     from empo_distributed.memory import peak_rss
     from parallel_core.mpi import get_context
@@ -71,6 +73,7 @@ def child(world_name: str, steps: int | None, workers: int) -> None:
         workers=workers,
         ctx=ctx,
         release_dag=True,  # as empo-prior runs it
+        policy_on=policy_on,
     )
     total = time.perf_counter() - t0
     me, kids = (
@@ -94,7 +97,8 @@ def child(world_name: str, steps: int | None, workers: int) -> None:
     }
     per_rank = ctx.gather(rss)
     if ctx.is_root:
-        digest = hashlib.sha256(prior.values.tobytes() + prior.policy.tobytes()).hexdigest()[:16]
+        policy = prior.policy if prior.policy is not None else prior.root_policy
+        digest = hashlib.sha256(prior.values.tobytes() + policy.tobytes()).hexdigest()[:16]
         print("BENCH_RESULT", end=" ")
         t = prior.timings
         print(
@@ -116,11 +120,11 @@ def child(world_name: str, steps: int | None, workers: int) -> None:
         )
 
 
-def run_config(world: str, steps, ranks: int, workers: int, copies: int = 1) -> dict:
+def run_config(world: str, steps, ranks: int, workers: int, copies: int = 1, policy_on: str = "root") -> dict:
     """One measured run: ``ranks`` MPI ranks x ``workers`` local workers. ``copies > 1``:
     that many independent runs side by side instead (the machine's ceiling, see
     :func:`ceiling`); the slowest copy's result is returned."""
-    cmd = [sys.executable, __file__, "--_child", world, str(steps or 0), str(workers)]
+    cmd = [sys.executable, __file__, "--_child", world, str(steps or 0), str(workers), policy_on]
     if ranks > 1:
         cmd = [str(Path(sys.executable).parent / "mpirun"), "-n", str(ranks), *cmd]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PARALLEL_CORE_"))}
@@ -418,11 +422,18 @@ def _main() -> int:
         help="skip the machine's ceiling (each round: --ranks serial runs side by side; "
         "their slowdown bounds any --ranks-way speedup on this machine now)",
     )
-    p.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--policies",
+        choices=("root", "none"),
+        default="root",
+        help="root (default): policies gathered to rank 0, as `empo-prior --output` runs; "
+        "none: only the root state's policy kept, as `empo-prior` without --output runs",
+    )
+    p.add_argument("--_child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._child:
-        world, steps, workers = args._child
-        child(world, int(steps) or None, int(workers))
+        world, steps, workers, policy_on = args._child
+        child(world, int(steps) or None, int(workers), policy_on)
         return 0
 
     if smoke_mode():
@@ -470,7 +481,7 @@ def _main() -> int:
         modes.append((f"mpi x{args.simulated_ranks} (simulated nodes)", args.simulated_ranks, 1))
     results = {
         "machine": {"cpus": os.cpu_count(), "affinity": len(os.sched_getaffinity(0))},
-        "params": {"beta_h": 10.0, "gamma_h": 0.9, "repeats": args.repeats},
+        "params": {"beta_h": 10.0, "gamma_h": 0.9, "repeats": args.repeats, "policies": args.policies},
         "note": "wall times on a possibly shared machine; medians of interleaved rounds",
         "sizes": {},
     }
@@ -495,13 +506,15 @@ def _main() -> int:
         for rep in range(args.repeats):  # interleaved: every mode sees the same machine load
             for label, ranks, workers in size_modes:
                 print(f"bench_empo: {size} {world} {label} round {rep + 1} ...", file=sys.stderr, flush=True)
-                rounds[label].append(run_config(world, steps, ranks, workers))
+                rounds[label].append(run_config(world, steps, ranks, workers, policy_on=args.policies))
             if args.ceiling:
                 print(
                     f"bench_empo: {size} {world} {args.ranks} serial runs side by side round {rep + 1} ...",
                     file=sys.stderr, flush=True,
                 )
-                side_by_side.append(run_config(world, steps, 1, 1, copies=args.ranks)["total_s"])
+                side_by_side.append(
+                    run_config(world, steps, 1, 1, copies=args.ranks, policy_on=args.policies)["total_s"]
+                )
         runs = {}
         for label, rs in rounds.items():
             r = dict(rs[0])
