@@ -135,12 +135,18 @@ def run_config(world: str, steps, ranks: int, workers: int, copies: int = 1, pol
         for _ in range(copies)
     ]
     outs = []
-    for proc in procs:
-        stdout, stderr = proc.communicate(timeout=1800)
-        if proc.returncode != 0:
-            raise CliError(f"{' '.join(cmd)} failed ({proc.returncode}): {stderr.strip()[-1500:]}")
-        line = next(x for x in stdout.splitlines() if x.startswith("BENCH_RESULT "))
-        outs.append(json.loads(line.removeprefix("BENCH_RESULT ")))
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=1800)
+            if proc.returncode != 0:
+                raise CliError(f"{' '.join(cmd)} failed ({proc.returncode}): {stderr.strip()[-1500:]}")
+            line = next(x for x in stdout.splitlines() if x.startswith("BENCH_RESULT "))
+            outs.append(json.loads(line.removeprefix("BENCH_RESULT ")))
+    finally:  # a failed or timed-out copy leaves no other copy running
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     out = max(outs, key=lambda o: o["total_s"])
     out["process_wall_s"] = time.perf_counter() - t0
     return out
