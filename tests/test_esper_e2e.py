@@ -182,3 +182,34 @@ def test_bench_checks_config_flags_before_any_work(tmp_path):
         "bench_esper.py: error: ppo.ent_coef: input should be greater than or equal to 0; got -1.0"
     )
     assert not (tmp_path / "b.json").exists()
+
+
+def _bench_module():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "tools", "bench_esper.py")
+    spec = importlib.util.spec_from_file_location("bench_esper_under_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_keeps_the_best_validated_policy_and_checks_its_flags(capsys):
+    """`--keep-policy val` keeps the best validation return; a tie goes to fewer added
+    parameters, then to the later batch; --val-every/--val-episodes < 1 are usage errors."""
+    bench = _bench_module()
+    c = lambda batch, ret, params: {"batch": batch, "return": ret, "added_params": params}  # noqa: E731
+    assert bench.choose_validated([c(2, 0.01, 0), c(4, 0.06, 4656), c(6, 0.03, 1176)])["batch"] == 4
+    # the same return: the cheaper policy; a policy that grows nothing ties only with another
+    assert bench.choose_validated([c(2, 0.05, 4656), c(4, 0.05 + 1e-9, 1176)])["batch"] == 4
+    assert bench.choose_validated([c(2, 0.0, 0), c(4, 0.0, 0), c(6, -0.01, 300)])["batch"] == 4
+    with pytest.raises(ValueError):
+        bench.choose_validated([])
+    # validation hosts: the training root seed's episodes from 1e6, never the held-out root
+    assert bench.VAL_FIRST_EPISODE >= 1_000_000
+    for flag in ("--val-every", "--val-episodes"):
+        with pytest.raises(SystemExit) as exc:
+            bench.main(["--learning", flag, "0"])
+        assert exc.value.code == 2
+        # (the program name is argv[0]'s: pytest's here, bench_esper.py's from the shell)
+        assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f" error: {flag}: must be >= 1; got 0")

@@ -64,16 +64,24 @@ def _stats(values: list[float]) -> tuple[float, float]:
     return m, 1.96 * statistics.stdev(values) / math.sqrt(len(values))
 
 
+#: the validation hosts of a training run: these episodes of its own root seed (spawn key
+#: (2, VAL_FIRST_EPISODE + i)); training never reaches them, and the held-out hosts come
+#: from another root seed
+VAL_FIRST_EPISODE = 1_000_000
+
+
 def evaluate(
-    mode: str, devices, episodes: int, seed: int, max_epochs: int, agent_state=None, greedy: bool = True, **over
+    mode: str, devices, episodes: int, seed: int, max_epochs: int, agent_state=None, greedy: bool = True,
+    first_episode: int = 0, **over,
 ) -> dict:
-    """``episodes`` held-out episodes of one controller in one batch; no learning.
-    ``greedy=False`` samples PPO's actions (seeded by ``seed``), as the policy acts in training."""
+    """``episodes`` episodes (``first_episode``, +1, ...) of root seed ``seed``, of one
+    controller in one batch; no learning. ``greedy=False`` samples PPO's actions (seeded by
+    ``seed``), as the policy acts in training."""
     from esper_multigpu.train import run_training
 
     cfg = _cfg(mode, devices=devices, n_envs=episodes, episodes=episodes, seed=seed, max_epochs=max_epochs, **over)
     summary, _ = run_training(
-        cfg, log=lambda s: None, agent_state=agent_state, learn=False, greedy=greedy
+        cfg, log=lambda s: None, agent_state=agent_state, learn=False, greedy=greedy, first_episode=first_episode
     )
     acc = [a for b in summary["batches"] for a in b["final_val_acc"]]
     params = [p for b in summary["batches"] for p in b["seed_params"]]
@@ -114,8 +122,18 @@ def _ppo_cfg(args, devices, seed: int, telemetry_dir):
     )
 
 
+def choose_validated(candidates: list[dict]) -> dict:
+    """The policy ``--keep-policy val`` keeps: the best mean validation return (what the
+    reward pays: accuracy added over the paired fixed host, minus rent); ties (to 1e-6) go
+    to fewer added parameters, then to the later batch (the more trained policy)."""
+    if not candidates:
+        raise ValueError("no validated policy to choose from")
+    return max(candidates, key=lambda c: (round(c["return"], 6), -c["added_params"], c["batch"]))
+
+
 def train_ppo(args, devices, seed: int, telemetry_dir):
-    """Train PPO from ``seed``; the trained state, the per-batch curves and the wall time."""
+    """Train PPO from ``seed``; the kept state, the batch it acts in, the per-batch curves,
+    the validation scores (``--keep-policy val``) and the wall time."""
     from esper_multigpu.train import run_training
 
     t0 = time.perf_counter()
@@ -126,6 +144,33 @@ def train_ppo(args, devices, seed: int, telemetry_dir):
     )
     acting: dict = {"state": None}  # the policy that acts in the next batch
     best: dict = {"return": -math.inf, "state": None, "batch": None}
+    n_batches = math.ceil(args.train_episodes / args.n_envs_train)
+    validated: list[dict] = []  # --keep-policy val: every --val-every'th policy and the last
+    val_cost = {"wall_s": 0.0, "cpu_s": 0.0}
+
+    def validate(record: dict, trainer) -> None:
+        # the policy after this batch's update, i.e. the one that acts in the next batch
+        acts_in = record["batch"] + 1
+        if acts_in % args.val_every and acts_in != n_batches:
+            return
+        w0, c0 = time.perf_counter(), time.process_time()
+        state = copy.deepcopy(trainer.agent.state_dict())
+        r = evaluate(
+            "ppo", devices, args.val_episodes, seed, args.max_epochs, agent_state=state,
+            greedy=args.eval_policy == "greedy", first_episode=VAL_FIRST_EPISODE,
+            reward={"rent": args.rent, "rent_shape": args.rent_shape}, max_seeds=args.max_seeds,
+            blueprints=args.blueprints,
+        )  # fmt: skip
+        validated.append({"batch": acts_in, "return": r["return_mean"], "val_acc": r["val_acc_mean"],
+                          "added_params": r["added_params_mean"], "state": state})  # fmt: skip
+        val_cost["wall_s"] += time.perf_counter() - w0
+        val_cost["cpu_s"] += time.process_time() - c0
+        print(
+            f"bench: validation of the policy for batch {acts_in + 1} ({args.val_episodes} training-seed hosts, "
+            f"{args.eval_policy}): return {r['return_mean']:+.4f}, val_acc {r['val_acc_mean']:.4f}, "
+            f"params {r['added_params_mean']:.0f}",
+            file=sys.stderr,
+        )
 
     def keep_best(record: dict, trainer) -> None:
         # a batch's return was earned by the policy before that batch's update (the first
@@ -136,14 +181,24 @@ def train_ppo(args, devices, seed: int, telemetry_dir):
 
     summary, trainer = run_training(
         cfg, log=lambda s: print(s, file=sys.stderr) if s.startswith("batch") else None,
-        on_batch=keep_best if args.keep_policy == "best" else None,
+        on_batch={"best": keep_best, "val": validate}.get(args.keep_policy),
     )  # fmt: skip
     curve = [b["mean_return"] for b in summary["batches"]]
     acc_curve = [b["mean_final_val_acc"] for b in summary["batches"]]
     state, kept = trainer.agent.state_dict(), None
     if args.keep_policy == "best" and best["state"] is not None:
         state, kept = best["state"], best["batch"]
-    return state, kept, curve, acc_curve, summary["host_params"], time.perf_counter() - t0
+    if args.keep_policy == "val":
+        chosen = choose_validated(validated)
+        state, kept = chosen["state"], chosen["batch"]
+    validation = {
+        "first_episode": VAL_FIRST_EPISODE,
+        "episodes": args.val_episodes,
+        "every": args.val_every,
+        "scores": [{k: v for k, v in c.items() if k != "state"} for c in validated],
+        **val_cost,
+    } if args.keep_policy == "val" else None  # fmt: skip
+    return state, kept, curve, acc_curve, summary["host_params"], time.perf_counter() - t0, validation
 
 
 def _halves(curve: list[float]) -> tuple[float, float | None]:
@@ -167,6 +222,8 @@ def learning(args, devices, progress=lambda partial: None) -> dict:
         "eval_policy": args.eval_policy,
         "eval_policies": policies,
         "keep_policy": args.keep_policy,
+        "val_episodes": args.val_episodes,
+        "val_every": args.val_every,
         "max_epochs": args.max_epochs,
         "ppo_lr": args.ppo_lr,
         "ppo_ent_coef": args.ppo_ent_coef,
@@ -193,7 +250,7 @@ def learning(args, devices, progress=lambda partial: None) -> dict:
     runs = []
     for seed in out["train_seeds"]:
         tdir = args.telemetry_dir if args.train_seeds == 1 or not args.telemetry_dir else f"{args.telemetry_dir}/seed{seed}"
-        state, kept_batch, curve, acc_curve, host_params, train_s = train_ppo(args, devices, seed, tdir)
+        state, kept_batch, curve, acc_curve, host_params, train_s, validation = train_ppo(args, devices, seed, tdir)
         evals = {}
         for policy in policies:
             print(f"bench: held-out evaluation of ppo (seed {seed}, {policy}, {args.eval_episodes} episodes)", file=sys.stderr)
@@ -203,7 +260,7 @@ def learning(args, devices, progress=lambda partial: None) -> dict:
             )  # fmt: skip
         first, second = _halves(curve)
         runs.append({**evals[policies[0]], "eval": evals, "train_seed": seed, "train_wall_s": train_s,
-                     "kept_policy_batch": kept_batch,
+                     "kept_policy_batch": kept_batch, "validation": validation,
                      "reward_curve": curve, "train_val_acc_curve": acc_curve, "curve_first_half_mean": first,
                      "curve_second_half_mean": second})  # fmt: skip
         out["host_params"] = host_params
@@ -489,16 +546,16 @@ def main(argv=None) -> int:
     p.add_argument("--ppo-ent-coef-final", type=float, default=None, help="entropy bonus at the end of training, linear from --ppo-ent-coef (default: constant)")
     p.add_argument("--ppo-anneal-lr", action=argparse.BooleanOptionalAction, default=False, help="PPO learning rate falls linearly to 0 (CleanRL anneal_lr)")
     p.add_argument(
-        "--ppo-norm-reward", action=argparse.BooleanOptionalAction, default=False,
-        help="rewards scaled by the running std of the discounted return (CleanRL NormalizeReward; default off: with --no-ppo-norm-adv it rescues training seed 1 but loses seeds 0 and 3)",
+        "--ppo-norm-reward", action=argparse.BooleanOptionalAction, default=True,
+        help="rewards scaled by the running std of the discounted return (CleanRL NormalizeReward; default on: the critic learns O(1) targets, see docs/esper-multigpu.md)",
     )  # fmt: skip
     p.add_argument(
         "--ppo-norm-adv", action=argparse.BooleanOptionalAction, default=True,
         help="standardise advantages per minibatch (CleanRL norm_adv; default on: the better mean over training seeds 0-3, see docs/esper-multigpu.md)",
     )  # fmt: skip
     p.add_argument(
-        "--ppo-norm-adv-center", action=argparse.BooleanOptionalAction, default=True,
-        help="with --ppo-norm-adv: subtract the minibatch mean (CleanRL); --no-ppo-norm-adv-center only divides by the std, keeping the critic's baseline",
+        "--ppo-norm-adv-center", action=argparse.BooleanOptionalAction, default=False,
+        help="with --ppo-norm-adv: subtract the minibatch mean (CleanRL); off (default) only divides by the std, keeping the critic's baseline",
     )  # fmt: skip
     p.add_argument("--ppo-choices-only", action=argparse.BooleanOptionalAction, default=False, help="policy loss and entropy averaged over steps with a choice only")
     p.add_argument("--ppo-update-epochs", type=int, default=8, help="PPO epochs per batch")
@@ -521,9 +578,12 @@ def main(argv=None) -> int:
         help="how trained PPO acts on the held-out hosts: each head's most likely action, or sampled as in training (seeded)",
     )  # fmt: skip
     p.add_argument(
-        "--keep-policy", choices=["last", "best"], default="best",
-        help="which PPO policy is evaluated: the one that earned the best mean training return of a batch (default), or the last one",
+        "--keep-policy", choices=["val", "best", "last"], default="val",
+        help="which PPO policy is evaluated: the best on validation hosts of the training seed (default; every --val-every batches and the last), "
+        "the one that earned the best mean training return of a batch, or the last one",
     )  # fmt: skip
+    p.add_argument("--val-episodes", type=int, default=4, help="--keep-policy val: validation hosts (episodes of the training root seed training never reaches)")
+    p.add_argument("--val-every", type=int, default=2, help="--keep-policy val: validate the policy after every this many batches (and the last)")
     p.add_argument("--eval-both", action="store_true", help="also evaluate PPO the other way (JSON ppo_greedy / ppo_sample)")
     p.add_argument("--max-seeds", type=int, default=1, help="PPO's growth budget: seeds in the model at once (the heuristic runs its default, one per slot)")
     p.add_argument("--seed", type=int, default=0)
@@ -545,7 +605,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from parallel_core.cli import smoke_mode
 
-    for flag in ("train_seeds", "train_envs"):  # named here: esper's own check would say --n-envs
+    for flag in ("train_seeds", "train_envs", "val_episodes", "val_every"):  # named here: esper's own check would say --n-envs
         if getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')}: must be >= 1; got {getattr(args, flag)}")
     if args.first_train_seed is None:
@@ -576,6 +636,7 @@ def main(argv=None) -> int:
     if smoke_mode():
         args.n_envs, args.repeats, args.throughput_epochs = [2], 1, 2
         args.train_episodes, args.eval_episodes, args.max_epochs, args.n_envs_train = 2, 2, 3, 2
+        args.val_episodes = min(args.val_episodes, 2)
         args.upstream_episodes = 1
     from esper_multigpu.config import ConfigError
 

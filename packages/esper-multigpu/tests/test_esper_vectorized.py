@@ -203,3 +203,15 @@ def test_on_batch_sees_every_batch_after_its_update(tiny_config):
     assert [b for b, _, _ in seen] == [0, 1, 2]
     assert all(torch.equal(a, b) for a, b in zip(seen[-1][2], policy_params(trainer)))
     assert not all(torch.equal(a, b) for a, b in zip(seen[0][2], seen[-1][2]))  # updates in between
+
+
+def test_first_episode_runs_the_same_hosts_as_a_run_reaching_them(tiny_config):
+    """`run_training(first_episode=k)` runs episode k's host (its seed belongs to the episode),
+    as a run from episode 0 does when it gets there: a validation set of the same root seed."""
+    full, _ = run_training(tiny_config("fixed", n_envs=1, episodes=3), log=lambda s: None)
+    shifted, _ = run_training(tiny_config("fixed", n_envs=1, episodes=1), log=lambda s: None, first_episode=2)
+    assert shifted["batches"][0]["episodes"] == [2]
+    assert shifted["batches"][0]["final_val_acc"] == full["batches"][2]["final_val_acc"]
+    assert shifted["batches"][0]["final_val_acc"] != full["batches"][0]["final_val_acc"]
+    with pytest.raises(ValueError, match="first_episode"):
+        run_training(tiny_config("fixed", n_envs=1, episodes=1), log=lambda s: None, first_episode=-1)

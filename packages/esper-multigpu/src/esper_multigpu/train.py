@@ -44,13 +44,16 @@ def run_training(
     learn: bool = True,
     greedy: bool = False,
     on_batch: Callable[[dict, VectorizedTrainer], None] | None = None,
+    first_episode: int = 0,
 ) -> tuple[dict, VectorizedTrainer]:
     """Run ``cfg`` end to end; returns the JSON-able summary and the trainer (envs, agent).
 
     ``agent_state`` starts PPO from a trained policy; ``learn=False`` runs it without
     updates (evaluation), ``greedy=True`` takes each head's most likely action.
     ``on_batch(record, trainer)`` is called after each batch (after PPO's update), e.g. to
-    keep snapshots of the policy.
+    keep snapshots of the policy. ``first_episode`` shifts the episodes run (their hosts
+    come from ``SeedSequence(seed, spawn_key=(2, episode))``): with ``learn=False``, episodes
+    a training run never reaches are a validation set of the same root seed.
     """
     from parallel_core.devices import default_device, validate_devices
 
@@ -58,6 +61,8 @@ def run_training(
         cfg.devices = [default_device()]
     cfg.devices = validate_devices(cfg.devices)  # fail fast: before loading data or checkpoints
     next_batch, episodes_done, history, resumed = 0, 0, [], None
+    if first_episode < 0 or (first_episode and cfg.resume):
+        raise ValueError(f"first_episode must be >= 0 and cannot shift a resumed run; got {first_episode}")
     if cfg.resume:
         resumed = load_checkpoint(cfg.resume, cfg)
         next_batch, episodes_done = resumed["next_batch"], resumed["episodes_done"]
@@ -124,7 +129,7 @@ def run_training(
                     n,
                     sink,
                     on_epoch=lambda: bar.advance(1),
-                    first_episode=episodes_done,
+                    first_episode=first_episode + episodes_done,
                     learn=learn,
                     greedy=greedy,
                 )
