@@ -1,6 +1,7 @@
 """Run under ``mpirun -n 2 python -m pytest -m mpi`` (nox -s tests-mpi): real ranks, in-process."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -263,3 +264,89 @@ def test_mpi_policy_on_none_sends_only_the_root_row():
         np.testing.assert_array_equal(row, np.full((2, 5), float(ctx.size - 1)))
     else:
         assert row is None
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("policy_on", ["root", "all", "none"])
+@pytest.mark.parametrize("share", [True, False])
+def test_mpi_ranks_on_one_node_share_the_policies(share, policy_on, workers, monkeypatch):
+    """Ranks on one node write their policy rows into one node-shared array (no policy row
+    travels); without sharing (what ranks of different nodes, real or simulated, do)
+    the rows travel as messages. Same arrays as serial either way, with the Phase 1
+    pool too (forked workers write the shared array in place)."""
+    from empo_distributed import node_shared
+
+    ctx, local = _ctx()
+    if not share:
+        monkeypatch.setattr(node_shared, "node_comm", lambda ctx: None)
+    if workers > 1:
+        monkeypatch.setattr("empo_distributed.phase1._LocalRunner.MIN_CHUNK", 2)
+        monkeypatch.setattr("empo_distributed.phase1._LocalRunner.MIN_PARALLEL_WORK", 1)
+    made, posted = [], []
+    create, post = node_shared.NodeArray.create, phase1_module()._post_policy_rows
+
+    def spy_create(*a, **k):
+        made.append(create(*a, **k))
+        return made[-1]
+
+    def spy_post(ctx, P, todo, split, requests, direct=None):
+        n = len(requests)
+        out = post(ctx, P, todo, split, requests, direct)
+        posted.append(len(requests) - n)
+        return out
+
+    monkeypatch.setattr(node_shared.NodeArray, "create", spy_create)
+    monkeypatch.setattr(phase1_module(), "_post_policy_rows", spy_post)
+    world = load_world("medium", 5)
+    gen = world.goal_generator()
+    serial = compute_human_policy_prior(world, [0], gen, ctx=local, gamma_h=0.9)
+    dist = compute_human_policy_prior(
+        world, [0], gen, ctx=ctx, gamma_h=0.9, policy_on=policy_on, workers=workers, release_dag=True
+    )
+    np.testing.assert_array_equal(dist.values, serial.values)
+    if policy_on == "all" or (policy_on == "root" and ctx.is_root):
+        np.testing.assert_array_equal(dist.policy, serial.policy)
+    else:
+        assert dist.policy is None
+    assert (dist.timings["phase1_parallel_batches"] > 0) == (workers > 1)
+    shared = share and policy_on != "none"
+    assert len(made) == (1 if shared else 0) and all(m is not None for m in made)
+    if shared:
+        assert not os.path.exists(made[0].path)  # the name went once every rank mapped it
+        assert not any(posted)  # no policy row travelled
+    elif policy_on == "root" and workers == 1:
+        assert any(posted)
+
+
+def phase1_module():
+    import empo_distributed.phase1 as phase1
+
+    return phase1
+
+
+def test_mpi_node_array_falls_back_together_and_leaves_no_file(monkeypatch):
+    """If one rank cannot map the node's array, every rank gets None (the message path)
+    and the file is gone; a mapped array outlives the call, and rows one rank wrote are
+    visible to the others after ``sync``."""
+    from empo_distributed import node_shared
+
+    ctx, _ = _ctx()
+    comm = node_shared.node_comm(ctx)
+    if comm is None:
+        pytest.skip("the ranks do not share a node")
+    before = set(os.listdir("/dev/shm"))
+    node = node_shared.NodeArray.create(comm, (comm.size, 3), np.float64)
+    node.array[comm.rank] = comm.rank + 1.0
+    node.sync()
+    np.testing.assert_array_equal(node.array[:, 2], np.arange(1.0, comm.size + 1))
+    node.close()
+    real = np.memmap
+
+    def fails_on_rank1(*a, **k):
+        if comm.rank == 1:
+            raise OSError("no mapping for you")
+        return real(*a, **k)
+
+    monkeypatch.setattr(node_shared.np, "memmap", fails_on_rank1)
+    assert node_shared.NodeArray.create(comm, (4, 3), np.float64) is None
+    assert not {n for n in set(os.listdir("/dev/shm")) - before if n.startswith("empo-node-")}

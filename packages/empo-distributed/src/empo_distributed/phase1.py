@@ -359,6 +359,9 @@ class _LocalRunner:
         self.parallel_batches = 0
         self.on_pool_start = None  # called once the workers read shared copies of the DAG
         self.written: list[np.ndarray] = []  # rows written before the pool starts
+        # arrays the ranks of a node already share (.node_shared): forked workers write
+        # them in place through the inherited mapping, no copy when the pool starts
+        self.node_shared: set[str] = set()
         self.work_per_state = meta.num_actions**meta.num_agents * arrays["V"].shape[1]
 
     def _start_pool(self) -> None:
@@ -374,6 +377,8 @@ class _LocalRunner:
         self.shared = SharedArrays()
         done = np.concatenate(self.written) if self.written else np.zeros(0, dtype=np.int64)
         for name, arr in self.arrays.items():
+            if name in self.node_shared:
+                continue
             if name in ("V", "P"):
                 out = self.shared.create(name, arr.shape, arr.dtype)  # sparse until written
                 out[done] = arr[done]
@@ -383,6 +388,7 @@ class _LocalRunner:
         inherited = {k: v for k, v in self.arrays.items() if k not in self.shared.arrays}
         self.arrays = {**inherited, **self.shared.arrays}
         self.kernel = LevelKernel(self.arrays, self.meta, self.believed, self.states)
+        assert inherit or not self.node_shared, "node-shared arrays need forked workers"
         self.pool = WorkerPool(
             self.workers,
             _init_kernel_worker,
@@ -559,10 +565,10 @@ class _GuardVerdict:
             MemoryGuard.raise_first(self.ctx.allgather(self.problem))
 
 
-def _post_policy_rows(ctx, P: np.ndarray, todo: np.ndarray, split, requests: list) -> bool:
+def _post_policy_rows(ctx, P: np.ndarray, todo: np.ndarray, split, requests: list, direct=None) -> bool:
     """Post the non-blocking transfer of a finished level's policy rows to rank 0 (rank 0:
     the receives) when every rank's rows are one contiguous range; False otherwise (the
-    rows then go with the final gather)."""
+    rows then go with the final gather). ``direct``: see :func:`_gather_rows_to_root`."""
     ranges = []
     for lo, hi in split:
         rows = todo[lo:hi]
@@ -572,9 +578,9 @@ def _post_policy_rows(ctx, P: np.ndarray, todo: np.ndarray, split, requests: lis
     comm, tag = ctx.comm, 73
     if ctx.is_root:
         for r, rng in enumerate(ranges):
-            if r and rng is not None:
+            if r and rng is not None and not (direct is not None and direct[r]):
                 requests.append(comm.Irecv(P[rng[0] : rng[1]], source=r, tag=tag))
-    elif ranges[ctx.rank] is not None:
+    elif ranges[ctx.rank] is not None and not (direct is not None and direct[ctx.rank]):
         a, b = ranges[ctx.rank]
         requests.append(comm.Isend(P[a:b], dest=0, tag=tag))
     return True
@@ -670,14 +676,19 @@ def _root_row(ctx, P: np.ndarray, root_rank: int | None) -> np.ndarray | None:
     return None
 
 
-def _gather_rows_to_root(ctx, P: np.ndarray, todos: list[np.ndarray], splits: list) -> None:
+def _gather_rows_to_root(ctx, P: np.ndarray, todos: list[np.ndarray], splits: list, direct=None) -> None:
     """Send every rank's policy rows to rank 0 (raw buffers, no pickling). Every rank knows
     which rows each rank computed (the split of each level), so only rows travel; a
     contiguous range goes straight from and into ``P`` (no copy), and no side ever
-    holds more than one chunk beyond ``P`` itself."""
+    holds more than one chunk beyond ``P`` itself. ``direct[r]``: rank r wrote its rows
+    into rank 0's ``P`` itself (a node-shared array): nothing to send."""
     comm, tag = ctx.comm, 72
+    if direct is not None and direct[ctx.rank] and not ctx.is_root:
+        return
     if ctx.is_root:
         for r in range(1, ctx.size):
+            if direct is not None and direct[r]:
+                continue
             for rows in _rank_rows(todos, splits, r):
                 if isinstance(rows, tuple):
                     comm.Recv(P[rows[0] : rows[1]], source=r, tag=tag)
@@ -735,6 +746,8 @@ def backward_induction(
     from parallel_core.mpi import get_context
 
     from .exchange import allgatherv_in_place, allgatherv_known, wait_all
+    from .memory import MemoryLimitError
+    from .node_shared import policy_array
     from .timing import CLOCK
 
     ctx = ctx if ctx is not None else get_context()
@@ -756,12 +769,25 @@ def backward_induction(
         params,
         policy_on != "none",
     )
+    # Ranks on one node share P instead of sending rows (.node_shared): node is that
+    # array (None: the message path), direct[r] whether rank r's rows need no message.
+    node, direct = policy_array(ctx, (N, G, nA), dtype, policy_on, workers)
     if memory_guard is not None:
-        extra = N * G * (nA + 1 if meta.policies else 1) * dtype.itemsize  # V and P, once written
+        p_bytes = N * G * nA * dtype.itemsize if meta.policies else 0
+        if node is not None:  # P once per node: each of its ranks makes its share resident
+            p_bytes //= ctx.local_size
+        extra = N * G * dtype.itemsize + p_bytes  # V and P, once written
         if release_dag and dag.step_layered:
             extra = max(0, extra - dag.nbytes())  # the DAG shrinks while they grow
-        memory_guard.check("before Phase 1", extra=extra)
+        try:
+            memory_guard.check("before Phase 1", extra=extra)
+        except MemoryLimitError:
+            if node is not None:  # raised on every rank at once (the guard decides for all)
+                node.close()
+            raise
     keep_policy = meta.policies and (ctx.is_root or policy_on == "all" or not ctx.is_distributed)
+    # terminal rows of a node-shared P: written once, by rank 0 (every rank sees them)
+    nan_rows = keep_policy and (node is None or ctx.is_root)
     root_rank = None  # policy_on="none": the rank that computes the root's row
     arrays = {
         **dag.kernel_arrays(),
@@ -769,7 +795,7 @@ def backward_induction(
         # Untouched pages take no memory: V and P become resident as levels write them
         # (terminal rows of P are set to NaN level by level, where the policies are kept).
         "V": np.zeros((N, G), dtype=dtype),
-        "P": np.empty((N, G, nA), dtype=dtype),
+        "P": np.empty((N, G, nA), dtype=dtype) if node is None else node.array,
     }
     if active is not None:
         arrays["active"] = active
@@ -778,6 +804,8 @@ def backward_induction(
     t0 = time.perf_counter()
     t_exchange = 0.0
     runner = _LocalRunner(arrays, meta, workers, believed_others_policy, dag.states)
+    if node is not None:
+        runner.node_shared.add("P")
     release = _Release(dag) if (release_dag and dag.step_layered) else None
     if release is not None:
         runner.on_pool_start = release.all_private  # the kernel reads the shared copies now
@@ -832,7 +860,7 @@ def backward_induction(
             with CLOCK.part("p1_kernel"):
                 runner.run(my_rest, int(left[li]))
             V, P = runner.arrays["V"], runner.arrays["P"]  # shared copies once workers start
-            if keep_policy and term.any():
+            if nan_rows and term.any():
                 P[level[term]] = np.nan
                 runner.mark_written(level[term])
             if release is not None:
@@ -849,7 +877,7 @@ def backward_induction(
                 shares = [b - a for a, b in split]
                 contiguous = len(todo) and bool(np.all(np.diff(todo) == 1))
                 if early is not None:
-                    early.append(_post_policy_rows(ctx, P, todo, split, requests))
+                    early.append(_post_policy_rows(ctx, P, todo, split, requests, direct))
                 with CLOCK.part("p1_exchange"):
                     if contiguous and overlap:
                         first = int(todo[0])
@@ -885,14 +913,17 @@ def backward_induction(
                     wait_all(requests)
                 todos = [t for t, e in zip(todos, early) if not e]
                 splits = [t for t, e in zip(splits, early) if not e]
-            if policy_on == "all":
+            if node is not None:  # every row this node's ranks wrote is visible to all of them
+                with CLOCK.part("p1_gather_policies"):
+                    node.sync()
+            if policy_on == "all" and node is None:  # (one node: every row is in the one P)
                 for todo, split in zip(todos, splits):
                     lo, hi = split[ctx.rank]
                     shares = [b - a for a, b in split]
                     P[todo] = allgatherv_known(ctx, P[todo[lo:hi]], shares)
-            else:
+            elif policy_on == "root":
                 with CLOCK.part("p1_gather_policies"):
-                    _gather_rows_to_root(ctx, P, todos, splits)
+                    _gather_rows_to_root(ctx, P, todos, splits, direct)
             del todos
             t_exchange += time.perf_counter() - te
         # Plain arrays; when workers shared them, views of the mappings, which stay valid
@@ -902,7 +933,13 @@ def backward_induction(
             P_out = None
         else:
             P_out = np.asarray(P)
+        if node is not None:
+            node.close()
         failed = False
+    except MemoryLimitError:
+        if node is not None:  # raised on every rank at once (the guard decides for all)
+            node.close()
+        raise
     finally:
         runner.close(failed)
     if release is not None:
