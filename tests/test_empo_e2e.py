@@ -183,3 +183,44 @@ def test_bench_reports_the_machines_ceiling(tmp_path):
     assert m["speedup"] == pytest.approx(2 * e["runs"]["serial"]["total_s"] / m["side_by_side_total_s"])
     assert m["mpi_share_of_ceiling"] == pytest.approx(e["runs"]["mpi x2"]["speedup_total"] / m["speedup"])
     assert "2-way ceiling now is" in r.stderr
+
+
+KILLED_IN_PHASE1 = """
+import os, signal, sys
+from empo_distributed import cli, node_shared, phase1
+
+create, compute = node_shared.NodeArray.create, phase1.LevelKernel.compute
+
+def create_and_tell(comm, *args):
+    node = create(comm, *args)
+    if comm.Get_rank() == 0 and node is not None:
+        os.write(1, (node.path + "\\n").encode())
+    return node
+
+def compute_then_die(self, idx, between=None):
+    from mpi4py import MPI
+
+    compute(self, idx, between)
+    if MPI.COMM_WORLD.Get_rank() == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup of any kind runs
+
+node_shared.NodeArray.create = create_and_tell
+phase1.LevelKernel.compute = compute_then_die
+sys.argv[1:] = ["--world", "tiny", "--quiet", "--output", sys.argv[1]]
+sys.exit(cli.main())
+"""
+
+
+def test_rank_killed_in_phase1_leaves_no_node_shared_file(tmp_path):
+    """Ranks on one node share the policies through a /dev/shm file whose name is removed
+    as soon as every rank has mapped it: a rank killed outright (SIGKILL) in Phase 1
+    stops the job and leaves nothing behind."""
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    out = tmp_path / "prior.npz"
+    r = run([MPIRUN, "-n", "2", sys.executable, "-c", KILLED_IN_PHASE1, str(out)])
+    assert r.returncode != 0
+    paths = [p for p in r.stdout.split() if p.startswith("/dev/shm/empo-node-")]
+    assert len(paths) == 1, r.stdout  # rank 0's node shared the policies
+    assert not any(os.path.exists(p) for p in paths)
+    assert not out.exists()
