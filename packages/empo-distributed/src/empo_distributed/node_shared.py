@@ -29,9 +29,11 @@ def node_comm(ctx):
     where there is nothing to share: no MPI, one rank on the node, or simulated nodes."""
     from parallel_core.mpi import SIMULATE_ENV
 
-    if not ctx.is_distributed or ctx.local_size <= 1 or os.environ.get(SIMULATE_ENV) == "active":
+    if not ctx.is_distributed or getattr(ctx, "local_size", 1) <= 1:
         return None
-    return ctx.node_comm
+    if os.environ.get(SIMULATE_ENV) == "active":
+        return None
+    return getattr(ctx, "node_comm", None)
 
 
 def holds_rank0(ctx) -> bool:
