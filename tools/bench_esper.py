@@ -4,9 +4,11 @@ the vectorised env loop runs (env-epochs/s, always).
 **Learning** (``--learning``): PPO is trained for ``--train-episodes`` on the default
 task, then the fixed host, the heuristic and the trained PPO controller (no updates;
 greedy, or sampled as in training with ``--eval-policy sample``; ``--eval-both`` reports
-both; the policy kept is the one that earned the best mean training return of a batch,
-``--keep-policy last`` keeps the last) each run ``--eval-episodes`` held-out episodes (hosts from another root seed that
-training never saw). JSON ``learning: {fixed_host, heuristic, ppo}`` with
+both; the policy kept is, by default, the one with the best return on ``--val-episodes``
+validation hosts of the training root seed, validated every ``--val-every`` batches and at
+the end; ``--keep-policy best`` keeps the one that earned the best mean training return of a
+batch, ``last`` the last) each run ``--eval-episodes`` held-out episodes (hosts from another
+root seed that training never saw). JSON ``learning: {fixed_host, heuristic, ppo}`` with
 ``val_acc_mean``, ``val_acc_ci95``, ``added_params_mean``, ``return_mean``, plus the PPO
 reward curve (mean return per training batch).
 
@@ -546,16 +548,16 @@ def main(argv=None) -> int:
     p.add_argument("--ppo-ent-coef-final", type=float, default=None, help="entropy bonus at the end of training, linear from --ppo-ent-coef (default: constant)")
     p.add_argument("--ppo-anneal-lr", action=argparse.BooleanOptionalAction, default=False, help="PPO learning rate falls linearly to 0 (CleanRL anneal_lr)")
     p.add_argument(
-        "--ppo-norm-reward", action=argparse.BooleanOptionalAction, default=True,
-        help="rewards scaled by the running std of the discounted return (CleanRL NormalizeReward; default on: the critic learns O(1) targets, see docs/esper-multigpu.md)",
+        "--ppo-norm-reward", action=argparse.BooleanOptionalAction, default=False,
+        help="rewards scaled by the running std of the discounted return (CleanRL NormalizeReward; default off: the better mean over training seeds 0-4, see docs/esper-multigpu.md)",
     )  # fmt: skip
     p.add_argument(
         "--ppo-norm-adv", action=argparse.BooleanOptionalAction, default=True,
         help="standardise advantages per minibatch (CleanRL norm_adv; default on: the better mean over training seeds 0-3, see docs/esper-multigpu.md)",
     )  # fmt: skip
     p.add_argument(
-        "--ppo-norm-adv-center", action=argparse.BooleanOptionalAction, default=False,
-        help="with --ppo-norm-adv: subtract the minibatch mean (CleanRL); off (default) only divides by the std, keeping the critic's baseline",
+        "--ppo-norm-adv-center", action=argparse.BooleanOptionalAction, default=True,
+        help="with --ppo-norm-adv: subtract the minibatch mean (CleanRL; default); --no-ppo-norm-adv-center only divides by the std, keeping the critic's baseline",
     )  # fmt: skip
     p.add_argument("--ppo-choices-only", action=argparse.BooleanOptionalAction, default=False, help="policy loss and entropy averaged over steps with a choice only")
     p.add_argument("--ppo-update-epochs", type=int, default=8, help="PPO epochs per batch")
