@@ -168,7 +168,7 @@ def train_ppo(args, devices, seed: int, telemetry_dir):
         val_cost["wall_s"] += time.perf_counter() - w0
         val_cost["cpu_s"] += time.process_time() - c0
         print(
-            f"bench: validation of the policy for batch {acts_in + 1} ({args.val_episodes} training-seed hosts, "
+            f"bench: validation of the policy after {acts_in} update(s) ({args.val_episodes} training-seed hosts, "
             f"{args.eval_policy}): return {r['return_mean']:+.4f}, val_acc {r['val_acc_mean']:.4f}, "
             f"params {r['added_params_mean']:.0f}",
             file=sys.stderr,
