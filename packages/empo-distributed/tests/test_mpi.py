@@ -289,7 +289,7 @@ def test_mpi_ranks_on_one_node_share_the_policies(share, policy_on, workers, mon
         made.append(create(*a, **k))
         return made[-1]
 
-    def spy_post(ctx, P, todo, split, requests, direct=None):
+    def spy_post(ctx, P, todo, split, requests, direct=frozenset()):
         n = len(requests)
         out = post(ctx, P, todo, split, requests, direct)
         posted.append(len(requests) - n)

@@ -127,15 +127,15 @@ def policy_array(ctx, shape: tuple, dtype, policy_on: str, workers: int):
     """``(node, direct)`` for Phase 1's policies: ``node`` the :class:`NodeArray` that the
     ranks of the node holding rank 0 write their policy rows into (``policy_on="root"``;
     ``"all"``: only when every rank is on one node, so every rank reads every row), or
-    None (no sharing: the message path, on every rank); ``direct[r]``: rank r's rows
-    need no message (None when no rank shares). Collective over ``ctx.comm``.
+    None (no sharing: the message path, on every rank); ``direct``: the ranks whose rows
+    need no message (empty when no rank shares). Collective over ``ctx.comm``.
 
     Local workers write P in place only when they are forked (they inherit the
     mapping); with another start method the ranks keep the message path."""
     from parallel_core.pools import choose_start_method
 
     if not ctx.is_distributed or policy_on not in ("root", "all"):
-        return None, None
+        return None, frozenset()
     comm = node_comm(ctx)
     wanted = comm is not None and (
         holds_rank0(ctx) if policy_on == "root" else ctx.node_count == 1
@@ -145,5 +145,5 @@ def policy_array(ctx, shape: tuple, dtype, policy_on: str, workers: int):
         fits = workers <= 1 or choose_start_method() == "fork"
         if comm.allreduce(fits, op=_land()):  # the node's ranks decide together
             node = NodeArray.create(comm, shape, dtype)
-    direct = ctx.comm.allgather(node is not None)
-    return node, (direct if any(direct) else None)
+    shares = ctx.comm.allgather(node is not None)
+    return node, frozenset(r for r, shared in enumerate(shares) if shared)

@@ -565,7 +565,9 @@ class _GuardVerdict:
             MemoryGuard.raise_first(self.ctx.allgather(self.problem))
 
 
-def _post_policy_rows(ctx, P: np.ndarray, todo: np.ndarray, split, requests: list, direct=None) -> bool:
+def _post_policy_rows(
+    ctx, P: np.ndarray, todo: np.ndarray, split, requests: list, direct: frozenset = frozenset()
+) -> bool:
     """Post the non-blocking transfer of a finished level's policy rows to rank 0 (rank 0:
     the receives) when every rank's rows are one contiguous range; False otherwise (the
     rows then go with the final gather). ``direct``: see :func:`_gather_rows_to_root`."""
@@ -578,9 +580,9 @@ def _post_policy_rows(ctx, P: np.ndarray, todo: np.ndarray, split, requests: lis
     comm, tag = ctx.comm, 73
     if ctx.is_root:
         for r, rng in enumerate(ranges):
-            if r and rng is not None and not (direct is not None and direct[r]):
+            if r and rng is not None and r not in direct:
                 requests.append(comm.Irecv(P[rng[0] : rng[1]], source=r, tag=tag))
-    elif ranges[ctx.rank] is not None and not (direct is not None and direct[ctx.rank]):
+    elif ranges[ctx.rank] is not None and ctx.rank not in direct:
         a, b = ranges[ctx.rank]
         requests.append(comm.Isend(P[a:b], dest=0, tag=tag))
     return True
@@ -676,18 +678,20 @@ def _root_row(ctx, P: np.ndarray, root_rank: int | None) -> np.ndarray | None:
     return None
 
 
-def _gather_rows_to_root(ctx, P: np.ndarray, todos: list[np.ndarray], splits: list, direct=None) -> None:
+def _gather_rows_to_root(
+    ctx, P: np.ndarray, todos: list[np.ndarray], splits: list, direct: frozenset = frozenset()
+) -> None:
     """Send every rank's policy rows to rank 0 (raw buffers, no pickling). Every rank knows
     which rows each rank computed (the split of each level), so only rows travel; a
     contiguous range goes straight from and into ``P`` (no copy), and no side ever
-    holds more than one chunk beyond ``P`` itself. ``direct[r]``: rank r wrote its rows
-    into rank 0's ``P`` itself (a node-shared array): nothing to send."""
+    holds more than one chunk beyond ``P`` itself. ``direct``: the ranks that wrote their
+    rows into rank 0's ``P`` itself (a node-shared array): nothing to send."""
     comm, tag = ctx.comm, 72
-    if direct is not None and direct[ctx.rank] and not ctx.is_root:
+    if ctx.rank in direct and not ctx.is_root:
         return
     if ctx.is_root:
         for r in range(1, ctx.size):
-            if direct is not None and direct[r]:
+            if r in direct:
                 continue
             for rows in _rank_rows(todos, splits, r):
                 if isinstance(rows, tuple):
@@ -770,7 +774,7 @@ def backward_induction(
         policy_on != "none",
     )
     # Ranks on one node share P instead of sending rows (.node_shared): node is that
-    # array (None: the message path), direct[r] whether rank r's rows need no message.
+    # array (None: the message path), direct the ranks whose rows need no message.
     node, direct = policy_array(ctx, (N, G, nA), dtype, policy_on, workers)
     if memory_guard is not None:
         p_bytes = N * G * nA * dtype.itemsize if meta.policies else 0
