@@ -194,22 +194,43 @@ def _bench_module():
     return mod
 
 
-def test_bench_keeps_the_best_validated_policy_and_checks_its_flags(capsys):
-    """`--keep-policy val` keeps the best validation return; a tie goes to fewer added
-    parameters, then to the later batch; --val-every/--val-episodes < 1 are usage errors."""
+def test_bench_checks_its_validation_flags(capsys):
+    """--val-every/--val-episodes < 1 are usage errors of the bench (its choice of the
+    policy is esper's own PolicySelector, tested in packages/esper-multigpu)."""
     bench = _bench_module()
-    c = lambda batch, ret, params: {"batch": batch, "return": ret, "added_params": params}  # noqa: E731
-    assert bench.choose_validated([c(2, 0.01, 0), c(4, 0.06, 4656), c(6, 0.03, 1176)])["batch"] == 4
-    # the same return: the cheaper policy; a policy that grows nothing ties only with another
-    assert bench.choose_validated([c(2, 0.05, 4656), c(4, 0.05 + 1e-9, 1176)])["batch"] == 4
-    assert bench.choose_validated([c(2, 0.0, 0), c(4, 0.0, 0), c(6, -0.01, 300)])["batch"] == 4
-    with pytest.raises(ValueError):
-        bench.choose_validated([])
-    # validation hosts: the training root seed's episodes from 1e6, never the held-out root
-    assert bench.VAL_FIRST_EPISODE >= 1_000_000
     for flag in ("--val-every", "--val-episodes"):
         with pytest.raises(SystemExit) as exc:
             bench.main(["--learning", flag, "0"])
         assert exc.value.code == 2
         # (the program name is argv[0]'s: pytest's here, bench_esper.py's from the shell)
         assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f" error: {flag}: must be >= 1; got 0")
+
+
+def test_train_keeps_the_validated_policy_and_eval_reports_it_as_the_bench_does(tmp_path):
+    """`esper train ppo --keep-policy val ... && esper eval ppo --policy ...` as a user types
+    them: the checkpoint and the kept policy written, the evaluation's JSON on stdout equal
+    to the benchmark's evaluate() for the same policy and held-out hosts."""
+    tiny = ["--task", "synthetic", "--width", "8", "--max-epochs", "3", "--devices", "cpu", "--no-tensorboard"]
+    proc = esper(
+        "train", "ppo", *tiny, "--n-envs", "1", "--episodes", "2", "--keep-policy", "val", "--val-every", "1",
+        "--val-episodes", "2", "--save", "ck.pt", "--kept-policy", "kept.pt", "--quiet", cwd=tmp_path, smoke=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    kept = json.loads(proc.stdout)["kept_policy"]
+    assert kept["rule"] == "val" and (tmp_path / "ck.pt").exists() and (tmp_path / "kept.pt").exists()
+    tel = tmp_path / "esper-telemetry" / "ppo.jsonl"
+    assert validate_file(tel)[1] == [] and [r["batch"] for r in read_records(tel) if r["type"] == "kept"] == [kept["batch"]]
+    proc = esper("eval", "ppo", "--policy", "kept.pt", "--episodes", "2", "--seed", "10000", cwd=tmp_path, smoke=True)
+    assert proc.returncode == 0, proc.stderr
+    ev = json.loads(proc.stdout)
+    assert "batch 1/1" in proc.stderr  # progress on stderr, JSON alone on stdout
+    assert ev["kept"]["batch"] == kept["batch"] and ev["episodes"] == 2
+    # the benchmark's evaluate() on the same policy, settings and hosts: the same numbers
+    policy = torch.load(tmp_path / "kept.pt", weights_only=True)
+    settings = policy["config"]
+    ref = _bench_module().evaluate(
+        "ppo", ["cpu"], 2, 10000, settings["max_epochs"], agent_state=policy["agent"], task=settings["task"],
+        env=settings["env"], reward=settings["reward"],
+    )  # fmt: skip
+    for key in ("val_acc_mean", "val_acc_ci95", "added_params_mean", "return_mean", "val_acc", "added_params", "returns"):
+        assert ev[key] == ref[key], key

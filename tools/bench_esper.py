@@ -37,9 +37,7 @@ checkout, 1 when PY lacks its dependencies), before torch is imported.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import math
 import resource
 import statistics
 import sys
@@ -58,48 +56,17 @@ def _cfg(mode: str, **over):
     return build_config(mode, {}, base)
 
 
-def _stats(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of a normal 95% interval of the mean."""
-    m = statistics.fmean(values)
-    if len(values) < 2:
-        return m, float("nan")
-    return m, 1.96 * statistics.stdev(values) / math.sqrt(len(values))
-
-
-#: the validation hosts of a training run: these episodes of its own root seed (spawn key
-#: (2, VAL_FIRST_EPISODE + i)); training never reaches them, and the held-out hosts come
-#: from another root seed
-VAL_FIRST_EPISODE = 1_000_000
-
-
 def evaluate(
     mode: str, devices, episodes: int, seed: int, max_epochs: int, agent_state=None, greedy: bool = True,
     first_episode: int = 0, **over,
 ) -> dict:
     """``episodes`` episodes (``first_episode``, +1, ...) of root seed ``seed``, of one
-    controller in one batch; no learning. ``greedy=False`` samples PPO's actions (seeded by
-    ``seed``), as the policy acts in training."""
-    from esper_multigpu.train import run_training
+    controller in one batch; no learning (``esper_multigpu.selection.evaluate``, as
+    ``esper eval`` runs it). ``greedy=False`` samples PPO's actions (seeded by ``seed``)."""
+    from esper_multigpu.selection import evaluate as run_eval
 
     cfg = _cfg(mode, devices=devices, n_envs=episodes, episodes=episodes, seed=seed, max_epochs=max_epochs, **over)
-    summary, _ = run_training(
-        cfg, log=lambda s: None, agent_state=agent_state, learn=False, greedy=greedy, first_episode=first_episode
-    )
-    acc = [a for b in summary["batches"] for a in b["final_val_acc"]]
-    params = [p for b in summary["batches"] for p in b["seed_params"]]
-    rets = [r for b in summary["batches"] for r in b["returns"]]
-    added = [a for b in summary["batches"] for a in b["added_acc"]]
-    m, ci = _stats(acc)
-    return {
-        "episodes": len(acc),
-        "val_acc_mean": m,
-        "val_acc_ci95": ci,
-        "added_params_mean": statistics.fmean(params),
-        "return_mean": statistics.fmean(rets),
-        "added_acc_mean": statistics.fmean(added),
-        "val_acc": acc,
-        "added_params": params,
-    }
+    return run_eval(cfg, agent_state, greedy=greedy, first_episode=first_episode)
 
 
 def _ppo_cfg(args, devices, seed: int, telemetry_dir):
@@ -121,21 +88,18 @@ def _ppo_cfg(args, devices, seed: int, telemetry_dir):
         max_seeds=args.max_seeds,
         blueprints=args.blueprints,
         quiet=False,
+        keep_policy=args.keep_policy,
+        val_every=args.val_every,
+        val_episodes=args.val_episodes,
+        val_policy=args.eval_policy,
     )
 
 
-def choose_validated(candidates: list[dict]) -> dict:
-    """The policy ``--keep-policy val`` keeps: the best mean validation return (what the
-    reward pays: accuracy added over the paired fixed host, minus rent); ties (to 1e-6) go
-    to fewer added parameters, then to the later batch (the more trained policy)."""
-    if not candidates:
-        raise ValueError("no validated policy to choose from")
-    return max(candidates, key=lambda c: (round(c["return"], 6), -c["added_params"], c["batch"]))
-
-
 def train_ppo(args, devices, seed: int, telemetry_dir):
-    """Train PPO from ``seed``; the kept state, the batch it acts in, the per-batch curves,
-    the validation scores (``--keep-policy val``) and the wall time."""
+    """Train PPO from ``seed``; the kept state (``--keep-policy``, chosen by esper's own
+    ``PolicySelector``, as ``esper train ppo`` does), the batch it acts in, the per-batch
+    curves, the validation scores (``--keep-policy val``) and the wall time."""
+    from esper_multigpu.selection import PolicySelector
     from esper_multigpu.train import run_training
 
     t0 = time.perf_counter()
@@ -144,63 +108,18 @@ def train_ppo(args, devices, seed: int, telemetry_dir):
         f"bench: training PPO (seed {seed}) for {args.train_episodes} episodes ({args.n_envs_train} envs on {devices})",
         file=sys.stderr,
     )
-    acting: dict = {"state": None}  # the policy that acts in the next batch
-    best: dict = {"return": -math.inf, "state": None, "batch": None}
-    n_batches = math.ceil(args.train_episodes / args.n_envs_train)
-    validated: list[dict] = []  # --keep-policy val: every --val-every'th policy and the last
-    val_cost = {"wall_s": 0.0, "cpu_s": 0.0}
-
-    def validate(record: dict, trainer) -> None:
-        # the policy after this batch's update, i.e. the one that acts in the next batch
-        acts_in = record["batch"] + 1
-        if acts_in % args.val_every and acts_in != n_batches:
-            return
-        w0, c0 = time.perf_counter(), time.process_time()
-        state = copy.deepcopy(trainer.agent.state_dict())
-        r = evaluate(
-            "ppo", devices, args.val_episodes, seed, args.max_epochs, agent_state=state,
-            greedy=args.eval_policy == "greedy", first_episode=VAL_FIRST_EPISODE,
-            reward={"rent": args.rent, "rent_shape": args.rent_shape}, max_seeds=args.max_seeds,
-            blueprints=args.blueprints,
-        )  # fmt: skip
-        validated.append({"batch": acts_in, "return": r["return_mean"], "val_acc": r["val_acc_mean"],
-                          "added_params": r["added_params_mean"], "state": state})  # fmt: skip
-        val_cost["wall_s"] += time.perf_counter() - w0
-        val_cost["cpu_s"] += time.process_time() - c0
-        print(
-            f"bench: validation of the policy after {acts_in} update(s) ({args.val_episodes} training-seed hosts, "
-            f"{args.eval_policy}): return {r['return_mean']:+.4f}, val_acc {r['val_acc_mean']:.4f}, "
-            f"params {r['added_params_mean']:.0f}",
-            file=sys.stderr,
-        )
-
-    def keep_best(record: dict, trainer) -> None:
-        # a batch's return was earned by the policy before that batch's update (the first
-        # batch's by the untrained policy, which is not a candidate)
-        if acting["state"] is not None and record["mean_return"] > best["return"]:
-            best["return"], best["state"], best["batch"] = record["mean_return"], acting["state"], record["batch"]
-        acting["state"] = copy.deepcopy(trainer.agent.state_dict())
-
-    summary, trainer = run_training(
-        cfg, log=lambda s: print(s, file=sys.stderr) if s.startswith("batch") else None,
-        on_batch={"best": keep_best, "val": validate}.get(args.keep_policy),
-    )  # fmt: skip
+    selector = PolicySelector(cfg, log=lambda s: print(s, file=sys.stderr))
+    summary, _ = run_training(
+        cfg, log=lambda s: print(s, file=sys.stderr) if s.startswith("batch") else None, selector=selector
+    )
     curve = [b["mean_return"] for b in summary["batches"]]
     acc_curve = [b["mean_final_val_acc"] for b in summary["batches"]]
-    state, kept = trainer.agent.state_dict(), None
-    if args.keep_policy == "best" and best["state"] is not None:
-        state, kept = best["state"], best["batch"]
-    if args.keep_policy == "val":
-        chosen = choose_validated(validated)
-        state, kept = chosen["state"], chosen["batch"]
-    validation = {
-        "first_episode": VAL_FIRST_EPISODE,
-        "episodes": args.val_episodes,
-        "every": args.val_every,
-        "scores": [{k: v for k, v in c.items() if k != "state"} for c in validated],
-        **val_cost,
-    } if args.keep_policy == "val" else None  # fmt: skip
-    return state, kept, curve, acc_curve, summary["host_params"], time.perf_counter() - t0, validation
+    kept = summary["kept_policy"]
+    validation = kept.get("validation")
+    if validation is not None:
+        validation = {k: v for k, v in validation.items() if k != "policy"}
+    state = selector.kept["state"]
+    return state, kept["batch"], curve, acc_curve, summary["host_params"], time.perf_counter() - t0, validation
 
 
 def _halves(curve: list[float]) -> tuple[float, float | None]:
@@ -215,7 +134,9 @@ def learning(args, devices, progress=lambda partial: None) -> dict:
     t0 = time.perf_counter()
     # the first is the one reported as ``ppo``; the other (``--eval-both``) as ``ppo_<policy>``
     policies = [args.eval_policy] + ([{"greedy": "sample", "sample": "greedy"}[args.eval_policy]] if args.eval_both else [])
-    held_out = args.seed + 10_000  # another root seed: hosts training never saw
+    from esper_multigpu.selection import held_out_seed
+
+    held_out = held_out_seed(args.seed)  # another root seed: hosts training never saw
     reward = {"rent": args.rent, "rent_shape": args.rent_shape}
     out: dict = {
         "train_episodes": args.train_episodes,
@@ -288,6 +209,8 @@ def _across_seeds(runs: list[dict]) -> dict:
         r = runs[0]
         return {k: r[k] for k in ("episodes", "val_acc_mean", "val_acc_ci95", "added_params_mean",
                                   "return_mean", "added_acc_mean", "val_acc", "added_params")}  # fmt: skip
+    from esper_multigpu.selection import mean_ci95 as _stats
+
     acc_m, acc_ci = _stats([r["val_acc_mean"] for r in runs])
     par_m, par_ci = _stats([r["added_params_mean"] for r in runs])
     ret_m, ret_ci = _stats([r["return_mean"] for r in runs])

@@ -177,6 +177,13 @@ BAD_FLAGS = [
     (["--width", "6"], "--width: input should be a multiple of 4; got 6"),
     (["--devices", "tpu"], "--devices: unknown device 'tpu'"),
     (["--resume", "missing.pt"], "--resume: checkpoint missing.pt does not exist"),
+    (["--val-every", "0"], "argument --val-every: --val-every must be >= 1; got 0"),
+    (["--val-episodes", "-1"], "argument --val-episodes: --val-episodes must be >= 1; got -1"),
+    (["--keep-policy", "val"], "--keep-policy val: nowhere to write the kept policy; pass --kept-policy FILE or --save CKPT"),
+    (["--keep-policy", "first"], "argument --keep-policy: invalid choice: 'first'"),
+    (["eval", "ppo", "--policy", "missing.pt"], "--policy: missing.pt does not exist"),
+    (["eval", "ppo"], "the following arguments are required: --policy"),
+    (["eval", "heuristic", "--episodes", "0"], "argument --episodes: --episodes must be >= 1; got 0"),
 ]
 
 
@@ -193,7 +200,7 @@ def test_each_bad_flag_names_itself_before_torch_is_imported(tmp_path):
         "    err = io.StringIO()\n"
         "    with contextlib.redirect_stderr(err):\n"
         "        try:\n"
-        "            rc = main(['train', 'ppo', *args])\n"
+        "            rc = main(args if args[0] == 'eval' else ['train', 'ppo', *args])\n"
         "        except SystemExit as exc:  # argparse's own errors exit\n"
         "            rc = exc.code\n"
         "    out.append([rc, err.getvalue()])\n"

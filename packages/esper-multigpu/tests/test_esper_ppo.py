@@ -8,8 +8,8 @@ import torch
 
 from esper_multigpu.simic.buffer import RolloutBuffer, compute_gae
 from esper_multigpu.simic.features import OBS_DIM
-from esper_multigpu.simic.normalizer import RunningMeanStd
 from esper_multigpu.simic.network import factored_log_prob_entropy
+from esper_multigpu.simic.normalizer import RunningMeanStd
 from esper_multigpu.simic.ppo import PPOAgent, PPOConfig
 from esper_multigpu.simic.rewards import RewardConfig, compute_reward
 

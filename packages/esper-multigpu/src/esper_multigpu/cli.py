@@ -1,4 +1,5 @@
-"""Command-line entry point: ``esper train {ppo,heuristic,fixed} ...`` and ``esper telemetry {validate,plot} FILE``.
+"""Command-line entry point: ``esper train {ppo,heuristic,fixed} ...``, ``esper eval
+{ppo,heuristic,fixed} ...`` and ``esper telemetry {validate,plot} FILE``.
 
 With no arguments ``esper`` runs a small demo job: ``esper train ppo --n-envs 2 --episodes 2``
 on the digits task, on CUDA if present, else the CPU.
@@ -39,6 +40,9 @@ examples:
   esper train ppo --devices cpu --episodes 1 --max-epochs 10
   esper train ppo --devices cuda:0 cuda:1 --n-envs 8 --episodes 64 --amp bf16 --save ckpt.pt
   esper train ppo --resume ckpt.pt --save ckpt.pt --episodes 128
+  esper train ppo --episodes 48 --save ckpt.pt              # keeps ckpt.kept.pt: best on validation hosts
+  esper eval ppo --policy ckpt.kept.pt --episodes 16        # held-out hosts, no updates: JSON on stdout
+  esper eval heuristic --like ckpt.kept.pt --episodes 16    # the baseline on the same hosts
   esper telemetry validate esper-telemetry/ppo.jsonl
   esper telemetry plot esper-telemetry/ppo.jsonl --output ppo.png
 """
@@ -98,6 +102,51 @@ def _train_flags(p: argparse.ArgumentParser, mode: str) -> None:
         q.add_argument("--lr", type=_positive_float("--lr"), help="policy learning rate (default 1e-3)")
         q.add_argument("--save", metavar="CKPT", help="save the policy after every batch (atomically)")
         q.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint up to --episodes in total (telemetry is appended)")
+        k = p.add_argument_group("kept policy (besides the checkpoint's last one)")
+        k.add_argument(
+            "--keep-policy", choices=("last", "val", "best"),
+            help="val: the best mean return on validation hosts of the root seed (episodes training never reaches); "
+            "best: the best mean training return of a batch; last. Default: val with --save or --kept-policy, else last",
+        )  # fmt: skip
+        k.add_argument("--kept-policy", metavar="FILE", help="where the kept policy goes (default with --save CKPT: CKPT with .kept.pt)")
+        k.add_argument("--val-every", type=_positive("--val-every"), help="validate after every this many updates, and after the last (default 2)")
+        k.add_argument("--val-episodes", type=_positive("--val-episodes"), help="validation hosts per validation (default 4)")
+        k.add_argument("--val-policy", choices=("greedy", "sample"), help="how the policy acts on them (default greedy, as esper eval)")
+
+
+EVAL_EPISODES = 8
+
+
+def _eval_flags(p: argparse.ArgumentParser, mode: str) -> None:
+    import textwrap
+
+    p.description = textwrap.fill(
+        f"Run {'a saved PPO policy' if mode == 'ppo' else 'the ' + mode + ' controller'} with no updates on held-out "
+        "hosts (by default those of root seed training seed + 10000, which training and validation never see) and "
+        "print JSON on stdout: val_acc_mean, val_acc_ci95, added_params_mean, return_mean and the per-episode "
+        "val_acc, added_params, returns. Progress goes to stderr (-q silences it).",
+        width=88,
+    )
+    g = p.add_argument_group("eval")
+    if mode == "ppo":
+        g.add_argument("--policy", metavar="FILE", required=True, help="a policy file (--kept-policy) or a checkpoint (--save: its last policy)")
+        g.add_argument(
+            "--eval-policy", choices=("greedy", "sample"), default="greedy",
+            help="each head's most likely action (default), or sampled as in training (seeded by --seed)",
+        )  # fmt: skip
+    else:
+        g.add_argument("--like", metavar="FILE", help="the settings (task, epochs, reward, seed, ...) of this policy file or checkpoint's training")
+        g.add_argument("--config", metavar="FILE", help="YAML/JSON training config to take the settings from instead")
+    g.add_argument("--episodes", type=_positive("--episodes"), default=EVAL_EPISODES, help=f"held-out episodes (default {EVAL_EPISODES})")
+    g.add_argument(
+        "--seed", type=_positive("--seed", 0),
+        help="root seed of the held-out hosts (default: the training seed + 10000, never a training or validation host)",
+    )  # fmt: skip
+    g.add_argument("--first-episode", type=_positive("--first-episode", 0), default=0, help="the first episode of that root seed (default 0)")
+    g.add_argument("--devices", nargs="+", metavar="DEV", help="e.g. cpu | cuda:0 (default: cuda:0 if present, else cpu)")
+    g.add_argument("--n-envs", type=_positive("--n-envs"), help="episodes run at once (default: all of them, in one batch)")
+    g.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ (for a policy trained on cifar10)")
+    add_quiet_flag(g)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,14 +156,23 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
     )
     sub = parser.add_subparsers(dest="command", parser_class=ArgumentParser)
-    train = sub.add_parser("train", help="train a controller", epilog=EXAMPLES)
-    modes = train.add_subparsers(dest="mode", required=True, parser_class=ArgumentParser)
-    for mode, help_ in (
-        ("ppo", "learn a growth policy with PPO"),
-        ("heuristic", "run the heuristic baseline controller"),
-        ("fixed", "train the fixed host (no growth): the baseline growth must beat"),
-    ):
-        _train_flags(modes.add_parser(mode, help=help_, epilog=EXAMPLES), mode)
+    for command, help_, modes, add_flags in (
+        ("train", "train a controller", (
+            ("ppo", "learn a growth policy with PPO"),
+            ("heuristic", "run the heuristic baseline controller"),
+            ("fixed", "train the fixed host (no growth): the baseline growth must beat"),
+        ), _train_flags),
+        ("eval", "evaluate a controller on held-out hosts, no updates", (
+            ("ppo", "evaluate a saved PPO policy (policy file or checkpoint)"),
+            ("heuristic", "evaluate the heuristic baseline"),
+            ("fixed", "evaluate the fixed host (no growth)"),
+        ), _eval_flags),
+    ):  # fmt: skip
+        msub = sub.add_parser(command, help=help_, epilog=EXAMPLES).add_subparsers(
+            dest="mode", required=True, parser_class=ArgumentParser
+        )
+        for mode, mode_help in modes:
+            add_flags(msub.add_parser(mode, help=mode_help, epilog=EXAMPLES), mode)
     tel = sub.add_parser("telemetry", help="telemetry tools")
     tsub = tel.add_subparsers(dest="action", required=True, parser_class=ArgumentParser)
     v = tsub.add_parser("validate", help="check a telemetry JSONL file against its schema")
@@ -129,6 +187,7 @@ def _overrides(args: argparse.Namespace) -> dict:
     keys = (
         "task", "data_dir", "devices", "device_strategy", "n_envs", "episodes", "max_epochs",
         "slots", "max_seeds", "blueprints", "amp", "seed", "cpu_threads", "telemetry_dir", "policy_device", "save", "resume",
+        "keep_policy", "kept_policy", "val_every", "val_episodes", "val_policy",
     )  # fmt: skip
     o = {k: getattr(args, k, None) for k in keys}
     o["quiet"] = True if args.quiet else None
@@ -150,6 +209,7 @@ def _smoke(cfg) -> None:
     if not cfg.resume:  # a resumed run's --episodes counts the checkpoint's episodes too
         cfg.episodes = min(cfg.episodes, cfg.n_envs)
     cfg.max_epochs = min(cfg.max_epochs, 3)
+    cfg.val_episodes = min(cfg.val_episodes, 2)
     cfg.env = dataclasses.replace(cfg.env, train_batches=min(cfg.env.train_batches or SMOKE_TRAIN_BATCHES, SMOKE_TRAIN_BATCHES))
 
 
@@ -181,6 +241,8 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if args.no_telemetry:
         cfg.telemetry_dir = None
+    if cfg.mode == "ppo":
+        _resolve_keep_policy(cfg, explicit=getattr(args, "keep_policy", None) is not None or "keep_policy" in file_values)
     if smoke_mode():
         _smoke(cfg)
     if cfg.devices:
@@ -201,6 +263,8 @@ def _train(args: argparse.Namespace) -> int:
         _check_output_dir("--telemetry-dir", cfg.telemetry_dir)
     if cfg.save:
         _check_output_dir("--save", str(Path(cfg.save).parent))
+    if cfg.mode == "ppo" and cfg.kept_policy_path():
+        _check_output_dir("--kept-policy", str(Path(cfg.kept_policy_path()).parent))
 
     # only now the heavy imports
     from parallel_core.devices import DeviceError, visible_devices
@@ -220,6 +284,106 @@ def _train(args: argparse.Namespace) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         raise CliError(f"{where}{exc.strerror or exc}") from None
     emit_json(summary)
+    return 0
+
+
+def _resolve_keep_policy(cfg, explicit: bool) -> None:
+    """No rule given: ``val`` when the kept policy has a file to go to (``--save`` or
+    ``--kept-policy``), else ``last`` (validation would cost time for nothing kept). A rule
+    other than ``last`` with nowhere to write the policy is a usage error."""
+    if not explicit:
+        cfg.keep_policy = "val" if cfg.save or cfg.kept_policy else "last"
+    if cfg.keep_policy != "last" and not cfg.kept_policy_path():
+        raise UsageError(
+            f"--keep-policy {cfg.keep_policy}: nowhere to write the kept policy; pass --kept-policy FILE or --save CKPT"
+        )
+
+
+def _eval_config(args: argparse.Namespace) -> tuple:
+    """(config, policy file path or None) for ``esper eval``; usage errors before torch."""
+    source = getattr(args, "policy", None) or getattr(args, "like", None)
+    flag = "--policy" if getattr(args, "policy", None) else "--like"
+    if source and not Path(source).is_file():
+        raise UsageError(f"{flag}: {source} does not exist")
+    file_values = {}
+    if getattr(args, "config", None):
+        if source:
+            raise UsageError("--config and --like: pass one (both give the training settings)")
+        try:
+            file_values = read_config_file(args.config)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        file_values = {k: v for k, v in file_values.items() if k not in ("n_envs", "episodes", "devices", "save", "resume")}
+    overrides = {"devices": args.devices, "data_dir": args.data_dir, "quiet": True if args.quiet else None}
+    try:
+        cfg = build_config(args.mode, file_values, overrides)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if cfg.devices:
+        precheck_devices(cfg.devices)
+    return cfg, source, flag
+
+
+def _eval(args: argparse.Namespace) -> int:
+    cfg, source, flag = _eval_config(args)
+    import time
+
+    from parallel_core.devices import DeviceError, visible_devices
+
+    from .checkpoint import CheckpointError, load_policy
+    from .config import training_settings
+    from .kasmina.blueprints import BlueprintError
+    from .selection import evaluate, held_out_seed
+    from .tolaria.tasks import TaskError
+
+    policy = None
+    try:
+        if source:
+            policy = load_policy(source, flag)
+            settings = {**policy["config"], **({"data_dir": args.data_dir} if args.data_dir else {})}
+            cfg = build_config(args.mode, settings, {"devices": cfg.devices, "quiet": cfg.quiet})
+    except CheckpointError as exc:
+        raise UsageError(str(exc)) from None
+    except ConfigError as exc:
+        raise UsageError(f"{flag}: {source} holds settings this version refuses ({exc})") from None
+    except OSError as exc:
+        raise CliError(f"{flag}: cannot read {source}: {exc.strerror or exc}") from None
+    seed = args.seed if args.seed is not None else held_out_seed(cfg.seed)
+    train_seed = cfg.seed
+    cfg.seed, cfg.episodes = seed, args.episodes
+    cfg.n_envs = args.n_envs or args.episodes
+    cfg.telemetry_dir, cfg.tensorboard, cfg.save, cfg.resume = None, False, None, None
+    if smoke_mode():
+        _smoke(cfg)
+    greedy = getattr(args, "eval_policy", "greedy") == "greedy"
+    log = (lambda s: None) if cfg.quiet else (lambda s: print(s, file=sys.stderr))
+    if seed == train_seed and args.first_episode < 1_000_000:
+        log(f"esper: warning: --seed {seed} is the training seed: these are training hosts, not held-out ones")
+    t0 = time.perf_counter()
+    try:
+        stats = evaluate(cfg, policy["agent"] if policy and args.mode == "ppo" else None, greedy=greedy, first_episode=args.first_episode, log=log)
+    except DeviceError as exc:
+        raise UsageError(f"{exc} (visible devices: {', '.join(visible_devices())})") from None
+    except (TaskError, BlueprintError) as exc:
+        raise UsageError(str(exc)) from None
+    except CheckpointError as exc:  # the policy does not fit the network its settings build
+        raise UsageError(f"{flag}: {source}: {exc}") from None
+    out = {
+        "mode": args.mode,
+        "policy": getattr(args, "policy", None),
+        "like": getattr(args, "like", None),
+        "kept": policy["kept"] if policy and getattr(args, "policy", None) else None,
+        "eval_policy": ("greedy" if greedy else "sample") if args.mode == "ppo" else None,
+        "task": cfg.task,
+        "train_seed": train_seed,
+        "seed": seed,
+        "first_episode": args.first_episode,
+        "max_epochs": cfg.max_epochs,
+        **stats,
+        "wall_s": time.perf_counter() - t0,
+        "settings": training_settings(cfg),
+    }
+    emit_json(out)
     return 0
 
 
@@ -266,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.action == "validate":
                 return _validate_telemetry(args.file)
             return _plot(args.file, args.output)
+        if args.command == "eval":
+            return _eval(args)
         return _train(args)
 
     return run_cli(PROG, body, interrupted="interrupted; telemetry and checkpoints written so far are intact")

@@ -211,6 +211,20 @@ class TrainConfig:
     tensorboard: bool = True
     save: str | None = None
     resume: str | None = None
+    #: which PPO policy the run keeps besides the checkpoint's last one (``selection.py``):
+    #: ``last``; ``val``, the best mean return on ``val_episodes`` validation hosts of the
+    #: root seed (episodes from ``selection.VAL_FIRST_EPISODE``), validated after every
+    #: ``val_every`` updates and after the last; ``best``, the policy that earned the best
+    #: mean training return of a batch. ``esper train ppo`` picks ``val`` when it has a file
+    #: to write the kept policy to (``--save`` or ``--kept-policy``) and no rule is given
+    keep_policy: Literal["last", "val", "best"] = "last"
+    #: the kept policy's file (default with ``--save CKPT`` and a rule other than ``last``:
+    #: ``CKPT`` with the suffix ``.kept.pt``)
+    kept_policy: str | None = None
+    val_every: PosInt = 2
+    val_episodes: PosInt = 4
+    #: how the policy acts on the validation hosts (as it will be evaluated)
+    val_policy: Literal["greedy", "sample"] = "greedy"
     quiet: bool = False
     env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
     ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
@@ -228,6 +242,28 @@ class TrainConfig:
 
     def env_config(self) -> EnvConfig:
         return dataclasses.replace(self.env, max_epochs=self.max_epochs)
+
+    def kept_policy_path(self) -> str | None:
+        """Where the kept policy goes: ``kept_policy``, else (a rule other than ``last``
+        with ``save``) the checkpoint's name with ``.kept.pt``; None: no file."""
+        if self.kept_policy or self.keep_policy == "last" or not self.save:
+            return self.kept_policy
+        return str(Path(self.save).with_suffix(".kept.pt"))
+
+
+#: the settings that define what a policy was trained on and how it is scored, kept in
+#: policy files and checkpoints so ``esper eval`` evaluates under the same ones
+#: (everything but where and how fast a run goes, its length and its files)
+_NOT_TRAINING_SETTINGS = (
+    "mode", "devices", "device_strategy", "policy_device", "n_envs", "episodes", "cpu_threads",
+    "telemetry_dir", "tensorboard", "save", "resume", "keep_policy", "kept_policy", "val_every",
+    "val_episodes", "val_policy", "quiet",
+)  # fmt: skip
+
+
+def training_settings(cfg: TrainConfig) -> dict:
+    """The settings of ``cfg`` a policy file keeps (plain values: ``weights_only``-loadable)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_TRAINING_SETTINGS}
 
 
 _TOP = {f.name for f in dataclasses.fields(TrainConfig)} - {"mode"}
@@ -251,6 +287,11 @@ FLAGS = {
     "telemetry_dir": "--telemetry-dir",
     "save": "--save",
     "resume": "--resume",
+    "keep_policy": "--keep-policy",
+    "kept_policy": "--kept-policy",
+    "val_every": "--val-every",
+    "val_episodes": "--val-episodes",
+    "val_policy": "--val-policy",
     "env.batch_size": "--batch-size",
     "env.width": "--width",
     "ppo.lr": "--lr",

@@ -120,6 +120,32 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "env_epochs_per_s": _num,
         "ppo": _opt((dict,)),
     },
+    # --keep-policy val: one validation of the policy after ``batch`` updates on the
+    # validation hosts (episodes ``first_episode`` ..), and the batch kept so far
+    "validation": {
+        **_KEYS,
+        "batch": _int,
+        "first_episode": _int,
+        "episodes": _int,
+        "policy": _str,
+        "mean_return": _num,
+        "mean_val_acc": _num,
+        "added_params": _num,
+        "returns": (list,),
+        "val_acc": (list,),
+        "kept_batch": _int,
+        "wall_s": _num,
+    },
+    # the policy a run kept (at its end): rule, batch (its number of updates), scores, file
+    "kept": {
+        **_KEYS,
+        "rule": _str,
+        "batch": _opt(_int),
+        "return": _opt(_num),
+        "val_acc": _opt(_num),
+        "added_params": _opt(_num),
+        "file": _opt(_str),
+    },
     "end": {
         **_KEYS,
         "status": _str,

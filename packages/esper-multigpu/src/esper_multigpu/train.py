@@ -12,6 +12,7 @@ from parallel_core.progress import progress_bar
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .selection import PolicySelector
 from .simic.features import OBS_DIM
 from .simic.vectorized import VectorizedTrainer
 from .telemetry import TelemetrySink
@@ -45,6 +46,7 @@ def run_training(
     greedy: bool = False,
     on_batch: Callable[[dict, VectorizedTrainer], None] | None = None,
     first_episode: int = 0,
+    selector: PolicySelector | None = None,
 ) -> tuple[dict, VectorizedTrainer]:
     """Run ``cfg`` end to end; returns the JSON-able summary and the trainer (envs, agent).
 
@@ -54,6 +56,12 @@ def run_training(
     keep snapshots of the policy. ``first_episode`` shifts the episodes run (their hosts
     come from ``SeedSequence(seed, spawn_key=(2, episode))``): with ``learn=False``, episodes
     a training run never reaches are a validation set of the same root seed.
+
+    A PPO run that learns keeps a policy besides the last (``cfg.keep_policy``,
+    :mod:`.selection`): ``selector`` (default: one made from ``cfg`` when the rule is not
+    ``last`` or a kept-policy file is asked for) chooses it after every batch, goes into
+    the checkpoint, writes the policy file and reports the choice (summary ``kept_policy``,
+    telemetry ``validation`` and ``kept`` records).
     """
     from parallel_core.devices import default_device, validate_devices
 
@@ -82,14 +90,17 @@ def run_training(
             trainer.agent.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError, AttributeError) as exc:  # e.g. another ppo.hidden
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(
-                f"--resume: checkpoint {cfg.resume} does not fit this run's policy ({first})"
-            ) from exc
+            where = f"--resume: checkpoint {cfg.resume}" if cfg.resume else "the policy"
+            raise CheckpointError(f"{where} does not fit this run's policy ({first})") from exc
     if resumed is not None:
         log(
             f"esper: resumed from {cfg.resume}: {episodes_done} of {cfg.episodes} episodes done"
         )
     start_episode = episodes_done
+    if selector is None and learn and trainer.agent is not None and (cfg.keep_policy != "last" or cfg.kept_policy):
+        selector = PolicySelector(cfg, log=log if not cfg.quiet else lambda s: None)
+    if selector is not None:
+        selector.resume(resumed.get("selection") if resumed is not None else None, trainer)
     name = cfg.mode
     t0 = time.perf_counter()
     sink = TelemetrySink(
@@ -159,8 +170,14 @@ def run_training(
                     log(format_batch(rec, total))
                 if on_batch is not None:
                     on_batch(history[-1], trainer)
+                if selector is not None:
+                    selector.after_batch(history[-1], trainer, sink)
                 if cfg.save and trainer.agent is not None:
-                    save_checkpoint(cfg.save, trainer.agent, cfg, next_batch, episodes_done, history)
+                    save_checkpoint(
+                        cfg.save, trainer.agent, cfg, next_batch, episodes_done, history,
+                        selector.state_dict() if selector is not None else None,
+                    )  # fmt: skip
+        kept = selector.finish(trainer, sink, len(history)) if selector is not None else None
     wall = time.perf_counter() - t0
     env_epochs = (episodes_done - start_episode) * cfg.max_epochs
     summary = {
@@ -184,6 +201,7 @@ def run_training(
         "telemetry": str(sink.path) if sink.path else None,
         "telemetry_records": sink.counts,
         "checkpoint": cfg.save,
+        "kept_policy": kept,
         "config": {
             k: v
             for k, v in dataclasses.asdict(cfg).items()
