@@ -68,3 +68,17 @@ def test_env_contribution_is_accuracy_minus_counterfactual():
     env.train_epoch()
     env.end_epoch()
     assert env.model.slots["early"].state.telemetry.contribution == 0.0
+
+
+def test_forward_many_equals_separate_passes_bit_for_bit():
+    """The evaluation runs every counterfactual at once, sharing prefixes: each variant's
+    logits are exactly those of its own forward pass."""
+    env = blending_env()
+    m = env.model
+    m.eval()
+    x = env.x_val[:48]
+    overrides = [{}, {"mid": 0.0}, {"mid": 1.0}, {"late": 0.0}, {"mid": 0.0, "late": 1.0}, {}]
+    with torch.no_grad():
+        many = m.forward_many(x, overrides)
+        for ov, logits in zip(overrides, many, strict=True):
+            assert torch.equal(logits, m(x, alpha_override=ov))

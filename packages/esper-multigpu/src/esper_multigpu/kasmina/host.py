@@ -117,6 +117,34 @@ class MorphogeneticModel(nn.Module):
         h = self.slots["late"](h, ov.get("late"))
         return self.host.head(h.mean(dim=(2, 3)))
 
+    def forward_many(
+        self, x: torch.Tensor, overrides: list[dict[str, float]]
+    ) -> list[torch.Tensor]:
+        """``[self(x, alpha_override=o) for o in overrides]`` with each shared prefix run
+        once: variants that agree on every slot up to a point share the stages before it
+        (the same operations on the same inputs, so the same values bit for bit). The
+        counterfactual of a ``late`` seed then costs its slot and the head, not a pass."""
+        steps = (self.host.stage1, "early", self.host.stage2, "mid", self.host.stage3, "late")
+        out: list[torch.Tensor | None] = [None] * len(overrides)
+
+        def run(h: torch.Tensor, i: int, group: list[int]) -> None:
+            while i < len(steps) and not isinstance(steps[i], str):
+                h = steps[i](h)
+                i += 1
+            if i == len(steps):
+                logits = self.host.head(h.mean(dim=(2, 3)))
+                for k in group:
+                    out[k] = logits
+                return
+            by_alpha: dict[float | None, list[int]] = {}
+            for k in group:
+                by_alpha.setdefault(overrides[k].get(steps[i]), []).append(k)
+            for alpha, sub in by_alpha.items():
+                run(self.slots[steps[i]](h, alpha), i + 1, sub)
+
+        run(x, 0, list(range(len(overrides))))
+        return out
+
     @property
     def device(self) -> torch.device:
         return self.host.head.weight.device

@@ -299,6 +299,33 @@ class MorphoEnv:
             correct += (logits.argmax(1) == yb).sum()
         return loss_sum / len(y), correct / len(y)
 
+    @torch.inference_mode()
+    def _eval_many(self, variants: list[tuple[dict[str, float], int | None]]) -> list[tuple]:
+        """:meth:`_eval` of ``self.model`` for each ``(alpha_override, limit)``, as device
+        tensors (no sync), in one pass per chunk for the variants over the same samples:
+        their shared prefixes run once (``MorphogeneticModel.forward_many``), so the
+        values are those of separate passes, bit for bit."""
+        n_val = len(self.x_val)
+        by_n: dict[int, list[int]] = {}
+        for k, (_, limit) in enumerate(variants):
+            by_n.setdefault(n_val if limit is None else min(limit, n_val), []).append(k)
+        out: list[tuple | None] = [None] * len(variants)
+        for n, idx in by_n.items():
+            x, y = self.x_val[:n], self.y_val[:n]
+            overrides = [variants[k][0] for k in idx]
+            loss_sum = [torch.zeros((), device=self.device) for _ in idx]
+            correct = [torch.zeros((), device=self.device) for _ in idx]
+            for s in range(0, n, self.config.eval_chunk):
+                xb, yb = x[s : s + self.config.eval_chunk], y[s : s + self.config.eval_chunk]
+                with self.autocast():
+                    all_logits = self.model.forward_many(xb, overrides)
+                for j, logits in enumerate(all_logits):
+                    loss_sum[j] += F.cross_entropy(logits.float(), yb, reduction="sum")
+                    correct[j] += (logits.argmax(1) == yb).sum()
+            for j, k in enumerate(idx):
+                out[k] = (loss_sum[j] / n, correct[j] / n)
+        return out
+
     def evaluate(
         self, alpha_override: dict[str, float] | None = None, limit: int | None = None
     ) -> tuple[float, float]:
@@ -333,25 +360,32 @@ class MorphoEnv:
             put(("train_loss",), self._loss_sum / n)
             put(("train_acc",), self._correct / n)
             put(("skipped",), self._skipped)
-            val_loss, val_acc = self._eval(self.model, {})
+            # every pass of the model at once (the counterfactuals share their prefixes)
+            variants: dict[tuple, tuple[dict[str, float], int | None]] = {("val",): ({}, None)}
+            if len(self.x_val) > limit:
+                variants[("subset_acc",)] = ({}, limit)
+            for name, slot in self.model.slots.items():
+                if slot.seed is None:
+                    continue
+                if slot.state.alpha != 1.0:  # the model with this seed fully on (functional override)
+                    variants[(name, "seed_acc")] = ({name: 1.0}, limit)
+                if slot.state.alpha > 0.0:  # what the model loses without this slot
+                    variants[(name, "ablated_acc")] = ({name: 0.0}, limit)
+            results = dict(zip(variants, self._eval_many(list(variants.values())), strict=True))
+            val_loss, val_acc = results.pop(("val",))
             put(("val_loss",), val_loss)
             put(("val_acc",), val_acc)
-            subset = len(self.x_val) > limit
-            if subset:
-                put(("subset_acc",), self._eval(self.model, {}, limit)[1])
             if self.has_shadow:
                 put(("shadow_acc",), self._eval(self.shadow, None)[1])
             for name, slot in self.model.slots.items():
                 if slot.seed is None:
                     continue
-                st, acc = slot.state, self._grad[name]
+                acc = self._grad[name]
                 if acc["n"]:
                     for k in ("norm", "healthy", "vanish", "explode"):
                         put((name, k), acc[k] / acc["n"])
-                if st.alpha != 1.0:  # the model with this seed fully on (functional override)
-                    put((name, "seed_acc"), self._eval(self.model, {name: 1.0}, limit)[1])
-                if st.alpha > 0.0:  # what the model loses without this slot
-                    put((name, "ablated_acc"), self._eval(self.model, {name: 0.0}, limit)[1])
+            for key, (_, acc_t) in results.items():
+                put(key, acc_t)
             stacked = torch.stack(vals)
             if self.stream is not None:
                 host = torch.empty(stacked.shape, dtype=stacked.dtype, pin_memory=True)
