@@ -123,3 +123,5 @@ def test_eval_of_a_garbage_policy_file_is_one_line_exit_2(tmp_path, capsys):
     assert main(["eval", "ppo", "--policy", str(junk), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"esper: error: --policy: {junk} is not an esper policy file") and err.count("\n") == 1
+    # torch's own text advises weights_only=False (running code from the file): not passed on
+    assert "not a torch file" in err and "weights_only" not in err

@@ -62,6 +62,16 @@ def save_policy(path: str | Path, agent_state: dict, cfg, kept: dict) -> None:
         torch.save(state, f)
 
 
+def _load_failure(exc: Exception) -> str:
+    """Why ``torch.load(..., weights_only=True)`` failed, in a few words. torch's own text
+    for a file that is not a torch file advises ``weights_only=False``, which would run
+    code from the file: never the advice for a file of unknown origin."""
+    text = " ".join(str(exc).split())
+    if text.startswith("Weights only load failed"):
+        return "not a torch file, or it holds objects a weights-only load refuses"
+    return text[:200]
+
+
 def load_policy(path: str | Path, flag: str = "--policy") -> dict:
     """``{"agent", "config", "kept"}`` from a policy file or a checkpoint (its last
     policy); :class:`CheckpointError` naming ``flag`` when it is neither. An unreadable
@@ -74,8 +84,7 @@ def load_policy(path: str | Path, flag: str = "--policy") -> dict:
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = " ".join(str(exc).split())[:200]
-        raise CheckpointError(f"{flag}: {p} is not an esper policy file or checkpoint ({first})") from exc
+        raise CheckpointError(f"{flag}: {p} is not an esper policy file or checkpoint ({_load_failure(exc)})") from exc
     if isinstance(state, dict) and state.get("format") == POLICY_FORMAT:
         return {"agent": state["agent"], "config": state["config"], "kept": state["kept"], "source": "policy"}
     if isinstance(state, dict) and state.get("version") == CHECKPOINT_VERSION and "agent" in state:
@@ -96,8 +105,7 @@ def load_checkpoint(path: str | Path, cfg) -> dict:
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = " ".join(str(exc).split())[:200]
-        raise CheckpointError(f"--resume: checkpoint {p} cannot be read safely: {first}") from exc
+        raise CheckpointError(f"--resume: checkpoint {p} cannot be read safely: {_load_failure(exc)}") from exc
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(
             f"--resume: {p} is not an esper checkpoint (version {CHECKPOINT_VERSION})"
