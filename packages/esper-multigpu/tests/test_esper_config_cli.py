@@ -39,8 +39,10 @@ TINY = ["--task", "synthetic", "--max-epochs", "3", "--width", "8", "--quiet", "
 
 def test_cli_runs_and_prints_json(capsys):
     assert main(["train", "heuristic", "--devices", "cpu", *TINY]) == 0
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
     assert out["mode"] == "heuristic" and out["episodes"] == 1 and out["assignment"] == {"cpu": 1}
+    assert captured.err == ""  # --quiet: no status lines (the device line included), no bar
 
 
 def test_cli_ppo_with_config_save_and_telemetry(tmp_path, capsys):

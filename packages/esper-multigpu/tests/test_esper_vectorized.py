@@ -43,7 +43,7 @@ def test_two_cpu_devices_equal_one(tiny_config, tmp_path):
     for name, devices in (("one", ["cpu"]), ("two", ["cpu", "cpu"])):
         lines = []
         cfg = tiny_config(
-            devices=devices, n_envs=3, episodes=3, max_epochs=4, telemetry_dir=str(tmp_path / name)
+            devices=devices, n_envs=3, episodes=3, max_epochs=4, telemetry_dir=str(tmp_path / name), quiet=False
         )
         summary, trainer = run_training(cfg, log=lines.append)
         out[name] = (summary, trainer, lines)
@@ -100,7 +100,7 @@ def test_checkpoint_save_resume_equals_uninterrupted(tiny_config, tmp_path):
     assert ckpt.exists() and len(part["batches"]) == 1
     lines = []
     resumed, resumed_trainer = run_training(
-        tiny_config(n_envs=2, episodes=4, resume=str(ckpt), save=str(ckpt)), log=lines.append
+        tiny_config(n_envs=2, episodes=4, resume=str(ckpt), save=str(ckpt), quiet=False), log=lines.append
     )
     assert any("resumed from" in s and "2 of 4 episodes done" in s for s in lines)
     assert resumed["episodes"] == 4 and len(resumed["batches"]) == 2

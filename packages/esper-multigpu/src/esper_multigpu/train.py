@@ -92,7 +92,7 @@ def run_training(
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             where = f"--resume: checkpoint {cfg.resume}" if cfg.resume else "the policy"
             raise CheckpointError(f"{where} does not fit this run's policy ({first})") from exc
-    if resumed is not None:
+    if resumed is not None and not cfg.quiet:
         log(
             f"esper: resumed from {cfg.resume}: {episodes_done} of {cfg.episodes} episodes done"
         )

@@ -183,10 +183,11 @@ class VectorizedTrainer:
         self.env_groups = map_to_devices(n_envs, labels, cfg.device_strategy)
         self.env_devices = [self.devices[labels.index(g)] for g in self.env_groups]
         self.policy_device = validate_devices([cfg.policy_device or self.devices[0]])[0]
-        log(
-            f"esper: {n_envs} env(s) -> devices: {format_assignment(self.env_groups)}"
-            + (f"; policy on {self.policy_device}" if cfg.mode == "ppo" else "")
-        )
+        if not cfg.quiet:  # a status line; warnings below are shown even with --quiet
+            log(
+                f"esper: {n_envs} env(s) -> devices: {format_assignment(self.env_groups)}"
+                + (f"; policy on {self.policy_device}" if cfg.mode == "ppo" else "")
+            )
         cpu_envs = [d for d in self.env_devices if effective_amp(cfg.amp, d) != cfg.amp]
         if cfg.amp != "off" and cpu_envs:
             log(
