@@ -279,32 +279,19 @@ class MorphoEnv:
             self.train_batch(i)
 
     # ------------------------------------------------------------- evaluation
-    @torch.no_grad()
-    def _eval(self, model, alpha_override: dict[str, float] | None = None, limit: int | None = None):
-        """(mean loss, accuracy) on the validation set as device tensors (no sync)."""
-        x, y = self.x_val, self.y_val
-        if limit is not None:
-            x, y = x[:limit], y[:limit]
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device)
-        for s in range(0, len(x), self.config.eval_chunk):
-            xb, yb = x[s : s + self.config.eval_chunk], y[s : s + self.config.eval_chunk]
-            with self.autocast():
-                logits = (
-                    model(xb, alpha_override=alpha_override)
-                    if alpha_override is not None
-                    else model(xb)
-                )
-            loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
-            correct += (logits.argmax(1) == yb).sum()
-        return loss_sum / len(y), correct / len(y)
-
     @torch.inference_mode()
-    def _eval_many(self, variants: list[tuple[dict[str, float], int | None]]) -> list[tuple]:
-        """:meth:`_eval` of ``self.model`` for each ``(alpha_override, limit)``, as device
-        tensors (no sync), in one pass per chunk for the variants over the same samples:
-        their shared prefixes run once (``MorphogeneticModel.forward_many``), so the
-        values are those of separate passes, bit for bit."""
+    def _eval_many(self, variants: list[tuple[dict[str, float], int | None]], model=None) -> list[tuple]:
+        """(mean loss, accuracy) on the validation set, as device tensors (no sync), of
+        ``self.model`` for each ``(alpha_override, limit)``, in one pass per chunk for the
+        variants over the same samples: their shared prefixes run once
+        (``MorphogeneticModel.forward_many``), so the values are those of separate passes,
+        bit for bit. ``model``: another network (the shadow host), run plainly once per
+        variant."""
+        if model is None:
+            forward = self.model.forward_many
+        else:
+            def forward(xb, overrides):
+                return [model(xb) for _ in overrides]
         n_val = len(self.x_val)
         by_n: dict[int, list[int]] = {}
         for k, (_, limit) in enumerate(variants):
@@ -318,7 +305,7 @@ class MorphoEnv:
             for s in range(0, n, self.config.eval_chunk):
                 xb, yb = x[s : s + self.config.eval_chunk], y[s : s + self.config.eval_chunk]
                 with self.autocast():
-                    all_logits = self.model.forward_many(xb, overrides)
+                    all_logits = forward(xb, overrides)
                 for j, logits in enumerate(all_logits):
                     loss_sum[j] += F.cross_entropy(logits.float(), yb, reduction="sum")
                     correct[j] += (logits.argmax(1) == yb).sum()
@@ -333,7 +320,7 @@ class MorphoEnv:
         was_training = self.model.training
         self.model.eval()
         with self.stream_context():
-            loss, acc = self._eval(self.model, alpha_override or {}, limit)
+            loss, acc = self._eval_many([(alpha_override or {}, limit)])[0]
             out = torch.stack([loss, acc]).tolist()
         self.model.train(was_training)
         return out[0], out[1]
@@ -376,7 +363,7 @@ class MorphoEnv:
             put(("val_loss",), val_loss)
             put(("val_acc",), val_acc)
             if self.has_shadow:
-                put(("shadow_acc",), self._eval(self.shadow, None)[1])
+                put(("shadow_acc",), self._eval_many([({}, None)], model=self.shadow)[0][1])
             for name, slot in self.model.slots.items():
                 if slot.seed is None:
                     continue
