@@ -333,7 +333,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError, load_policy
     from .config import training_settings
     from .kasmina.blueprints import BlueprintError
-    from .selection import evaluate, held_out_seed
+    from .selection import VAL_FIRST_EPISODE, evaluate, held_out_seed
     from .tolaria.tasks import TaskError
 
     policy = None
@@ -357,7 +357,7 @@ def _eval(args: argparse.Namespace) -> int:
         _smoke(cfg)
     greedy = getattr(args, "eval_policy", "greedy") == "greedy"
     log = (lambda s: None) if cfg.quiet else (lambda s: print(s, file=sys.stderr))
-    if seed == train_seed and args.first_episode < 1_000_000:
+    if seed == train_seed and args.first_episode < VAL_FIRST_EPISODE:
         log(f"esper: warning: --seed {seed} is the training seed: these are training hosts, not held-out ones")
     t0 = time.perf_counter()
     try:
